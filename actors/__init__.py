@@ -1,0 +1,1 @@
+"""Ray actors (thin shells over pipeline/). Arrives with the runtime issue."""

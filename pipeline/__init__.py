@@ -1,0 +1,32 @@
+"""longwatch's stream-processing core. Plain Python: no Ray here."""
+
+from .config import QwenCompatConfig, SamplerConfig, Settings, SourceConfig
+from .errors import (
+    ClipError,
+    ConfigError,
+    EmptySourceError,
+    InvalidVideoError,
+    LongwatchError,
+    NoVideoStreamError,
+    ResolutionError,
+    SourceError,
+    SourceNotFoundError,
+    SourceTimeoutError,
+    SourceUnreachableError,
+    UnsupportedSourceError,
+)
+from .patches import VideoPatches, patchify
+from .sampler import DynamicSampler, sample_clips, sample_qwen
+from .sizing import smart_nframes, smart_resize
+from .source import DecodedFrame, Source, open_source
+from .timebase import StreamClock, to_stream_seconds, to_utc
+from .types import Clip, Frame
+
+__all__ = [
+    "Clip", "ClipError", "ConfigError", "DecodedFrame", "DynamicSampler", "EmptySourceError", "Frame",
+    "InvalidVideoError", "LongwatchError", "NoVideoStreamError", "QwenCompatConfig", "ResolutionError",
+    "SamplerConfig", "Settings", "Source", "SourceConfig", "SourceError", "SourceNotFoundError",
+    "SourceTimeoutError", "SourceUnreachableError", "StreamClock", "UnsupportedSourceError", "VideoPatches",
+    "open_source", "patchify", "sample_clips", "sample_qwen", "smart_nframes", "smart_resize",
+    "to_stream_seconds", "to_utc",
+]

@@ -1,0 +1,95 @@
+"""One declarative configuration, with environment overrides (``LONGWATCH_SAMPLER__MAX_FPS=4`` …)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Qwen2.5-VL vision constants (preprocessor_config.json of the released checkpoints).
+PATCH_SIZE = 14
+MERGE_SIZE = 2
+TEMPORAL_PATCH_SIZE = 2
+FACTOR = PATCH_SIZE * MERGE_SIZE  # 28
+TOKENS_PER_SECOND = 2  # vision_config.tokens_per_second
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SourceConfig(_Model):
+    """How sources are opened and kept alive."""
+
+    rtsp_transport: str = Field("tcp", pattern="^(tcp|udp|udp_multicast|http|https)$")
+    open_timeout_s: float = Field(5.0, gt=0)
+    read_timeout_s: float = Field(5.0, gt=0)
+    connect_attempts: int = Field(3, ge=1, description="attempts before a source that cannot be opened fails")
+    reconnect_forever: bool = Field(
+        True, description="a live source that drops keeps reconnecting (until max_reconnects)"
+    )
+    max_reconnects: int | None = Field(None, ge=0, description="None = no limit")
+    backoff_initial_s: float = Field(0.5, gt=0)
+    backoff_max_s: float = Field(10.0, gt=0)
+    decoder_threads: int = Field(0, ge=0, description="0 = FFmpeg chooses")
+    max_width: int = Field(8192, gt=0)
+    max_height: int = Field(8192, gt=0)
+    max_pixels: int = Field(8192 * 4320, gt=0)
+    max_consecutive_corrupt: int = Field(50, ge=0)
+
+
+class SamplerConfig(_Model):
+    """Dynamic-FPS sampling and clip cutting."""
+
+    min_fps: float = Field(0.5, gt=0)
+    max_fps: float = Field(2.0, gt=0)
+    clip_seconds: float = Field(8.0, gt=0)
+    overlap_seconds: float = Field(0.0, ge=0)
+    min_pixels: int = Field(128 * FACTOR * FACTOR, gt=0)
+    max_pixels: int = Field(768 * FACTOR * FACTOR, gt=0)
+    tokens_per_second_budget: float | None = Field(
+        None, gt=0, description="vision tokens per second of footage a stream may cost; None = no cap"
+    )
+    activity_low: float = Field(0.004, ge=0, description="mean abs frame difference (0..1) at or below which min_fps is used")
+    activity_high: float = Field(0.04, gt=0, description="... at or above which max_fps is used")
+    thumb_width: int = Field(64, ge=8)
+    skip: str = Field("auto", pattern="^(auto|DEFAULT|NONREF|NONKEY)$")
+
+    @model_validator(mode="after")
+    def _check(self) -> "SamplerConfig":
+        if self.min_fps > self.max_fps:
+            raise ValueError(f"min_fps ({self.min_fps}) > max_fps ({self.max_fps})")
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels ({self.min_pixels}) > max_pixels ({self.max_pixels})")
+        if self.activity_low >= self.activity_high:
+            raise ValueError("activity_low must be below activity_high")
+        if self.overlap_seconds >= self.clip_seconds:
+            raise ValueError("overlap_seconds must be shorter than clip_seconds")
+        if self.clip_seconds * self.max_fps < 2:
+            raise ValueError("clip_seconds × max_fps must give at least 2 frames per clip")
+        return self
+
+
+class QwenCompatConfig(_Model):
+    """qwen-vl-utils 0.0.14 ``fetch_video`` semantics for bounded files."""
+
+    fps: float = Field(2.0, gt=0)
+    nframes: int | None = Field(None, ge=2)
+    min_frames: int = Field(4, ge=1)
+    max_frames: int = Field(768, ge=2)
+    min_pixels: int = Field(128 * FACTOR * FACTOR, gt=0)
+    max_pixels: int | None = Field(None, gt=0)
+    total_pixels: int | None = Field(None, gt=0)
+    model_seq_len: int = Field(128000, gt=0)
+
+
+class Settings(BaseSettings):
+    """Everything configurable, one place. Environment: ``LONGWATCH_<SECTION>__<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="LONGWATCH_", env_nested_delimiter="__", extra="forbid")
+
+    source: SourceConfig = SourceConfig()
+    sampler: SamplerConfig = SamplerConfig()
+    qwen_compat: QwenCompatConfig = QwenCompatConfig()
+    tokens_per_second: float = Field(TOKENS_PER_SECOND, gt=0)

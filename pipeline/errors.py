@@ -1,0 +1,55 @@
+"""Typed errors. Each subclasses a builtin so callers can catch either ours or the familiar one."""
+
+from __future__ import annotations
+
+
+class LongwatchError(Exception):
+    """Base of every error longwatch raises on purpose."""
+
+
+class ConfigError(LongwatchError, ValueError):
+    """A configuration value is invalid."""
+
+
+class SourceError(LongwatchError):
+    """A source (file or URL) cannot be opened or read. ``uri`` names it."""
+
+    def __init__(self, message: str, *, uri: str | None = None):
+        super().__init__(f"{uri}: {message}" if uri else message)
+        self.uri = uri
+
+
+class UnsupportedSourceError(SourceError, ValueError):
+    """The URI's scheme is not one longwatch reads (file, rtsp, rtsps, http, https)."""
+
+
+class SourceNotFoundError(SourceError, FileNotFoundError):
+    """A local file does not exist."""
+
+
+class EmptySourceError(SourceError, ValueError):
+    """The file has zero bytes, or yielded no decodable video frame."""
+
+
+class InvalidVideoError(SourceError, ValueError):
+    """The data is not a readable video: random bytes, truncated headers, unknown codec."""
+
+
+class NoVideoStreamError(InvalidVideoError):
+    """The container opened but holds no video stream (audio-only, data-only)."""
+
+
+class ResolutionError(InvalidVideoError):
+    """The stream declares a resolution that is zero or beyond the configured limits."""
+
+
+class SourceUnreachableError(SourceError, ConnectionError):
+    """A network source could not be reached (refused, timed out, DNS) after the allowed attempts."""
+
+
+class SourceTimeoutError(SourceUnreachableError, TimeoutError):
+    """A network source stopped sending data for longer than the read timeout, attempts exhausted."""
+
+
+class ClipError(LongwatchError, ValueError):
+    """A clip or patch cannot be built from the given frames (sizes, counts, times)."""

@@ -1,0 +1,539 @@
+"""Sources: local files, rtsp(s)://, http(s):// (incl. HLS). One streaming iterator of decoded frames.
+
+Times come from PTS × time_base through :class:`~pipeline.timebase.StreamClock`. Decoding is
+streaming (one packet in, frames out) so memory does not grow with footage length. Decoding is
+threaded, and a caller that needs fewer frames can ask the decoder to skip non-reference or non-key
+frames (``skip="NONREF"`` / ``"NONKEY"``), which FFmpeg drops before doing the expensive work.
+
+Live sources (rtsp, and http(s) without a known duration) treat end-of-stream and read errors as a
+disconnect: they reconnect with capped exponential backoff and the clock re-anchors so time keeps
+moving forward. Files treat end-of-stream as the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlparse
+
+import av
+import av.error
+import numpy as np
+
+from .config import SourceConfig
+from .errors import (
+    EmptySourceError,
+    InvalidVideoError,
+    NoVideoStreamError,
+    ResolutionError,
+    SourceError,
+    SourceNotFoundError,
+    SourceTimeoutError,
+    SourceUnreachableError,
+    UnsupportedSourceError,
+)
+from .timebase import UNIX_EPOCH, StreamClock, parse_epoch
+from .types import Frame
+
+log = logging.getLogger(__name__)
+
+NETWORK_SCHEMES = {"rtsp", "rtsps", "http", "https"}
+SKIP_MODES = ("DEFAULT", "NONREF", "BIDIR", "NONINTRA", "NONKEY")
+_NETWORK_ERRORS = (
+    av.error.TimeoutError,
+    av.error.ConnectionRefusedError,
+    av.error.ConnectionResetError,
+    av.error.ConnectionAbortedError,
+    av.error.BrokenPipeError,
+    av.error.EOFError,
+    av.error.HTTPError,
+    av.error.ExitError,
+    OSError,
+)
+
+
+def classify(uri: str | os.PathLike) -> tuple[str, str]:
+    """Return ``(kind, target)``: kind is ``file``, ``rtsp`` or ``http``; target is the path or URL.
+
+    Raises :class:`UnsupportedSourceError` for any other scheme.
+    """
+    text = os.fspath(uri)
+    if not text or not text.strip():
+        raise UnsupportedSourceError("empty source string")
+    parsed = urlparse(text)
+    scheme = parsed.scheme.lower()
+    if scheme in ("", "file") or (len(scheme) == 1 and text[1:2] == ":"):
+        path = parsed.path if scheme == "file" else text
+        return "file", path
+    if scheme in ("rtsp", "rtsps"):
+        return "rtsp", text
+    if scheme in ("http", "https"):
+        return "http", text
+    raise UnsupportedSourceError(
+        f"unsupported scheme {scheme!r}: longwatch reads files, rtsp://, rtsps://, http:// and https://",
+        uri=text,
+    )
+
+
+@dataclass
+class DecodedFrame:
+    """A decoded picture still in the decoder's pixel format: convert only the frames you keep."""
+
+    t: float
+    pts: int | None
+    pts_estimated: bool
+    keyframe: bool
+    width: int
+    height: int
+    av_frame: av.VideoFrame = field(repr=False)
+
+    def to_rgb(self, width: int | None = None, height: int | None = None) -> np.ndarray:
+        """RGB uint8 (H, W, 3), scaled (bicubic, in swscale) to ``width × height`` if given."""
+        w = width or self.width
+        h = height or self.height
+        out = self.av_frame.reformat(width=w, height=h, format="rgb24", interpolation="BICUBIC")
+        return out.to_ndarray()
+
+    def to_gray(self, width: int, height: int) -> np.ndarray:
+        """A small grayscale thumbnail (uint8), the input of the cheap activity signal."""
+        return self.av_frame.reformat(width=width, height=height, format="gray", interpolation="AREA").to_ndarray()
+
+    def to_frame(self, width: int | None = None, height: int | None = None) -> Frame:
+        return Frame(
+            t=self.t,
+            image=self.to_rgb(width, height),
+            pts=self.pts,
+            pts_estimated=self.pts_estimated,
+            keyframe=self.keyframe,
+        )
+
+
+@dataclass
+class SourceStats:
+    frames: int = 0
+    corrupt_packets: int = 0
+    reconnects: int = 0
+    disconnects: int = 0
+    pts_discontinuities: int = 0
+    pts_estimated: int = 0
+    last_error: str | None = None
+
+
+class Source:
+    """A video source. Use :meth:`open` (probes it, raising typed errors), then iterate :meth:`frames`.
+
+    >>> with Source.open("clip.mp4") as src:          # doctest: +SKIP
+    ...     for f in src.frames(skip="NONREF"):
+    ...         print(f.t, f.to_rgb(448, 252).shape)
+    """
+
+    def __init__(self, uri: str, *, kind: str, target: str, config: SourceConfig, start_at: datetime | None):
+        self.uri = uri
+        self.kind = kind
+        self.target = target
+        self.config = config
+        self._start_at = start_at
+        self._container: av.container.InputContainer | None = None
+        self._stop = threading.Event()
+        self.stats = SourceStats()
+        # Probed properties (set by _probe).
+        self.width = 0
+        self.height = 0
+        self.native_fps: float | None = None
+        self.frame_count: int | None = None
+        self.duration: float | None = None
+        self.live = kind == "rtsp"
+        self.codec = ""
+        self.epoch: datetime = UNIX_EPOCH
+        self.clock = StreamClock()
+
+    # ---- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        uri: str | os.PathLike,
+        *,
+        config: SourceConfig | None = None,
+        start_at: str | datetime | float | None = None,
+    ) -> "Source":
+        """Open and probe a source. Raises a :class:`~pipeline.errors.SourceError` subclass on bad input."""
+        kind, target = classify(uri)
+        config = config or SourceConfig()
+        src = cls(os.fspath(uri), kind=kind, target=target, config=config, start_at=parse_epoch(start_at))
+        if kind == "file":
+            src._check_file()
+        src._container = src._connect(attempts=config.connect_attempts)
+        try:
+            src._probe(src._container)
+        except BaseException:
+            src.close()
+            raise
+        return src
+
+    def _check_file(self) -> None:
+        path = Path(self.target)
+        if not path.exists():
+            raise SourceNotFoundError("no such file", uri=self.uri)
+        if path.is_dir():
+            raise InvalidVideoError("is a directory, not a video file", uri=self.uri)
+        if path.stat().st_size == 0:
+            raise EmptySourceError("file is empty (0 bytes)", uri=self.uri)
+
+    def _av_open(self) -> av.container.InputContainer:
+        cfg = self.config
+        options: dict[str, str] = {}
+        if self.kind == "rtsp":
+            options["rtsp_transport"] = cfg.rtsp_transport
+        timeout = None if self.kind == "file" else (cfg.open_timeout_s, cfg.read_timeout_s)
+        return av.open(self.target, mode="r", options=options, timeout=timeout)
+
+    def _connect(self, *, attempts: int | None) -> av.container.InputContainer:
+        """Open the container; network sources retry with capped exponential backoff."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._av_open()
+            except av.error.InvalidDataError as exc:
+                if self.kind == "file":
+                    raise InvalidVideoError(f"not a readable video ({exc.strerror or exc})", uri=self.uri) from exc
+                err: Exception = exc
+            except av.error.FileNotFoundError as exc:
+                if self.kind == "file":
+                    raise SourceNotFoundError("no such file", uri=self.uri) from exc
+                err = exc
+            except (av.error.ProtocolNotFoundError, av.error.DemuxerNotFoundError) as exc:
+                raise UnsupportedSourceError(str(exc), uri=self.uri) from exc
+            except av.error.FFmpegError as exc:
+                if self.kind == "file":
+                    raise InvalidVideoError(f"cannot open ({exc.strerror or exc})", uri=self.uri) from exc
+                err = exc
+            except OSError as exc:
+                if self.kind == "file":
+                    raise InvalidVideoError(f"cannot open ({exc})", uri=self.uri) from exc
+                err = exc
+            self.stats.last_error = f"{type(err).__name__}: {err}"
+            if attempts is not None and attempt >= attempts:
+                cls = SourceTimeoutError if isinstance(err, (TimeoutError, av.error.TimeoutError)) else SourceUnreachableError
+                raise cls(f"unreachable after {attempt} attempt(s): {self.stats.last_error}", uri=self.uri) from err
+            delay = self._backoff(attempt)
+            log.warning("%s: connect attempt %d failed (%s); retrying in %.1fs", self.uri, attempt, err, delay)
+            if self._stop.wait(delay):
+                raise SourceUnreachableError("stopped while reconnecting", uri=self.uri) from err
+
+    def _backoff(self, attempt: int) -> float:
+        cfg = self.config
+        delay = min(cfg.backoff_max_s, cfg.backoff_initial_s * (2 ** (attempt - 1)))
+        return delay * (0.8 + 0.4 * random.random())
+
+    def _probe(self, container: av.container.InputContainer) -> None:
+        if not container.streams.video:
+            kinds = sorted({s.type for s in container.streams}) or ["none"]
+            raise NoVideoStreamError(f"no video stream (streams: {', '.join(kinds)})", uri=self.uri)
+        stream = container.streams.video[0]
+        cc = stream.codec_context
+        self.codec = cc.name if cc is not None else ""
+        self.width, self.height = int(stream.width or 0), int(stream.height or 0)
+        self._check_resolution(self.width, self.height, probing=True)
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        self.native_fps = float(rate) if rate and float(rate) > 0 else None
+        self.frame_count = int(stream.frames) if stream.frames else None
+        if stream.duration is not None and stream.time_base is not None:
+            self.duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            self.duration = container.duration / av.time_base
+        if self.kind == "http":
+            self.live = self.duration is None
+        nominal_dt = 1.0 / self.native_fps if self.native_fps else 1 / 30
+        if self.live:
+            realtime = container.start_time_realtime
+            if realtime and realtime > 0:
+                self.epoch = datetime.fromtimestamp(realtime / 1e6, tz=timezone.utc)
+                self._epoch_from_stream = True
+            else:
+                self.epoch = datetime.now(timezone.utc)  # refined to the first frame's arrival below
+                self._epoch_from_stream = False
+        else:
+            self.epoch = self._start_at or _creation_time(container, stream) or UNIX_EPOCH
+        if self._start_at is not None:
+            self.epoch = self._start_at
+        self.clock = StreamClock(epoch=self.epoch, nominal_dt=nominal_dt)
+
+    def _check_resolution(self, width: int, height: int, *, probing: bool) -> None:
+        cfg = self.config
+        if probing and (width == 0 or height == 0):
+            return  # some live streams only learn their size from the first frame
+        if width <= 0 or height <= 0:
+            raise ResolutionError(f"invalid resolution {width}x{height}", uri=self.uri)
+        if width > cfg.max_width or height > cfg.max_height or width * height > cfg.max_pixels:
+            raise ResolutionError(
+                f"resolution {width}x{height} is beyond the limits "
+                f"({cfg.max_width}x{cfg.max_height}, {cfg.max_pixels} pixels)",
+                uri=self.uri,
+            )
+
+    # ---- cheap looks at a file's packets (no decoding) ------------------------------------------
+
+    def _packets(self, max_seconds: float | None = None) -> Iterator[tuple[float | None, bool]]:
+        """(time, is_keyframe) of the video packets of a file, demuxed from a separate handle."""
+        if self.kind == "file" or not self.live:
+            with av.open(self.target, mode="r") as container:
+                stream = container.streams.video[0]
+                tb = stream.time_base
+                for packet in container.demux(stream):
+                    if packet.size == 0:
+                        continue
+                    t = float(packet.pts * tb) if packet.pts is not None and tb else None
+                    if max_seconds is not None and t is not None and t > max_seconds:
+                        return
+                    yield t, bool(packet.is_keyframe)
+
+    def keyframe_interval(self, *, probe_seconds: float = 30.0) -> float | None:
+        """The keyframe interval in seconds if keyframes are regular in the first ``probe_seconds``
+        (every interval within one frame of the others), else ``None``. Files only."""
+        if self.live:
+            return None
+        try:
+            keys = sorted(t for t, key in self._packets(probe_seconds) if key and t is not None)
+        except av.error.FFmpegError:
+            return None
+        if len(keys) < 3:
+            return None
+        gaps = np.diff(keys)
+        frame = 1.0 / (self.native_fps or 30.0)
+        if gaps.max() - gaps.min() > 0.5 * frame:
+            return None
+        return float(np.median(gaps))
+
+    def count_frames(self) -> int:
+        """Count video packets by demuxing (for containers that do not declare a frame count)."""
+        return sum(1 for _ in self._packets())
+
+    # ---- iteration ----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask a running :meth:`frames` loop (possibly in another thread) to end soon."""
+        self._stop.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def close(self) -> None:
+        if self._container is not None:
+            try:
+                self._container.close()
+            finally:
+                self._container = None
+
+    def __enter__(self) -> "Source":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def frames(self, *, skip: str = "DEFAULT", start_s: float | None = None) -> Iterator[DecodedFrame]:
+        """Decoded frames in presentation order, each with its stream time from PTS.
+
+        ``skip``: FFmpeg ``skip_frame`` mode (``DEFAULT``, ``NONREF``, ``NONKEY`` …).
+        ``start_s``: files only; seek to the keyframe at or before ``start_s`` and yield frames from
+        ``start_s`` on (how a restarted worker resumes from its watermark).
+        """
+        if skip not in SKIP_MODES:
+            raise ValueError(f"skip must be one of {SKIP_MODES}, got {skip!r}")
+        if self.live:
+            yield from self._live_frames(skip)
+        else:
+            yield from self._file_frames(skip, start_s)
+
+    def _container_or_connect(self, attempts: int | None) -> av.container.InputContainer:
+        if self._container is None:
+            self._container = self._connect(attempts=attempts)
+        return self._container
+
+    def _prepare_stream(self, container: av.container.InputContainer, skip: str) -> av.video.stream.VideoStream:
+        if not container.streams.video:
+            raise NoVideoStreamError("no video stream", uri=self.uri)
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        stream.thread_count = self.config.decoder_threads
+        stream.codec_context.skip_frame = skip
+        return stream
+
+    def _decode_session(self, container, stream, *, start_s: float | None) -> Iterator[DecodedFrame]:
+        """Decode one container until EOF; corrupt packets are counted and skipped."""
+        consecutive_bad = 0
+        for packet in container.demux(stream):
+            if self._stop.is_set():
+                return
+            try:
+                decoded = packet.decode()
+            except av.error.InvalidDataError as exc:
+                self.stats.corrupt_packets += 1
+                consecutive_bad += 1
+                self.stats.last_error = f"corrupt packet: {exc}"
+                if consecutive_bad > self.config.max_consecutive_corrupt:
+                    raise InvalidVideoError(
+                        f"{consecutive_bad} consecutive undecodable packets (last: {exc})", uri=self.uri
+                    ) from exc
+                continue
+            consecutive_bad = 0
+            for frame in decoded:
+                out = self._wrap(frame, stream)
+                if start_s is not None and out.t < start_s:
+                    continue
+                yield out
+
+    def _wrap(self, frame: av.VideoFrame, stream) -> DecodedFrame:
+        if self.stats.frames == 0 or frame.width != self.width or frame.height != self.height:
+            self._check_resolution(frame.width, frame.height, probing=False)
+            self.width, self.height = frame.width, frame.height
+        before = self.clock.discontinuities
+        t, estimated = self.clock.time_of(frame.pts, frame.time_base or stream.time_base)
+        if self.clock.discontinuities != before:
+            self.stats.pts_discontinuities += 1
+            log.warning("%s: PTS went backwards at t=%.3fs; re-anchored", self.uri, t)
+        if estimated:
+            self.stats.pts_estimated += 1
+        self.stats.frames += 1
+        return DecodedFrame(
+            t=t,
+            pts=frame.pts,
+            pts_estimated=estimated,
+            keyframe=bool(frame.key_frame),
+            width=frame.width,
+            height=frame.height,
+            av_frame=frame,
+        )
+
+    def _file_frames(self, skip: str, start_s: float | None) -> Iterator[DecodedFrame]:
+        container = self._container_or_connect(attempts=1)
+        stream = self._prepare_stream(container, skip)
+        tb = stream.time_base
+        base_s = float(stream.start_time * tb) if (stream.start_time is not None and tb) else None
+        self.clock.begin_session(anchor_s=0.0, base_s=base_s)
+        if start_s is not None and start_s > 0 and tb:
+            target = int(((start_s + (base_s or 0.0)) / tb))
+            container.seek(target, stream=stream, backward=True, any_frame=False)
+            self.clock.last_t = None  # times restart from the seek point; PTS still map absolutely
+        try:
+            last_t = None
+            for out in self._decode_session(container, stream, start_s=start_s):
+                last_t = out.t
+                yield out
+        except av.error.FFmpegError as exc:
+            raise InvalidVideoError(f"decoding failed ({exc.strerror or exc})", uri=self.uri) from exc
+        finally:
+            self.close()
+        if self._stop.is_set():
+            return
+        if self.stats.frames == 0:
+            raise EmptySourceError("no decodable video frame", uri=self.uri)
+        if self.duration and last_t is not None and start_s is None:
+            slack = 1.0 + 2.0 / (self.native_fps or 10.0)
+            # A file cut short still declares its full duration in its header. (The check uses the
+            # video stream's own duration, so audio that outlasts the video does not trip it.)
+            if last_t < self.duration - slack:
+                raise InvalidVideoError(
+                    f"file ends at {last_t:.2f}s but declares {self.duration:.2f}s: truncated or corrupt "
+                    f"({self.stats.frames} frames were decoded and delivered)",
+                    uri=self.uri,
+                )
+
+    def _live_frames(self, skip: str) -> Iterator[DecodedFrame]:
+        cfg = self.config
+        failures = 0
+        first_session = True
+        while not self._stop.is_set():
+            container = self._container_or_connect(attempts=None if cfg.reconnect_forever else cfg.connect_attempts)
+            stream = self._prepare_stream(container, skip)
+            session_started = False
+            got_frames = 0
+            try:
+                for raw in container.demux(stream):
+                    if self._stop.is_set():
+                        return
+                    try:
+                        decoded = raw.decode()
+                    except av.error.InvalidDataError:
+                        self.stats.corrupt_packets += 1
+                        continue
+                    for frame in decoded:
+                        if not session_started:
+                            self._begin_live_session(container, frame, stream, first=first_session)
+                            session_started = True
+                            first_session = False
+                        got_frames += 1
+                        failures = 0
+                        yield self._wrap(frame, stream)
+                err: Exception | None = None
+                reason = "end of stream"
+            except _NETWORK_ERRORS as exc:
+                err = exc
+                reason = f"{type(exc).__name__}: {exc}"
+            except av.error.FFmpegError as exc:
+                err = exc
+                reason = f"{type(exc).__name__}: {exc}"
+            finally:
+                self.close()
+            if self._stop.is_set():
+                return
+            # A live source that ends or errors has disconnected: reconnect, never finish.
+            self.stats.disconnects += 1
+            self.stats.last_error = reason
+            failures += 1
+            if cfg.max_reconnects is not None and self.stats.reconnects >= cfg.max_reconnects:
+                raise SourceUnreachableError(
+                    f"gave up after {self.stats.reconnects} reconnects (last: {reason})", uri=self.uri
+                ) from err
+            delay = self._backoff(failures)
+            log.warning("%s: disconnected (%s) after %d frames; reconnecting in %.1fs", self.uri, reason, got_frames, delay)
+            if self._stop.wait(delay):
+                return
+            self.stats.reconnects += 1
+
+    def _begin_live_session(self, container, frame: av.VideoFrame, stream, *, first: bool) -> None:
+        tb = frame.time_base or stream.time_base
+        base_s = float(frame.pts * tb) if (frame.pts is not None and tb) else None
+        realtime = container.start_time_realtime
+        now = datetime.now(timezone.utc)
+        if first:
+            if not getattr(self, "_epoch_from_stream", False):
+                self.epoch = now
+                self.clock.epoch = now
+            anchor = 0.0 if not (realtime and realtime > 0) else (
+                datetime.fromtimestamp(realtime / 1e6, tz=timezone.utc) - self.epoch
+            ).total_seconds()
+        elif realtime and realtime > 0:
+            anchor = (datetime.fromtimestamp(realtime / 1e6, tz=timezone.utc) - self.epoch).total_seconds()
+        else:
+            anchor = (now - self.epoch).total_seconds()
+        self.clock.begin_session(anchor_s=max(anchor, 0.0), base_s=base_s)
+
+
+def _creation_time(container, stream) -> datetime | None:
+    for meta in (container.metadata, stream.metadata):
+        value = meta.get("creation_time") if meta else None
+        if value:
+            try:
+                parsed = parse_epoch(value)
+            except ValueError:
+                continue
+            if parsed is not None and parsed.year > 1971:
+                return parsed
+    return None
+
+
+def open_source(uri: str | os.PathLike, **kwargs) -> Source:
+    """Shorthand for :meth:`Source.open`."""
+    return Source.open(uri, **kwargs)
