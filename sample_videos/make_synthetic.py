@@ -1,0 +1,129 @@
+"""Make synthetic clips whose truth is known: frame times, events, gaps.
+
+Every frame carries its own presentation time (milliseconds) as a 32-bit barcode across its top rows,
+so a test can check that the time longwatch gives a frame is the time the frame was encoded with.
+A white square is drawn while an event is "on", so event boundaries are known to the frame.
+
+    python -m sample_videos.make_synthetic [OUT_DIR]     # writes the standard set, prints a manifest
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+BITS = 32
+BAR_ROWS = 16
+
+
+@dataclass
+class Synthetic:
+    path: str
+    times: list[float]
+    events: list[tuple[float, float]] = field(default_factory=list)
+    width: int = 320
+    height: int = 240
+    note: str = ""
+
+
+def draw(t: float, width: int, height: int, events: list[tuple[float, float]]) -> np.ndarray:
+    """RGB frame for time t: barcode of round(t*1000) on top, a square while an event is on,
+    and a slowly moving gradient so frames differ a little."""
+    img = np.full((height, width, 3), 60, dtype=np.uint8)
+    ramp = ((np.arange(width) + int(t * 20)) % 256).astype(np.uint8) // 4
+    img[BAR_ROWS:, :, 1] = 60 + ramp[None, :]
+    ms = int(round(t * 1000))
+    bw = width // BITS
+    for b in range(BITS):
+        on = (ms >> (BITS - 1 - b)) & 1
+        img[:BAR_ROWS, b * bw : (b + 1) * bw] = 255 if on else 0
+    if any(s <= t < e for s, e in events):
+        y0, x0 = height // 3, width // 3
+        img[y0 : y0 + height // 3, x0 : x0 + width // 3] = 255
+    return img
+
+
+def read_barcode(image: np.ndarray) -> float:
+    """Inverse of :func:`draw`'s barcode, on an RGB frame of the original size: seconds."""
+    height, width = image.shape[:2]
+    bw = width // BITS
+    row = image[BAR_ROWS // 2, :, :].mean(axis=1)
+    ms = 0
+    for b in range(BITS):
+        ms = (ms << 1) | int(row[b * bw + bw // 2] > 127)
+    return ms / 1000.0
+
+
+def event_on(image: np.ndarray) -> bool:
+    h, w = image.shape[:2]
+    return float(image[h // 2 - 4 : h // 2 + 4, w // 2 - 4 : w // 2 + 4].mean()) > 200
+
+
+def write(spec: Synthetic, *, codec: str = "libx264", rate: int = 30, gop: int | None = None, options: dict | None = None) -> Synthetic:
+    """Encode ``spec`` to ``spec.path`` with explicit PTS (time base 1/1000 s)."""
+    path = Path(spec.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as out:
+        stream = out.add_stream(codec, rate=rate)
+        stream.width, stream.height = spec.width, spec.height
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = Fraction(1, 1000)
+        stream.codec_context.time_base = Fraction(1, 1000)
+        if gop:
+            stream.codec_context.gop_size = gop
+        opts = {"preset": "veryfast", "crf": "18"} if codec == "libx264" else {}
+        opts.update(options or {})
+        stream.codec_context.options = opts
+        for t in spec.times:
+            frame = av.VideoFrame.from_ndarray(draw(t, spec.width, spec.height, spec.events), format="rgb24")
+            frame.pts = int(round(t * 1000))
+            frame.time_base = Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return spec
+
+
+def cfr_times(duration: float, fps: float, start: float = 0.0) -> list[float]:
+    return [round(start + i / fps, 3) for i in range(int(round(duration * fps)))]
+
+
+def standard_set(out_dir: str | Path) -> dict[str, Synthetic]:
+    """The clips the tests and the demo use."""
+    out = Path(out_dir)
+    rng = np.random.default_rng(7)
+    made: dict[str, Synthetic] = {}
+    # 30 fps constant rate, two events.
+    made["cfr"] = write(Synthetic(str(out / "cfr30.mp4"), cfr_times(20, 30), [(5.0, 9.0), (13.5, 16.0)], note="30 fps CFR"), gop=30)
+    # Variable frame rate: intervals drawn from 20..90 ms.
+    vfr, t = [], 0.0
+    while t < 12.0:
+        vfr.append(round(t, 3))
+        t += float(rng.integers(20, 91)) / 1000.0
+    made["vfr"] = write(Synthetic(str(out / "vfr.mkv"), vfr, [(3.0, 6.0)], note="VFR 11-50 fps"), rate=30)
+    # A PTS jump: 8 s, a 30 s hole, 8 more s (a camera that stopped recording).
+    jump = cfr_times(8, 25) + cfr_times(8, 25, start=38.0)
+    made["jump"] = write(Synthetic(str(out / "pts_jump.mkv"), jump, [(2.0, 4.0), (40.0, 43.0)], note="25 fps, +30 s PTS jump at 8 s"), rate=25)
+    # Long GOP 10 fps file for keyframe-aware sampling (keyframe every 1 s).
+    made["gop"] = write(Synthetic(str(out / "gop10.mp4"), cfr_times(30, 10), [(10.0, 20.0)], note="10 fps, keyframe every 1 s"), rate=10, gop=10, options={"bframes": "0", "sc_threshold": "0"})
+    return made
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    out = Path(argv[0] if argv else Path(__file__).parent / "generated")
+    made = standard_set(out)
+    manifest = {k: {**asdict(v), "times": f"{len(v.times)} frames {v.times[0]}..{v.times[-1]}"} for k, v in made.items()}
+    print(json.dumps(manifest, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
