@@ -518,7 +518,18 @@ class Source:
             anchor = (datetime.fromtimestamp(realtime / 1e6, tz=timezone.utc) - self.epoch).total_seconds()
         else:
             anchor = (now - self.epoch).total_seconds()
-        self.clock.begin_session(anchor_s=max(anchor, 0.0), base_s=base_s)
+        anchor = max(anchor, 0.0)
+        if frame.pts is None:
+            # RTSP's first keyframe often comes without PTS. The clock would place it one frame
+            # after the previous session's last frame (ignoring this session's anchor) and then map
+            # the next PTS to the anchor. Land it on the anchor instead, one frame before the first
+            # frame with a PTS.
+            dt = self.clock.nominal_dt
+            if self.clock.last_t is not None:
+                anchor = max(anchor, self.clock.last_t + dt)
+            self.clock.last_t = anchor - dt
+            anchor += dt
+        self.clock.begin_session(anchor_s=anchor, base_s=base_s)
 
 
 def _creation_time(container, stream) -> datetime | None:

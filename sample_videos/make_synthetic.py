@@ -2,7 +2,8 @@
 
 Every frame carries its own presentation time (milliseconds) as a 32-bit barcode across its top rows,
 so a test can check that the time longwatch gives a frame is the time the frame was encoded with.
-A white square is drawn while an event is "on", so event boundaries are known to the frame.
+A moving white square is drawn while an event is "on", so event boundaries are known to the frame
+and activity is high exactly then.
 
     python -m sample_videos.make_synthetic [OUT_DIR]     # writes the standard set, prints a manifest
 """
@@ -44,8 +45,11 @@ def draw(t: float, width: int, height: int, events: list[tuple[float, float]]) -
         on = (ms >> (BITS - 1 - b)) & 1
         img[:BAR_ROWS, b * bw : (b + 1) * bw] = 255 if on else 0
     if any(s <= t < e for s, e in events):
-        y0, x0 = height // 3, width // 3
-        img[y0 : y0 + height // 3, x0 : x0 + width // 3] = 255
+        # The "event": a white square that moves (so activity is high while it lasts).
+        side = height // 3
+        x0 = int((t * 120) % (width - side))
+        y0 = height // 3
+        img[y0 : y0 + side, x0 : x0 + side] = 255
     return img
 
 
@@ -61,8 +65,10 @@ def read_barcode(image: np.ndarray) -> float:
 
 
 def event_on(image: np.ndarray) -> bool:
-    h, w = image.shape[:2]
-    return float(image[h // 2 - 4 : h // 2 + 4, w // 2 - 4 : w // 2 + 4].mean()) > 200
+    """Is the event's white square in this (original-size) frame?"""
+    h = image.shape[0]
+    band = image[h // 3 + 4 : 2 * h // 3 - 4].mean(axis=2)
+    return bool((band > 230).mean(axis=0).max() > 0.9)
 
 
 def write(spec: Synthetic, *, codec: str = "libx264", rate: int = 30, gop: int | None = None, options: dict | None = None) -> Synthetic:

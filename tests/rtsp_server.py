@@ -1,0 +1,296 @@
+"""A real RTSP server for tests: GStreamer's GstRtspServer serving a video file on 127.0.0.1.
+
+Two halves:
+
+* Run as a script under the *system* interpreter (``/usr/bin/python3``, which has ``gi`` and
+  GstRtspServer from Debian's ``python3-gi`` / ``gir1.2-gst-rtsp-server-1.0``)::
+
+      /usr/bin/python3 tests/rtsp_server.py FILE.mp4 [--port 0] [--mount /cam]
+
+  serves the file (MP4/H.264: ``qtdemux ! h264parse ! rtph264pay``), paced in real time, at
+  ``rtsp://127.0.0.1:PORT/MOUNT``; prints ``READY rtsp://127.0.0.1:PORT/MOUNT`` on stdout once it
+  listens (``--port 0`` lets the kernel choose), and exits cleanly on SIGTERM / SIGINT. Each client
+  gets its own pipeline, from the start of the file.
+
+* Imported from tests (``from rtsp_server import RtspServer``; pytest puts ``tests/`` on
+  ``sys.path``): :class:`RtspServer` starts that script with :mod:`subprocess`, waits for READY, and
+  can stop and restart it on the same port (a camera that goes away and comes back). Where the
+  system interpreter lacks GstRtspServer it calls ``pytest.skip`` with the reason.
+
+This module must stay importable by both interpreters: the script half imports ``gi`` only in
+``main()``, the test half imports ``pytest`` only when it needs to skip.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+SYSTEM_PYTHON = os.environ.get("LONGWATCH_GI_PYTHON", "/usr/bin/python3")
+HOST = "127.0.0.1"
+SCRIPT = Path(__file__).resolve()
+
+_GI_CHECK = (
+    "import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
+    "from gi.repository import Gst, GstRtspServer; Gst.init(None); "
+    "missing = [e for e in ('qtdemux', 'h264parse', 'rtph264pay') if Gst.ElementFactory.find(e) is None]; "
+    "print('missing GStreamer elements: ' + ', '.join(missing) if missing else 'ok')"
+)
+_availability: str | None = None  # cached: "ok" or the reason it is unavailable
+
+
+# ---- the server (runs under /usr/bin/python3) -------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("file", help="an MP4 file with an H.264 video track")
+    parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0 = any free port)")
+    parser.add_argument("--mount", default="/stream", help="mount point, e.g. /cam")
+    args = parser.parse_args(argv)
+
+    import gi
+
+    gi.require_version("Gst", "1.0")
+    gi.require_version("GstRtspServer", "1.0")
+    from gi.repository import GLib, Gst, GstRtspServer
+
+    Gst.init(None)
+    path = Path(args.file).resolve()
+    if not path.is_file():
+        print(f"ERROR no such file: {path}", flush=True)
+        return 2
+    mount = args.mount if args.mount.startswith("/") else "/" + args.mount
+
+    server = GstRtspServer.RTSPServer()
+    server.set_address(HOST)
+    server.set_service(str(args.port))
+    factory = GstRtspServer.RTSPMediaFactory()
+    location = str(path).replace("\\", "\\\\").replace('"', '\\"')
+    # The sinks the RTSP server adds sync to the pipeline clock: the file is sent in real time.
+    # config-interval=-1 repeats SPS/PPS with every IDR so a client that joins late can decode.
+    factory.set_launch(
+        f'( filesrc location="{location}" ! qtdemux ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1 )'
+    )
+    factory.set_shared(False)
+    server.get_mount_points().add_factory(mount, factory)
+
+    loop = GLib.MainLoop()
+    if server.attach(None) == 0:
+        print(f"ERROR cannot listen on {HOST}:{args.port}", flush=True)
+        return 3
+    port = server.get_bound_port()
+
+    def quit_(*_a):
+        loop.quit()
+        return GLib.SOURCE_REMOVE
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        GLib.unix_signal_add(GLib.PRIORITY_HIGH, sig, quit_)
+    print(f"READY rtsp://{HOST}:{port}{mount}", flush=True)
+    loop.run()
+
+    # Close the clients (and their media pipelines) before leaving, so nothing lingers.
+    def drop(_server, _client):
+        return GstRtspServer.RTSPFilterResult.REMOVE
+
+    try:
+        server.client_filter(drop)
+    except Exception:  # pragma: no cover - best effort on shutdown
+        pass
+    sys.stdout.flush()
+    return 0
+
+
+# ---- the test helper (runs under the project's interpreter) ----------------------------------
+
+
+def gi_rtsp_unavailable() -> str | None:
+    """``None`` when ``SYSTEM_PYTHON`` can run the server, else the reason it cannot."""
+    global _availability
+    if _availability is None:
+        if not Path(SYSTEM_PYTHON).exists():
+            _availability = f"{SYSTEM_PYTHON} not found (GStreamer's RTSP server runs under the system python3)"
+        else:
+            try:
+                proc = subprocess.run(
+                    [SYSTEM_PYTHON, "-c", _GI_CHECK], capture_output=True, text=True, timeout=60
+                )
+                out = proc.stdout.strip().splitlines()
+                if proc.returncode == 0 and out and out[-1] == "ok":
+                    _availability = "ok"
+                elif proc.returncode == 0 and out:
+                    _availability = f"{SYSTEM_PYTHON}: {out[-1]}"
+                else:
+                    err = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
+                    _availability = (
+                        f"{SYSTEM_PYTHON} lacks gi/GstRtspServer ({err}); install python3-gi "
+                        "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad"
+                    )
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                _availability = f"cannot run {SYSTEM_PYTHON}: {exc}"
+    return None if _availability == "ok" else _availability
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+class RtspServer:
+    """GstRtspServer serving ``video`` at ``rtsp://127.0.0.1:PORT/MOUNT`` in a child process.
+
+    >>> with RtspServer("clip.mp4") as srv:          # doctest: +SKIP
+    ...     src = Source.open(srv.url)
+    ...     srv.stop(); srv.start()                   # same port, same URL
+
+    ``port=None``: the first start lets the server pick a free port; later starts reuse it.
+    Raises ``pytest.skip`` (``skip_if_unavailable=True``) where the system python lacks gi.
+    """
+
+    def __init__(
+        self,
+        video: str | os.PathLike,
+        *,
+        port: int | None = None,
+        mount: str = "/stream",
+        ready_timeout_s: float = 30.0,
+        skip_if_unavailable: bool = True,
+    ):
+        self.video = Path(video)
+        self.port = port
+        self.mount = mount if mount.startswith("/") else "/" + mount
+        self.ready_timeout_s = ready_timeout_s
+        self.skip_if_unavailable = skip_if_unavailable
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+        self.log_tail: collections.deque[str] = collections.deque(maxlen=200)
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise RuntimeError("the server has not been started yet")
+        return f"rtsp://{HOST}:{self.port}{self.mount}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> "RtspServer":
+        """Start (or restart, on the same port) and wait until it listens."""
+        if self.running:
+            return self
+        reason = gi_rtsp_unavailable()
+        if reason is not None:
+            if self.skip_if_unavailable:
+                import pytest
+
+                pytest.skip(reason)
+            raise RuntimeError(reason)
+        if not self.video.is_file():
+            raise FileNotFoundError(self.video)
+        deadline = time.monotonic() + self.ready_timeout_s
+        last = ""
+        while True:
+            line, output = self._spawn(deadline)
+            if line is not None:
+                self.port = int(line.rsplit(":", 1)[1].split("/", 1)[0])
+                self.starts += 1
+                return self
+            last = output
+            # A restart can race the old socket's release: retry on the same port until the deadline.
+            if self.port is None or time.monotonic() >= deadline:
+                raise RuntimeError(f"RTSP server did not become ready within {self.ready_timeout_s:.0f}s:\n{last}")
+            time.sleep(0.2)
+
+    def _spawn(self, deadline: float) -> tuple[str | None, str]:
+        cmd = [SYSTEM_PYTHON, str(SCRIPT), str(self.video), "--port", str(self.port or 0), "--mount", self.mount]
+        env = dict(os.environ)
+        env.pop("PYTHONPATH", None)  # the venv's site-packages must not leak into the system python
+        env.pop("PYTHONHOME", None)
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # our SIGINT (Ctrl-C on pytest) does not hit it half-way
+        )
+        self.proc = proc
+        lines: "queue.Queue[str | None]" = queue.Queue()
+        reader = threading.Thread(target=self._drain, args=(proc, lines), daemon=True)
+        reader.start()
+        seen: list[str] = []
+        while True:
+            try:
+                text = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if text is None:
+                break  # the process closed its output: it died
+            seen.append(text)
+            if text.startswith("READY "):
+                return text, "\n".join(seen)
+        self._terminate()
+        return None, "\n".join(seen)
+
+    def _drain(self, proc: subprocess.Popen, lines: "queue.Queue[str | None]") -> None:
+        """Read the server's output for its whole life (a full pipe would block it); keep a tail."""
+        assert proc.stdout is not None
+        try:
+            for raw in iter(proc.stdout.readline, b""):
+                text = raw.decode(errors="replace").rstrip()
+                self.log_tail.append(text)
+                lines.put(text)
+        except (OSError, ValueError):
+            pass
+        finally:
+            lines.put(None)
+
+    def _terminate(self, grace_s: float = 5.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=grace_s)
+
+    def stop(self) -> None:
+        """Stop the server process (SIGTERM, then SIGKILL); connected clients see the connection drop."""
+        self._terminate()
+
+    def __enter__(self) -> "RtspServer":
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __del__(self) -> None:  # last-resort cleanup; normal paths call stop()
+        try:
+            self._terminate(grace_s=1.0)
+        except Exception:
+            pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""File sources: times equal PTS, on synthetic clips with known times and on real footage."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import av
+import numpy as np
+import pytest
+
+from conftest import footage_file
+from pipeline import Source, SourceConfig
+from sample_videos.make_synthetic import read_barcode
+
+
+@pytest.mark.parametrize("name", ["cfr", "vfr", "jump"])
+def test_frame_times_equal_encoded_pts(synthetic, name):
+    spec = synthetic[name]
+    with Source.open(spec.path) as src:
+        frames = list(src.frames())
+    times = [f.t for f in frames]
+    assert times == pytest.approx(spec.times, abs=1e-9)
+    # Each picture shows the time it was encoded at: the right picture has the right time.
+    for f in frames[:: max(1, len(frames) // 40)]:
+        assert read_barcode(f.to_rgb()) == pytest.approx(f.t, abs=1e-9)
+    assert src.stats.pts_estimated == 0 and src.stats.pts_discontinuities == 0
+
+
+def test_vfr_intervals_are_not_nominal(synthetic):
+    spec = synthetic["vfr"]
+    with Source.open(spec.path) as src:
+        diffs = np.diff([f.t for f in src.frames()])
+    assert diffs.min() < 0.025 and diffs.max() > 0.08  # truly variable: index/fps would be wrong
+
+
+def test_pts_jump_is_kept(synthetic):
+    with Source.open(synthetic["jump"].path) as src:
+        times = np.array([f.t for f in src.frames()])
+    gap = np.diff(times).max()
+    assert gap == pytest.approx(30.04, abs=1e-6)
+
+
+def _pyav_times(path):
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        start = s.start_time or 0
+        return [float((f.pts - start) * s.time_base) for f in c.decode(s)]
+
+
+@pytest.mark.parametrize("name", ["one-by-one-person-detection.mp4", "vtest.avi", "car-detection.mp4", "bikes.mp4"])
+def test_real_footage_times_match_container_pts(name):
+    path = footage_file(name)
+    with Source.open(path) as src:
+        ours = [f.t for f in src.frames()]
+        declared = src.frame_count
+    assert ours == pytest.approx(_pyav_times(path), abs=1e-9)
+    assert len(ours) == declared
+    assert np.all(np.diff(ours) > 0)
+
+
+def test_epoch_from_creation_time_and_start_at():
+    path = footage_file("one-by-one-person-detection.mp4")
+    with Source.open(path) as src:
+        assert src.epoch == datetime(2017, 9, 26, 16, 57, 49, tzinfo=timezone.utc)
+    with Source.open(path, start_at="2026-11-22T14:02:00Z") as src:
+        assert src.epoch == datetime(2026, 11, 22, 14, 2, tzinfo=timezone.utc)
+
+
+def test_no_creation_time_means_unix_zero(synthetic):
+    with Source.open(synthetic["vfr"].path) as src:
+        assert src.epoch == datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def test_audio_track_is_ignored():
+    path = footage_file("car-detection.mp4")
+    with Source.open(path) as src:
+        assert (src.width, src.height) == (768, 432)
+        n = sum(1 for _ in src.frames())
+    assert n == 377
+
+
+def test_keyframe_only_decoding_keeps_true_times(synthetic):
+    spec = synthetic["gop"]
+    with Source.open(spec.path) as src:
+        assert src.keyframe_interval() == pytest.approx(1.0)
+        keys = list(src.frames(skip="NONKEY"))
+    assert [f.t for f in keys] == pytest.approx([float(i) for i in range(30)])
+    assert all(f.keyframe for f in keys)
+    for f in keys[::7]:
+        assert read_barcode(f.to_rgb()) == pytest.approx(f.t)
+
+
+def test_nonref_skip_keeps_true_times(person_clip):
+    with Source.open(person_clip) as src:
+        frames = list(src.frames(skip="NONREF"))
+    all_times = set(round(t, 6) for t in _pyav_times(person_clip))
+    assert 0 < len(frames) < 1394  # some frames were skipped ...
+    assert all(round(f.t, 6) in all_times for f in frames)  # ... and the rest keep their own PTS
+
+
+def test_resume_from_a_time_gives_the_same_frames(synthetic):
+    spec = synthetic["cfr"]
+    with Source.open(spec.path) as src:
+        full = [(f.t, f.to_rgb()[:16].tobytes()) for f in src.frames()]
+    with Source.open(spec.path) as src:
+        tail = [(f.t, f.to_rgb()[:16].tobytes()) for f in src.frames(start_s=12.0)]
+    expect = [x for x in full if x[0] >= 12.0]
+    assert [t for t, _ in tail] == pytest.approx([t for t, _ in expect])
+    assert [b for _, b in tail] == [b for _, b in expect]
+
+
+def test_raw_elementary_stream_without_pts_is_flagged(tmp_path):
+    from sample_videos.make_synthetic import Synthetic, cfr_times, write
+
+    spec = write(Synthetic(str(tmp_path / "raw.h264"), cfr_times(2, 25)), rate=25)
+    with Source.open(spec.path) as src:
+        frames = list(src.frames())
+    assert len(frames) == 50
+    assert all(f.pts_estimated for f in frames)  # no PTS at all in an Annex-B stream: said, not hidden
+    assert np.all(np.diff([f.t for f in frames]) > 0)
+
+
+def test_frames_are_rgb_at_requested_size(person_clip):
+    with Source.open(person_clip) as src:
+        frame = next(iter(src.frames()))
+        rgb = frame.to_rgb(448, 252)
+        src.stop()
+    assert rgb.shape == (252, 448, 3) and rgb.dtype == np.uint8
+    full = frame.to_frame()
+    assert full.size == (768, 432) and full.t == 0.0
+
+
+def test_decoder_threads_config_is_used(person_clip):
+    with Source.open(person_clip, config=SourceConfig(decoder_threads=2)) as src:
+        assert sum(1 for _ in src.frames()) == 1394
