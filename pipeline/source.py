@@ -195,6 +195,7 @@ class Source:
         if self.kind == "rtsp":
             options["rtsp_transport"] = cfg.rtsp_transport
         timeout = None if self.kind == "file" else (cfg.open_timeout_s, cfg.read_timeout_s)
+        self._connect_started_at = datetime.now(timezone.utc)
         return av.open(self.target, mode="r", options=options, timeout=timeout)
 
     def _connect(self, *, attempts: int | None) -> av.container.InputContainer:
@@ -507,6 +508,12 @@ class Source:
         base_s = float(frame.pts * tb) if (frame.pts is not None and tb) else None
         realtime = container.start_time_realtime
         now = datetime.now(timezone.utc)
+        # The first frame reached us while av.open was still probing (FFmpeg reads seconds of packets
+        # before it returns), so the time it is handed out is late by the whole probe. The start of
+        # this connection is a lower bound on its arrival and far closer to it.
+        started = getattr(self, "_connect_started_at", None)
+        if started is not None and started < now:
+            now = started
         if first:
             if not getattr(self, "_epoch_from_stream", False):
                 self.epoch = now

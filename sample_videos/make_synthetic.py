@@ -20,7 +20,7 @@ import av
 import numpy as np
 
 BITS = 32
-BAR_ROWS = 16
+BAR_ROWS = 6
 
 
 @dataclass
@@ -34,10 +34,10 @@ class Synthetic:
 
 
 def draw(t: float, width: int, height: int, events: list[tuple[float, float]]) -> np.ndarray:
-    """RGB frame for time t: barcode of round(t*1000) on top, a square while an event is on,
-    and a slowly moving gradient so frames differ a little."""
+    """RGB frame for time t: barcode of round(t*1000) on top, a moving square while an event is on,
+    over a static gradient."""
     img = np.full((height, width, 3), 60, dtype=np.uint8)
-    ramp = ((np.arange(width) + int(t * 20)) % 256).astype(np.uint8) // 4
+    ramp = (np.arange(width) % 256).astype(np.uint8) // 4
     img[BAR_ROWS:, :, 1] = 60 + ramp[None, :]
     ms = int(round(t * 1000))
     bw = width // BITS
@@ -53,14 +53,14 @@ def draw(t: float, width: int, height: int, events: list[tuple[float, float]]) -
     return img
 
 
-def read_barcode(image: np.ndarray) -> float:
-    """Inverse of :func:`draw`'s barcode, on an RGB frame of the original size: seconds."""
+def read_barcode(image: np.ndarray, *, drawn_height: int = 240, drawn_width: int = 320) -> float:
+    """Inverse of :func:`draw`'s barcode: seconds. Works on resized frames too (give the drawn size)."""
     height, width = image.shape[:2]
-    bw = width // BITS
-    row = image[BAR_ROWS // 2, :, :].mean(axis=1)
+    bw = drawn_width // BITS * width / drawn_width
+    row = image[int(BAR_ROWS / 2 * height / drawn_height), :, :].mean(axis=1)
     ms = 0
     for b in range(BITS):
-        ms = (ms << 1) | int(row[b * bw + bw // 2] > 127)
+        ms = (ms << 1) | int(row[int((b + 0.5) * bw)] > 127)
     return ms / 1000.0
 
 
