@@ -77,7 +77,7 @@ def inspect(
         raise typer.Exit(2)
 
     kind = "live" if src.live else "file"
-    console.print(
+    (err_console if as_json else console).print(
         f"[bold]{source}[/]  {kind}, {src.codec} {src.width}x{src.height}"
         f"{f' @ {src.native_fps:.3f} fps' if src.native_fps else ''}"
         f"{f', {src.duration:.1f} s' if src.duration else ''}, epoch {src.epoch.isoformat()}"
