@@ -106,3 +106,54 @@ class Clip:
     def utc(self, clip_relative: float = 0.0) -> datetime:
         """Absolute UTC time of a clip-relative time."""
         return to_utc(self.epoch, self.stream_seconds(clip_relative))
+
+
+SEGMENT_STATES = ("open", "closed")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """An event on one stream over [start, end] stream seconds (absolute via ``epoch``).
+
+    ``id`` is deterministic from (stream, event, start in ms), so replaying a stretch of footage
+    after a crash overwrites the same segment instead of adding a duplicate.
+    """
+
+    stream_id: str
+    event: str
+    start: float
+    end: float
+    epoch: datetime = UNIX_EPOCH
+    score: float = 0.0
+    state: str = "closed"
+
+    def __post_init__(self) -> None:
+        if not self.stream_id or not self.event:
+            raise ClipError("a segment needs a stream id and an event name")
+        if not (math.isfinite(self.start) and math.isfinite(self.end)):
+            raise ClipError(f"segment times must be finite, got {self.start!r}..{self.end!r}")
+        if self.end < self.start:
+            raise ClipError(f"segment ends ({self.end}) before it starts ({self.start})")
+        if self.state not in SEGMENT_STATES:
+            raise ClipError(f"segment state must be one of {SEGMENT_STATES}, got {self.state!r}")
+        if self.epoch.tzinfo is None:
+            raise ClipError("segment epoch must be timezone-aware")
+
+    @property
+    def id(self) -> str:
+        import hashlib
+
+        key = f"{self.stream_id}\x1f{self.event}\x1f{round(self.start * 1000)}"
+        return hashlib.sha1(key.encode()).hexdigest()[:20]
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+    @property
+    def start_utc(self) -> datetime:
+        return to_utc(self.epoch, self.start)
+
+    @property
+    def end_utc(self) -> datetime:
+        return to_utc(self.epoch, self.end)
