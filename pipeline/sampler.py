@@ -45,6 +45,7 @@ class _Candidate:
     t: float
     image: np.ndarray
     thumb: np.ndarray
+    slot: int
 
 
 def choose_size(width: int, height: int, config: SamplerConfig) -> tuple[int, int]:
@@ -83,6 +84,7 @@ class DynamicSampler:
         native_fps: float | None = None,
         epoch: datetime = UNIX_EPOCH,
         start_index: int = 0,
+        origin: float | None = None,
     ):
         self.config = config
         self.stream_id = stream_id
@@ -98,8 +100,9 @@ class DynamicSampler:
         tw = config.thumb_width
         self._thumb = (tw, max(8, round(tw * self.height / self.width)))
         self._buf: list[_Candidate] = []
-        self._origin: float | None = None
+        self._origin: float | None = origin  # resume: the grid time where the next clip starts
         self._slot = 0
+        self.next_clip_t: float | None = origin
         self._prev: FrameLike | None = None
         self._drop = 0
         self._last_emitted_t = -math.inf
@@ -124,12 +127,14 @@ class DynamicSampler:
         clips: list[Clip] = []
         if self._origin is None:
             self._origin, self._slot = t, 0
+            self.next_clip_t = t
         if t - self._grid(self._slot) > self.gap:
             # A hole in time: end the clip here; the grid restarts at this frame.
             self._take_prev_if_close()
             clips.extend(self.flush())
             self.gaps += 1
             self._origin, self._slot, self._drop = t, 0, 0
+            self.next_clip_t = t
         while True:
             g = self._grid(self._slot)
             if t < g:
@@ -154,7 +159,7 @@ class DynamicSampler:
             return
         image = frame.to_rgb(self.width, self.height)
         thumb = cv2.cvtColor(cv2.resize(image, self._thumb, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
-        self._buf.append(_Candidate(float(frame.t), image, thumb))
+        self._buf.append(_Candidate(float(frame.t), image, thumb, self._slot))
         self._slot += 1
 
     def _take_prev_if_close(self) -> None:
@@ -213,6 +218,7 @@ class DynamicSampler:
                 break
             clips.append(self._make_clip(self._buf[0:need:k], rate, activity))
             advance = max(1, n * k - self.overlap)
+            self.next_clip_t = self._grid(self._buf[0].slot + advance)
             self._drop = max(0, advance - len(self._buf))  # slots the clip covers that have not arrived yet
             del self._buf[:advance]
         return clips
@@ -261,12 +267,20 @@ def sample_clips(
     *,
     stream_id: str = "stream",
     start_index: int = 0,
-    start_s: float | None = None,
+    resume_at: float | None = None,
+    on_sampler=None,
 ) -> Iterator[Clip]:
-    """Stream clips from an open :class:`~pipeline.source.Source` with the dynamic sampler."""
+    """Stream clips from an open :class:`~pipeline.source.Source` with the dynamic sampler.
+
+    ``resume_at``: a file only; the grid time where the next clip starts (``sampler.next_clip_t``
+    saved after a clip). Clips from there on equal those of an uninterrupted run.
+    ``on_sampler``: called with the sampler once it exists (to read ``next_clip_t`` after each clip).
+    """
     config = config or SamplerConfig()
     skip = choose_skip(source, config)
     sampler: DynamicSampler | None = None
+    # Decode from a little before the resume point: the nearest-frame rule needs the frame before.
+    start_s = None if resume_at is None else max(0.0, resume_at - 1.0)
     for frame in source.frames(skip=skip, start_s=start_s):
         if sampler is None:
             sampler = DynamicSampler(
@@ -277,8 +291,11 @@ def sample_clips(
                 native_fps=source.native_fps if skip != "NONKEY" else None,
                 epoch=source.epoch,
                 start_index=start_index,
+                origin=resume_at,
             )
             sampler.skip = skip  # type: ignore[attr-defined]
+            if on_sampler is not None:
+                on_sampler(sampler)
         yield from sampler.push(frame)
     if sampler is not None:
         yield from sampler.flush()

@@ -173,3 +173,19 @@ def test_smart_nframes_and_resize_match_qwen_vl_utils():
         h, w = int(rng.integers(100, 2200)), int(rng.integers(100, 4000))
         lo, hi = 128 * 784, int(rng.integers(200, 2000)) * 784
         assert smart_resize(h, w, min_pixels=lo, max_pixels=hi) == qv.smart_resize(h, w, 28, lo, hi)
+
+
+def test_resume_from_a_clip_boundary_gives_identical_clips(person_clip):
+    """A worker restarted with the saved ``next_clip_t`` produces exactly the clips a clean run does."""
+    cfg = SamplerConfig()
+    holder, full, marks = {}, [], []
+    with Source.open(person_clip) as src:
+        for clip in sample_clips(src, cfg, on_sampler=lambda s: holder.setdefault("s", s)):
+            full.append(clip)
+            marks.append(holder["s"].next_clip_t)
+    for i in (2, 9):
+        with Source.open(person_clip) as src:
+            rest = list(sample_clips(src, cfg, start_index=i + 1, resume_at=marks[i]))
+        assert [c.index for c in rest] == [c.index for c in full[i + 1 :]]
+        for a, b in zip(rest, full[i + 1 :]):
+            assert a.fps == b.fps and np.array_equal(a.times, b.times) and np.array_equal(a.frames, b.frames)
