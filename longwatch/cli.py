@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -154,6 +155,239 @@ def inspect(
         f"PTS fixes {st.pts_discontinuities}, estimated {st.pts_estimated}, corrupt packets {st.corrupt_packets}, "
         f"reconnects {st.reconnects}"
     )
+
+
+# ---- the runtime: run, query, streams ------------------------------------------------------------
+
+
+def _settings(**runtime_overrides) -> Settings:
+    settings = Settings()
+    rt = {k: v for k, v in runtime_overrides.items() if v is not None}
+    if rt:
+        settings = settings.model_copy(update={"runtime": settings.runtime.model_copy(update=rt)})
+    return settings
+
+
+def _open_store(settings: Settings):
+    """The configured Redis, or the embedded one in the data dir (attached if already running)."""
+    import os
+
+    from pipeline.store import EmbeddedRedis, SegmentStore
+
+    url = settings.runtime.redis_url or os.environ.get("REDIS_URL")
+    embedded = None
+    if not url:
+        embedded = EmbeddedRedis(Path(settings.runtime.data_dir) / "redis").start()
+        url = embedded.url
+    return SegmentStore.from_url(url, prefix=settings.runtime.redis_prefix), embedded
+
+
+def _parse_when(value: Optional[str]):
+    """Stream seconds (a number) or an absolute time (ISO 8601)."""
+    if value is None:
+        return None, None
+    try:
+        return float(value), None
+    except ValueError:
+        from pipeline.timebase import parse_epoch
+
+        try:
+            return None, parse_epoch(value)
+        except ValueError as exc:
+            raise typer.BadParameter(f"{value!r}: give stream seconds (e.g. 842.5) or an ISO time (2026-11-22T14:02:00Z)") from exc
+
+
+def _segments_table(segments, title: str) -> Table:
+    table = Table(title=title, pad_edge=False)
+    for col in ("stream", "event", "start s", "end s", "start UTC", "end UTC", "dur s", "score", "state"):
+        table.add_column(col, justify="right" if col.endswith(("s", "score")) and "UTC" not in col else "left")
+    for s in segments:
+        table.add_row(s.stream_id, s.event, f"{s.start:.2f}", f"{s.end:.2f}", s.start_utc.strftime("%Y-%m-%d %H:%M:%S.%f")[:-4],
+                      s.end_utc.strftime("%H:%M:%S.%f")[:-4], f"{s.duration:.1f}", f"{s.score:.2f}", s.state)
+    return table
+
+
+def _segment_json(s) -> dict:
+    return {"id": s.id, "stream": s.stream_id, "event": s.event, "start_s": round(s.start, 3), "end_s": round(s.end, 3),
+            "start_utc": s.start_utc.isoformat(), "end_utc": s.end_utc.isoformat(), "score": round(s.score, 4), "state": s.state}
+
+
+@app.command()
+def run(
+    sources: list[str] = typer.Argument(..., help="files, rtsp:// cameras, http(s):// streams"),
+    events: Optional[Path] = typer.Option(None, "--events", "-e", help="events YAML (default: the shipped one)"),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (or RAY_ADDRESS); default: local"),
+    redis_url: Optional[str] = typer.Option(None, "--redis-url", help="Redis URL (or REDIS_URL); default: embedded"),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="embedded Redis data and model cache"),
+    start_at: Optional[str] = typer.Option(None, help="epoch for files: ISO 8601 UTC or Unix seconds"),
+    stream_id: Optional[list[str]] = typer.Option(None, "--id", help="stream ids, in the order of SOURCES"),
+    show: bool = typer.Option(True, help="print the segments when the files are done"),
+) -> None:
+    """Process SOURCES: decode → sample → detect → segments in Redis. Files run to their end;
+    cameras run until Ctrl-C (the watermark is saved after every clip)."""
+    from actors.runtime import Runtime, stream_id_for
+    from pipeline.events import default_events_path, load_events
+    from pipeline.source import classify
+
+    settings = _settings(ray_address=address, redis_url=redis_url, data_dir=data_dir)
+    try:
+        events_text = (events or Path(default_events_path())).read_text()
+        load_events(events_text)  # rejected before anything starts
+        for uri in sources:
+            classify(uri)
+    except (LongwatchError, OSError) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2)
+    ids: list[str] = []
+    for i, uri in enumerate(sources):
+        ids.append(stream_id[i] if stream_id and i < len(stream_id) else stream_id_for(uri, set(ids)))
+    durations = {}
+    for sid, uri in zip(ids, sources):
+        try:
+            with Source.open(uri, config=settings.source.model_copy(update={"connect_attempts": 1})) as probe:
+                durations[sid] = None if probe.live else probe.duration
+        except LongwatchError:
+            durations[sid] = None  # it will fail alone, with its message, in the runtime
+    runtime = Runtime(settings, events_text=events_text)
+    try:
+        with err_console.status("starting runtime (Ray, Redis, model pool)…"):
+            runtime.start()
+        for sid, uri in zip(ids, sources):
+            runtime.add(uri, stream_id=sid, start_at=start_at)
+        _watch(runtime, ids, durations)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]stopping: watermarks are saved; run again to resume[/]")
+    except LongwatchError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2)
+    finally:
+        status = {}
+        try:
+            status = runtime.status() if runtime.controller is not None else {}
+        except Exception:
+            pass
+        runtime.close()
+    failed = {sid: st for sid, st in status.items() if st.get("state") == "failed"}
+    for sid, st in failed.items():
+        err_console.print(f"[bold red]{sid} failed:[/] {st.get('error')}")
+    if show:
+        store, embedded = _open_store(settings)
+        try:
+            segs = [s for sid in ids for s in store.query(stream=sid)]
+        finally:
+            store.close()
+            if embedded:
+                embedded.stop()
+        console.print(_segments_table(sorted(segs, key=lambda s: (s.stream_id, s.start)), f"{len(segs)} segments"))
+    if failed and len(failed) == len(ids):
+        raise typer.Exit(1)
+
+
+def _watch(runtime, ids: list[str], durations: dict) -> None:
+    """Progress bars for files (ETA, × real time), a live table for cameras; returns when files end."""
+    from rich.live import Live
+    from rich.console import Group
+
+    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+               TimeElapsedColumn(), TimeRemainingColumn()]
+    progress = Progress(*columns, console=err_console)
+    tasks = {sid: progress.add_task(sid, total=durations[sid], info="") for sid in ids if durations.get(sid)}
+    cams = [sid for sid in ids if sid not in tasks]
+
+    def cam_table(status) -> Table:
+        t = Table(title="live streams", pad_edge=False)
+        for col in ("stream", "state", "footage s", "lag s", "clips", "dropped", "restarts", "error"):
+            t.add_column(col)
+        for sid in cams:
+            st = status.get(sid, {})
+            t.add_row(sid, st.get("state", "?"), str(st.get("footage_s", "")), str(st.get("lag_s", "")),
+                      str(st.get("clips", "")), str(st.get("dropped_clips", "")), str(st.get("restarts", "")),
+                      (st.get("error") or "")[:60])
+        return t
+
+    with Live(Group(progress, cam_table({})) if cams else progress, console=err_console, refresh_per_second=4) as live:
+        while True:
+            status = runtime.wait(timeout=1.0, stream_ids=list(tasks) or None) if tasks else runtime.status()
+            for sid, task in tasks.items():
+                st = status.get(sid, {})
+                done = st.get("state") in ("done", "failed", "stopped")
+                info = f"{st.get('speed', 0)}× real time" if st.get("state") == "running" else st.get("state", "")
+                progress.update(task, completed=durations[sid] if done else float(st.get("footage_s") or 0), info=info)
+            if cams:
+                live.update(Group(progress, cam_table(status)) if tasks else Group(progress, cam_table(status)))
+            files_done = all(status.get(sid, {}).get("state") in ("done", "failed", "stopped") for sid in tasks)
+            if tasks and files_done and not cams:
+                return
+            if not tasks:
+                import time as _t
+
+                _t.sleep(1.0)
+
+
+@app.command()
+def query(
+    stream: Optional[str] = typer.Option(None, "--stream", "-s", help="one stream id (default: all)"),
+    event: Optional[str] = typer.Option(None, "--event", "-e", help="one event (default: all)"),
+    from_: Optional[str] = typer.Option(None, "--from", help="stream seconds or ISO 8601 time"),
+    to: Optional[str] = typer.Option(None, "--to", help="stream seconds or ISO 8601 time"),
+    as_json: bool = typer.Option(False, "--json", help="JSON lines"),
+    redis_url: Optional[str] = typer.Option(None, "--redis-url"),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir"),
+) -> None:
+    """What happened between --from and --to: segments overlapping that window."""
+    t0, u0 = _parse_when(from_)
+    t1, u1 = _parse_when(to)
+    if (t0 is not None or t1 is not None) and (u0 is not None or u1 is not None):
+        raise typer.BadParameter("give --from/--to both as stream seconds or both as ISO times")
+    settings = _settings(redis_url=redis_url, data_dir=data_dir)
+    store, embedded = _open_store(settings)
+    try:
+        if u0 is not None or u1 is not None:
+            segs = store.query_utc(stream, event, u0, u1)
+        else:
+            segs = store.query(stream=stream, event=event, t0=t0, t1=t1)
+    finally:
+        store.close()
+        if embedded:
+            embedded.stop()
+    if as_json:
+        for s in segs:
+            print(json.dumps(_segment_json(s)))
+        return
+    console.print(_segments_table(segs, f"{len(segs)} segments"))
+
+
+@app.command()
+def streams(
+    as_json: bool = typer.Option(False, "--json"),
+    redis_url: Optional[str] = typer.Option(None, "--redis-url"),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir"),
+) -> None:
+    """Known streams: status, footage processed, lag, speed, restarts."""
+    settings = _settings(redis_url=redis_url, data_dir=data_dir)
+    store, embedded = _open_store(settings)
+    try:
+        infos = store.streams()
+    finally:
+        store.close()
+        if embedded:
+            embedded.stop()
+    rows = []
+    for info in infos:
+        meta = info.meta or {}
+        rows.append({"stream": info.stream_id, "source": meta.get("source", ""), **{k: meta.get(k, "") for k in
+                     ("state", "footage_s", "lag_s", "fps", "speed", "clips", "dropped_clips", "error")}})
+    if as_json:
+        for r in rows:
+            print(json.dumps(r, default=str))
+        return
+    table = Table(title=f"{len(rows)} streams", pad_edge=False)
+    for col in ("stream", "state", "footage s", "lag s", "speed ×", "clips", "dropped", "source", "error"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["stream"], str(r["state"]), str(r["footage_s"]), str(r["lag_s"]), str(r["speed"]),
+                      str(r["clips"]), str(r["dropped_clips"]), str(r["source"])[:40], str(r["error"])[:40])
+    console.print(table)
 
 
 if __name__ == "__main__":

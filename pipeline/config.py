@@ -84,6 +84,23 @@ class QwenCompatConfig(_Model):
     model_seq_len: int = Field(128000, gt=0)
 
 
+class RuntimeConfig(_Model):
+    """How the runtime runs: Ray, Redis, the model pool, batching, backpressure."""
+
+    redis_url: str | None = Field(None, description="None = start a private embedded Redis in data_dir")
+    redis_prefix: str = Field("lw", pattern=r"^[A-Za-z0-9_.-]+$")
+    data_dir: str = Field("data", description="embedded Redis data, cached model files")
+    ray_address: str | None = Field(None, description="None = local ray.init(); or RAY_ADDRESS")
+    model_replicas: int = Field(1, ge=1)
+    model_num_cpus: float = Field(1.0, ge=0)
+    model_num_gpus: float = Field(0.0, ge=0)
+    worker_num_cpus: float = Field(0.0, ge=0)
+    max_batch_clips: int = Field(4, ge=1, description="clips per model batch, across streams")
+    batch_wait_s: float = Field(0.05, ge=0, description="longest a clip waits for a batch to fill")
+    max_pending_clips: int = Field(4, ge=1, description="clips a stream may have decoded but not scored")
+    max_worker_restarts: int = Field(10, ge=0, description="crashes of one stream worker survived by resuming")
+
+
 class Settings(BaseSettings):
     """Everything configurable, one place. Environment: ``LONGWATCH_<SECTION>__<FIELD>``."""
 
@@ -92,4 +109,5 @@ class Settings(BaseSettings):
     source: SourceConfig = SourceConfig()
     sampler: SamplerConfig = SamplerConfig()
     qwen_compat: QwenCompatConfig = QwenCompatConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
     tokens_per_second: float = Field(TOKENS_PER_SECOND, gt=0)

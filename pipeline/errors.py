@@ -53,3 +53,21 @@ class SourceTimeoutError(SourceUnreachableError, TimeoutError):
 
 class ClipError(LongwatchError, ValueError):
     """A clip or patch cannot be built from the given frames (sizes, counts, times)."""
+
+
+class SegmenterError(LongwatchError, ValueError):
+    """Scores or times fed to a segmenter are invalid: non-finite, outside [0, 1], not increasing,
+    mismatched lengths, or pushed after the stream was flushed."""
+
+
+class SegmenterStateError(SegmenterError):
+    """A saved segmenter state cannot be restored: malformed, another version, inconsistent fields."""
+
+
+class StoreError(LongwatchError, ConnectionError):
+    """The segment store (Redis) could not be reached, or its embedded server could not start,
+    within the allowed retries."""
+
+
+class StoreKeyError(LongwatchError, ValueError):
+    """A stream id or event name cannot be used in a store key (empty, or holds ``{`` / ``}``)."""

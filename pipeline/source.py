@@ -203,6 +203,7 @@ class Source:
         attempt = 0
         while True:
             attempt += 1
+            started = time.monotonic()
             try:
                 return self._av_open()
             except av.error.InvalidDataError as exc:
@@ -224,8 +225,15 @@ class Source:
                     raise InvalidVideoError(f"cannot open ({exc})", uri=self.uri) from exc
                 err = exc
             self.stats.last_error = f"{type(err).__name__}: {err}"
+            # When the open timeout interrupts av.open, FFmpeg reports whatever the protocol was doing
+            # (ExitError for http, InvalidDataError for rtsp): a server that accepts and never answers.
+            timed_out = isinstance(err, (TimeoutError, av.error.TimeoutError)) or (
+                time.monotonic() - started >= self.config.open_timeout_s
+            )
+            if timed_out:
+                self.stats.last_error = f"no answer within {self.config.open_timeout_s:g}s ({self.stats.last_error})"
             if attempts is not None and attempt >= attempts:
-                cls = SourceTimeoutError if isinstance(err, (TimeoutError, av.error.TimeoutError)) else SourceUnreachableError
+                cls = SourceTimeoutError if timed_out else SourceUnreachableError
                 raise cls(f"unreachable after {attempt} attempt(s): {self.stats.last_error}", uri=self.uri) from err
             delay = self._backoff(attempt)
             log.warning("%s: connect attempt %d failed (%s); retrying in %.1fs", self.uri, attempt, err, delay)
@@ -456,7 +464,12 @@ class Source:
         failures = 0
         first_session = True
         while not self._stop.is_set():
-            container = self._container_or_connect(attempts=None if cfg.reconnect_forever else cfg.connect_attempts)
+            try:
+                container = self._container_or_connect(attempts=None if cfg.reconnect_forever else cfg.connect_attempts)
+            except SourceUnreachableError:
+                if self._stop.is_set():
+                    return  # stop() while reconnecting ends the stream quietly, like stop() anywhere else
+                raise
             stream = self._prepare_stream(container, skip)
             session_started = False
             got_frames = 0

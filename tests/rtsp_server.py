@@ -5,7 +5,7 @@ Two halves:
 * Run as a script under the *system* interpreter (``/usr/bin/python3``, which has ``gi`` and
   GstRtspServer from Debian's ``python3-gi`` / ``gir1.2-gst-rtsp-server-1.0``)::
 
-      /usr/bin/python3 tests/rtsp_server.py FILE.mp4 [--port 0] [--mount /cam]
+      /usr/bin/python3 tests/rtsp_server.py FILE.mp4 [--port 0] [--mount /cam] [--rtcp-interval S]
 
   serves the file (MP4/H.264: ``qtdemux ! h264parse ! rtph264pay``), paced in real time, at
   ``rtsp://127.0.0.1:PORT/MOUNT``; prints ``READY rtsp://127.0.0.1:PORT/MOUNT`` on stdout once it
@@ -57,6 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("file", help="an MP4 file with an H.264 video track")
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0 = any free port)")
     parser.add_argument("--mount", default="/stream", help="mount point, e.g. /cam")
+    parser.add_argument(
+        "--rtcp-interval", type=float, default=None,
+        help="minimum seconds between RTCP sender reports (default: GStreamer's, 5 s); a large value "
+        "keeps the first report from reaching a client before it has started playing",
+    )
+    parser.add_argument(
+        "--exit-with-stdin", action="store_true",
+        help="exit when stdin reaches end of file (the parent that holds the pipe has gone away)",
+    )
     args = parser.parse_args(argv)
 
     import gi
@@ -83,6 +92,16 @@ def main(argv: list[str] | None = None) -> int:
         f'( filesrc location="{location}" ! qtdemux ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1 )'
     )
     factory.set_shared(False)
+    if args.rtcp_interval is not None:
+        interval_ns = int(args.rtcp_interval * 1e9)
+
+        def on_prepared(media):
+            for i in range(media.n_streams()):
+                session = media.get_stream(i).get_rtpsession()
+                if session is not None:
+                    session.set_property("rtcp-min-interval", interval_ns)
+
+        factory.connect("media-configure", lambda _f, media: media.connect("prepared", on_prepared))
     server.get_mount_points().add_factory(mount, factory)
 
     loop = GLib.MainLoop()
@@ -97,6 +116,20 @@ def main(argv: list[str] | None = None) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         GLib.unix_signal_add(GLib.PRIORITY_HIGH, sig, quit_)
+    if args.exit_with_stdin:
+        # A test run killed outright (SIGKILL, os._exit) never sends SIGTERM; its end of the pipe
+        # closes though, so the server does not outlive it.
+        def on_stdin(fd, _cond):
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                data = b""
+            if data:
+                return GLib.SOURCE_CONTINUE
+            loop.quit()
+            return GLib.SOURCE_REMOVE
+
+        GLib.io_add_watch(sys.stdin.fileno(), GLib.PRIORITY_DEFAULT, GLib.IOCondition.IN | GLib.IOCondition.HUP, on_stdin)
     print(f"READY rtsp://{HOST}:{port}{mount}", flush=True)
     loop.run()
 
@@ -157,6 +190,8 @@ class RtspServer:
     ...     srv.stop(); srv.start()                   # same port, same URL
 
     ``port=None``: the first start lets the server pick a free port; later starts reuse it.
+    ``rtcp_interval_s``: minimum seconds between RTCP sender reports (``None``: GStreamer's default);
+    0.5 makes a client learn the stream's NTP wall-clock time while it probes, 3600 makes it never.
     Raises ``pytest.skip`` (``skip_if_unavailable=True``) where the system python lacks gi.
     """
 
@@ -168,11 +203,13 @@ class RtspServer:
         mount: str = "/stream",
         ready_timeout_s: float = 30.0,
         skip_if_unavailable: bool = True,
+        rtcp_interval_s: float | None = None,
     ):
         self.video = Path(video)
         self.port = port
         self.mount = mount if mount.startswith("/") else "/" + mount
         self.ready_timeout_s = ready_timeout_s
+        self.rtcp_interval_s = rtcp_interval_s
         self.skip_if_unavailable = skip_if_unavailable
         self.proc: subprocess.Popen | None = None
         self.starts = 0
@@ -216,13 +253,18 @@ class RtspServer:
             time.sleep(0.2)
 
     def _spawn(self, deadline: float) -> tuple[str | None, str]:
-        cmd = [SYSTEM_PYTHON, str(SCRIPT), str(self.video), "--port", str(self.port or 0), "--mount", self.mount]
+        cmd = [
+            SYSTEM_PYTHON, str(SCRIPT), str(self.video),
+            "--port", str(self.port or 0), "--mount", self.mount, "--exit-with-stdin",
+        ]
+        if self.rtcp_interval_s is not None:
+            cmd += ["--rtcp-interval", repr(float(self.rtcp_interval_s))]
         env = dict(os.environ)
         env.pop("PYTHONPATH", None)  # the venv's site-packages must not leak into the system python
         env.pop("PYTHONHOME", None)
         proc = subprocess.Popen(
             cmd,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,  # never written; closing it (or our death) tells the server to exit
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=env,
@@ -270,6 +312,11 @@ class RtspServer:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=grace_s)
+        if proc.stdin is not None:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
 
     def stop(self) -> None:
         """Stop the server process (SIGTERM, then SIGKILL); connected clients see the connection drop."""

@@ -1,0 +1,99 @@
+"""The controller: owns the stream registry, starts one worker per stream, restarts crashed ones."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+
+from actors.stream_worker import StreamWorker
+from pipeline.config import Settings
+
+log = logging.getLogger(__name__)
+
+CONTROLLER_NAME = "longwatch-controller"
+
+
+@ray.remote(num_cpus=0, max_restarts=-1)
+class Controller:
+    def __init__(self, settings_json: str, events_text: str, redis_url: str):
+        self.settings_json = settings_json
+        self.settings = Settings.model_validate_json(settings_json)
+        self.events_text = events_text
+        self.redis_url = redis_url
+        self.streams: dict[str, dict] = {}
+
+    async def add(self, stream_id: str, uri: str, start_at: str | None = None) -> str:
+        entry = self.streams.get(stream_id)
+        if entry and entry["state"] in ("starting", "running"):
+            raise ValueError(f"stream {stream_id!r} is already running ({entry['uri']})")
+        worker = StreamWorker.options(num_cpus=self.settings.runtime.worker_num_cpus).remote(
+            stream_id, uri, self.settings_json, self.events_text, self.redis_url, start_at
+        )
+        self.streams[stream_id] = entry = {
+            "uri": uri, "worker": worker, "state": "starting", "restarts": 0, "error": "",
+            "result": None, "added": time.time(),
+        }
+        entry["task"] = asyncio.get_running_loop().create_task(self._supervise(stream_id))
+        return stream_id
+
+    async def _supervise(self, stream_id: str) -> None:
+        entry = self.streams[stream_id]
+        limit = self.settings.runtime.max_worker_restarts
+        while True:
+            entry["state"] = "running"
+            try:
+                result = await entry["worker"].run.remote()
+            except RayTaskError as exc:  # the stream itself failed (bad source …): it fails alone
+                entry["state"], entry["error"] = "failed", str(exc.cause if exc.cause else exc).splitlines()[0]
+                return
+            except RayActorError as exc:  # the worker process died: Ray restarts it, we resume it
+                entry["restarts"] += 1
+                log.warning("stream %s: worker died (%s); restart %d", stream_id, type(exc).__name__, entry["restarts"])
+                if entry["restarts"] > limit:
+                    entry["state"], entry["error"] = "failed", f"worker died {entry['restarts']} times"
+                    return
+                await asyncio.sleep(0.5)
+                continue
+            entry["state"], entry["result"] = result.get("state", "done"), result
+            return
+
+    async def wait(self, timeout: float | None = None, stream_ids: list[str] | None = None) -> dict:
+        """Wait for the given (default: all) streams to finish; live streams finish only when stopped."""
+        ids = stream_ids or list(self.streams)
+        tasks = [self.streams[s]["task"] for s in ids if s in self.streams]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        return await self.status()
+
+    async def status(self) -> dict:
+        out = {}
+        for sid, e in self.streams.items():
+            live = {}
+            if e["state"] == "running":
+                try:
+                    live = await asyncio.wait_for(e["worker"].status.remote(), timeout=2.0)
+                except Exception:
+                    live = {}
+            out[sid] = {**(e["result"] or {}), **live, "uri": e["uri"], "state": e["state"],
+                        "restarts": e["restarts"], "error": e["error"]}
+        return out
+
+    async def worker(self, stream_id: str):
+        return self.streams[stream_id]["worker"]
+
+    async def stop(self, stream_id: str | None = None) -> None:
+        ids = [stream_id] if stream_id else list(self.streams)
+        for sid in ids:
+            e = self.streams.get(sid)
+            if e and e["state"] in ("starting", "running"):
+                try:
+                    await e["worker"].stop.remote()
+                except RayActorError:
+                    pass
+        tasks = [self.streams[s]["task"] for s in ids if s in self.streams]
+        if tasks:
+            await asyncio.wait(tasks, timeout=30)

