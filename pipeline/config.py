@@ -27,9 +27,11 @@ class SourceConfig(_Model):
     read_timeout_s: float = Field(5.0, gt=0)
     connect_attempts: int = Field(3, ge=1, description="attempts before a source that cannot be opened fails")
     reconnect_forever: bool = Field(
-        True, description="a live source that drops keeps reconnecting (until max_reconnects)"
+        True, description="a live source that drops keeps reconnecting; False = give up after connect_attempts"
     )
-    max_reconnects: int | None = Field(None, ge=0, description="None = no limit")
+    max_reconnects: int | None = Field(
+        None, ge=0, description="failed reconnect attempts in a row before giving up; None = no limit"
+    )
     backoff_initial_s: float = Field(0.5, gt=0)
     backoff_max_s: float = Field(10.0, gt=0)
     decoder_threads: int = Field(0, ge=0, description="0 = FFmpeg chooses")

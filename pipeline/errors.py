@@ -71,3 +71,22 @@ class StoreError(LongwatchError, ConnectionError):
 
 class StoreKeyError(LongwatchError, ValueError):
     """A stream id or event name cannot be used in a store key (empty, or holds ``{`` / ``}``)."""
+
+
+class EventsFileError(ConfigError):
+    """The events file (YAML) is malformed or invalid. ``path``, ``line`` and ``problems`` say where and what."""
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
+                 problems: list[str] | None = None):
+        super().__init__(message)
+        self.path = path
+        self.line = line
+        self.problems = list(problems or [message])
+
+
+class ModelError(LongwatchError, RuntimeError):
+    """A model backend cannot be set up or run."""
+
+
+class ModelWeightsError(ModelError):
+    """Model files are missing or fail their integrity check; the message says how to fix it."""

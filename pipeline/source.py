@@ -460,20 +460,22 @@ class Source:
                 )
 
     def _live_frames(self, skip: str) -> Iterator[DecodedFrame]:
+        """Decode a live source across disconnects. Each reconnect is one attempt at a time, with
+        capped exponential backoff between attempts; ``max_reconnects`` (if set) bounds the attempts
+        since the last frame was received, so a server that stays dead ends in a typed error."""
         cfg = self.config
-        failures = 0
+        failures = 0  # consecutive failed sessions/attempts since the last frame
         first_session = True
         while not self._stop.is_set():
-            try:
-                container = self._container_or_connect(attempts=None if cfg.reconnect_forever else cfg.connect_attempts)
-            except SourceUnreachableError:
-                if self._stop.is_set():
-                    return  # stop() while reconnecting ends the stream quietly, like stop() anywhere else
-                raise
-            stream = self._prepare_stream(container, skip)
-            session_started = False
+            err: Exception | None = None
             got_frames = 0
             try:
+                reconnecting = self._container is None
+                container = self._container_or_connect(attempts=1)
+                if reconnecting:
+                    self.stats.reconnects += 1
+                stream = self._prepare_stream(container, skip)
+                session_started = False
                 for raw in container.demux(stream):
                     if self._stop.is_set():
                         return
@@ -490,31 +492,31 @@ class Source:
                         got_frames += 1
                         failures = 0
                         yield self._wrap(frame, stream)
-                err: Exception | None = None
                 reason = "end of stream"
+            except SourceUnreachableError as exc:
+                err, reason = exc, str(exc)
             except _NETWORK_ERRORS as exc:
-                err = exc
-                reason = f"{type(exc).__name__}: {exc}"
+                err, reason = exc, f"{type(exc).__name__}: {exc}"
             except av.error.FFmpegError as exc:
-                err = exc
-                reason = f"{type(exc).__name__}: {exc}"
+                err, reason = exc, f"{type(exc).__name__}: {exc}"
             finally:
                 self.close()
             if self._stop.is_set():
-                return
+                return  # stop() (also while reconnecting) ends the stream quietly
             # A live source that ends or errors has disconnected: reconnect, never finish.
-            self.stats.disconnects += 1
+            if got_frames or not isinstance(err, SourceUnreachableError):
+                self.stats.disconnects += 1
             self.stats.last_error = reason
             failures += 1
-            if cfg.max_reconnects is not None and self.stats.reconnects >= cfg.max_reconnects:
+            limit = cfg.max_reconnects if cfg.reconnect_forever else min(cfg.max_reconnects or cfg.connect_attempts, cfg.connect_attempts)
+            if limit is not None and failures > limit:
                 raise SourceUnreachableError(
-                    f"gave up after {self.stats.reconnects} reconnects (last: {reason})", uri=self.uri
+                    f"gave up after {failures} failed reconnect attempt(s) (last: {reason})", uri=self.uri
                 ) from err
             delay = self._backoff(failures)
             log.warning("%s: disconnected (%s) after %d frames; reconnecting in %.1fs", self.uri, reason, got_frames, delay)
             if self._stop.wait(delay):
                 return
-            self.stats.reconnects += 1
 
     def _begin_live_session(self, container, frame: av.VideoFrame, stream, *, first: bool) -> None:
         tb = frame.time_base or stream.time_base

@@ -499,3 +499,21 @@ def test_hls_vod_playlist_over_http(tmp_path_factory):
     diffs = np.abs(np.array(times) - (np.array(src_pts) - src_pts[0]))
     assert diffs.max() < 0.5 / FPS, diffs.max()
     assert src.stats.pts_discontinuities == 0
+
+
+@pytest.mark.timeout(90)
+@needs_footage
+def test_live_source_that_stays_dead_gives_up_when_told():
+    """max_reconnects bounds the attempts after a drop: a typed error, not an endless loop."""
+    server = RtspServer(FOOTAGE, mount="/dead")
+    server.start()
+    cfg = SourceConfig(max_reconnects=2, backoff_initial_s=0.1, backoff_max_s=0.2, open_timeout_s=2, read_timeout_s=2)
+    src = Source.open(server.url, config=cfg)
+    got = 0
+    with pytest.raises(SourceUnreachableError, match="gave up after 3"):
+        for _ in src.frames():
+            got += 1
+            if got == 10:
+                server.stop()  # and never comes back
+    server.stop()
+    assert got >= 10 and src.stats.disconnects == 1 and src.stats.reconnects == 0
