@@ -42,10 +42,18 @@ class FrameLike(Protocol):
 
 @dataclass
 class _Candidate:
+    """A grid slot's frame. Kept in the decoder's format until a clip picks it (lazy RGB)."""
+
     t: float
-    image: np.ndarray
+    frame: "FrameLike"
     thumb: np.ndarray
     slot: int
+    _rgb: np.ndarray | None = None
+
+    def image(self, width: int, height: int) -> np.ndarray:
+        if self._rgb is None:
+            self._rgb = self.frame.to_rgb(width, height)
+        return self._rgb
 
 
 def choose_size(width: int, height: int, config: SamplerConfig) -> tuple[int, int]:
@@ -157,9 +165,12 @@ class DynamicSampler:
             self._drop -= 1  # covered by the previous clip already
             self._slot += 1
             return
-        image = frame.to_rgb(self.width, self.height)
-        thumb = cv2.cvtColor(cv2.resize(image, self._thumb, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
-        self._buf.append(_Candidate(float(frame.t), image, thumb, self._slot))
+        if hasattr(frame, "to_gray"):  # straight from the decoder's luma plane: no RGB needed
+            thumb = frame.to_gray(*self._thumb)
+        else:
+            small = cv2.resize(frame.to_rgb(self.width, self.height), self._thumb, interpolation=cv2.INTER_AREA)
+            thumb = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+        self._buf.append(_Candidate(float(frame.t), frame, thumb, self._slot))
         self._slot += 1
 
     def _take_prev_if_close(self) -> None:
@@ -197,7 +208,7 @@ class DynamicSampler:
             index=self.clip_index,
             fps=rate,
             times=np.array([c.t for c in picks], dtype=np.float64),
-            frames=np.stack([c.image for c in picks]),
+            frames=np.stack([c.image(self.width, self.height) for c in picks]),
             epoch=self.epoch,
             activity=activity,
         )

