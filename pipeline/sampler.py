@@ -48,6 +48,7 @@ class _Candidate:
     frame: "FrameLike"
     thumb: np.ndarray
     slot: int
+    motion: float = 0.0
     _rgb: np.ndarray | None = None
 
     def image(self, width: int, height: int) -> np.ndarray:
@@ -112,6 +113,7 @@ class DynamicSampler:
         self._slot = 0
         self.next_clip_t: float | None = origin
         self._prev: FrameLike | None = None
+        self._last_thumb: np.ndarray | None = None
         self._drop = 0
         self._last_emitted_t = -math.inf
         self.clip_index = start_index
@@ -142,6 +144,7 @@ class DynamicSampler:
             clips.extend(self.flush())
             self.gaps += 1
             self._origin, self._slot, self._drop = t, 0, 0
+            self._last_thumb = None
             self.next_clip_t = t
         while True:
             g = self._grid(self._slot)
@@ -170,7 +173,10 @@ class DynamicSampler:
         else:
             small = cv2.resize(frame.to_rgb(self.width, self.height), self._thumb, interpolation=cv2.INTER_AREA)
             thumb = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
-        self._buf.append(_Candidate(float(frame.t), frame, thumb, self._slot))
+        prev = self._last_thumb
+        motion = float(np.mean(cv2.absdiff(thumb, prev))) / 255.0 if prev is not None else 0.0
+        self._last_thumb = thumb
+        self._buf.append(_Candidate(float(frame.t), frame, thumb, self._slot, motion))
         self._slot += 1
 
     def _take_prev_if_close(self) -> None:
@@ -211,6 +217,7 @@ class DynamicSampler:
             frames=np.stack([c.image(self.width, self.height) for c in picks]),
             epoch=self.epoch,
             activity=activity,
+            motion=np.array([c.motion for c in picks]),
         )
         self.clip_index += 1
         self._last_emitted_t = picks[-1].t

@@ -57,11 +57,17 @@ class Clip:
     frames: np.ndarray
     epoch: datetime = UNIX_EPOCH
     activity: float = 0.0
+    motion: np.ndarray | None = None  # per frame: mean |Δ| of its thumbnail vs the candidate before (0..1)
     meta: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         times = np.asarray(self.times, dtype=np.float64)
         object.__setattr__(self, "times", times)
+        if self.motion is not None:
+            motion = np.asarray(self.motion, dtype=np.float64)
+            if motion.shape != times.shape or not np.all(np.isfinite(motion)) or np.any((motion < 0) | (motion > 1)):
+                raise ClipError("clip motion must be one value in [0, 1] per frame")
+            object.__setattr__(self, "motion", motion)
         if not (math.isfinite(self.fps) and self.fps > 0):
             raise ClipError(f"clip fps must be a positive number, got {self.fps!r}")
         if times.ndim != 1 or len(times) < 1:

