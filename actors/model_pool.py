@@ -40,7 +40,10 @@ class DetectorPool:
 def deploy(*, events_text: str, data_dir: str, replicas: int = 1, num_cpus: float = 1.0, num_gpus: float = 0.0,
            max_batch_clips: int = 4, batch_wait_s: float = 0.05):
     """Start (or update) the model pool in the connected Ray cluster; return its handle."""
-    serve.start(http_options={"location": "NoServer"})
+    import logging
+
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    serve.start(proxy_location="Disabled")
     options = {"num_cpus": num_cpus}
     if num_gpus:
         options["num_gpus"] = num_gpus

@@ -22,7 +22,12 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> bool
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     if ray.is_initialized():
         return False
-    kwargs = dict(namespace="longwatch", include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    import logging
+
+    for name in ("ray", "ray.serve"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    kwargs = dict(namespace="longwatch", include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
+                  logging_config=ray.LoggingConfig(log_level="WARNING"))
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, **kwargs)
@@ -119,10 +124,7 @@ class Runtime:
             except Exception:
                 pass
             if shutdown_ray if shutdown_ray is not None else self._started_ray:
-                try:
-                    serve.shutdown()
-                finally:
-                    ray.shutdown()
+                ray.shutdown()  # takes Serve's actors with it
             if self._embedded is not None:
                 self._embedded.close()
                 self._embedded = None

@@ -199,11 +199,13 @@ def _parse_when(value: Optional[str]):
 
 def _segments_table(segments, title: str) -> Table:
     table = Table(title=title, pad_edge=False)
-    for col in ("stream", "event", "start s", "end s", "start UTC", "end UTC", "dur s", "score", "state"):
-        table.add_column(col, justify="right" if col.endswith(("s", "score")) and "UTC" not in col else "left")
+    for col, right in (("stream", False), ("event", False), ("start s", True), ("end s", True),
+                       ("start (UTC)", False), ("dur s", True), ("score", True)):
+        table.add_column(col, justify="right" if right else "left", no_wrap=True)
     for s in segments:
-        table.add_row(s.stream_id, s.event, f"{s.start:.2f}", f"{s.end:.2f}", s.start_utc.strftime("%Y-%m-%d %H:%M:%S.%f")[:-4],
-                      s.end_utc.strftime("%H:%M:%S.%f")[:-4], f"{s.duration:.1f}", f"{s.score:.2f}", s.state)
+        open_mark = " (open)" if s.state == "open" else ""
+        table.add_row(s.stream_id, s.event.removesuffix("_present"), f"{s.start:.2f}", f"{s.end:.2f}{open_mark}",
+                      s.start_utc.strftime("%Y-%m-%d %H:%M:%S"), f"{s.duration:.1f}", f"{s.score:.2f}")
     return table
 
 
