@@ -55,3 +55,64 @@ def test_env_overrides_config(synthetic):
     env["LONGWATCH_SAMPLER__MIN_FPS"] = "5"  # min above max: rejected with a clear message
     out = run("inspect", synthetic["cfr"].path, env=env)
     assert out.returncode != 0 and "min_fps" in (out.stderr + out.stdout)
+
+
+# ---- the runtime commands: run, query, streams (real Ray, embedded Redis, the CPU detector) -------
+
+
+def _runtime_env(tmp_path):
+    import os
+    import tempfile
+
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "RAY_ADDRESS")}
+    env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="disabled",
+               RAY_TMPDIR=tempfile.mkdtemp(prefix="lwcli-", dir="/tmp"),
+               LONGWATCH_RUNTIME__DATA_DIR=str(tmp_path / "data"))
+    return env
+
+
+@pytest.mark.timeout(300)
+def test_run_then_query_and_streams(tmp_path):
+    from conftest import footage_file
+
+    clip = footage_file("bikes.mp4")
+    env = _runtime_env(tmp_path)
+    out = subprocess.run(LONGWATCH + ["run", str(clip)], capture_output=True, text=True, timeout=240, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "segments" in out.stdout and "person" in out.stdout  # street scene: people are found
+    # The data stayed in the embedded Redis's data dir: a later query restarts it and reads it back.
+    q = subprocess.run(LONGWATCH + ["query", "--event", "person_present", "--json"], capture_output=True, text=True,
+                       timeout=60, env=env)
+    assert q.returncode == 0, q.stderr
+    rows = [json.loads(line) for line in q.stdout.splitlines()]
+    assert rows and all(r["stream"] == "bikes" and r["event"] == "person_present" for r in rows)
+    assert all(0.0 <= r["start_s"] <= r["end_s"] <= 10.5 for r in rows)
+    # Absolute-time query: the clip has no creation time, so its epoch is 1970-01-01T00:00:00Z.
+    q = subprocess.run(LONGWATCH + ["query", "--from", "1970-01-01T00:00:30Z", "--json"], capture_output=True,
+                       text=True, timeout=60, env=env)
+    assert q.returncode == 0 and q.stdout.strip() == ""  # nothing after the clip's end
+    s = subprocess.run(LONGWATCH + ["streams", "--json"], capture_output=True, text=True, timeout=60, env=env)
+    info = [json.loads(line) for line in s.stdout.splitlines()]
+    assert [(i["stream"], i["state"]) for i in info] == [("bikes", "done")]
+
+
+def test_run_rejects_bad_events_before_starting(tmp_path):
+    env = _runtime_env(tmp_path)
+    bad = tmp_path / "events.yaml"
+    bad.write_text("- event: person_present\n  detector: {class: persn}\n")
+    out = subprocess.run(LONGWATCH + ["run", "--events", str(bad), "x.mp4"], capture_output=True, text=True,
+                         timeout=60, env=env)
+    assert out.returncode == 2
+    assert "did you mean 'person'" in out.stderr and "line 2" in out.stderr
+    bad.write_text("- event: [unclosed\n")
+    out = subprocess.run(LONGWATCH + ["run", "--events", str(bad), "x.mp4"], capture_output=True, text=True,
+                         timeout=60, env=env)
+    assert out.returncode == 2 and "events file" in out.stderr
+    assert not (tmp_path / "data").exists()  # nothing was started: no Redis data dir, no Ray
+
+
+def test_query_rejects_mixed_time_kinds(tmp_path):
+    env = _runtime_env(tmp_path)
+    out = subprocess.run(LONGWATCH + ["query", "--from", "3", "--to", "2026-01-01T00:00:00Z"], capture_output=True,
+                         text=True, timeout=60, env=env)
+    assert out.returncode == 2 and "both" in out.stderr
