@@ -90,3 +90,16 @@ class ModelError(LongwatchError, RuntimeError):
 
 class ModelWeightsError(ModelError):
     """Model files are missing or fail their integrity check; the message says how to fix it."""
+
+
+class ModelNotFoundError(ModelWeightsError, FileNotFoundError):
+    """The model path does not exist, or is not a model directory (no ``config.json``)."""
+
+
+class ModelUnavailableError(ModelWeightsError, ConnectionError):
+    """A hub id cannot be fetched: not in the local cache while downloads are off (offline / local_files_only)."""
+
+
+class ModelArchitectureError(ModelError, ValueError):
+    """The weights are not the architecture the backend needs (``model_type`` / ``architectures``), or the model's
+    processor constants (patch, merge, temporal patch sizes) do not match the pipeline's patches."""

@@ -57,7 +57,7 @@ def test_patches_equal_transformers_on_synthetic(processor, synthetic):
 @pytest.mark.parametrize("n", [1, 3, 5])
 def test_odd_frame_counts_repeat_the_last_frame_like_transformers(processor, person_clip, n):
     clip = _clips(person_clip, 2.0, limit=1)[0]
-    odd = dataclasses.replace(clip, times=clip.times[:n], frames=clip.frames[:n])
+    odd = dataclasses.replace(clip, times=clip.times[:n], frames=clip.frames[:n], motion=clip.motion[:n])
     ours = patchify(odd)
     ref, grid = _reference(processor, odd)
     assert ours.grid_thw == grid == ((n + 1) // 2, 30, 54)

@@ -1,0 +1,768 @@
+#!/usr/bin/env python
+"""End-to-end benchmark of the Ray runtime: files, live RTSP cameras, Redis queries.
+
+    .venv/bin/python bench/e2e.py            # the full run (~10 minutes on 2 cores)
+    .venv/bin/python bench/e2e.py --quick    # smoke run: 1 file, N ≤ 4 cameras, 100k segments
+
+What it measures, in one run (real Ray, a private real Redis, the CPU YOLOv3-tiny detector in the
+Ray Serve model pool, the default events file):
+
+1. **Files, × real time** = footage seconds / wall seconds through the whole runtime
+   (``Runtime.add`` → stream actor → decode + dynamic 0.5–2 fps sampling → model pool → segmenter →
+   Redis), on 1 file and on 4 concurrent files: the four shared clips (person, car, vtest, bikes:
+   different lengths, so the tail of that run has fewer streams) and 4 stream ids of the person
+   clip (balanced); then the same on a 1280x720 30 fps H.264 file made like ``bench/ingest.py``
+   makes it (cached in ``bench/out/``). "total ×" = all streams' footage / the driver's wall time
+   from the first ``add`` to the last stream done (it includes starting each stream's actor);
+   "per stream ×" = the stream's footage / its worker's own wall clock (``status()['wall_s']``).
+   The one-time start-up (``ray.init``, ``Runtime.start``: Serve + the model replica + the
+   controller, and a first 10-s warm-up file that loads the detector) is timed and reported apart.
+2. **Live RTSP cameras at 1 fps**: one GStreamer RTSP server process (``bench/rtsp_mounts.py``)
+   serves the 720p30 file on N mounts; N = 2, 4, 8, 12, 16 streams go through one Runtime with
+   ``SamplerConfig(min_fps=1, max_fps=1, clip_seconds=2)``. Each step: add N streams, let them
+   settle for a warm-up, then poll ``rt.status()`` every second through a measuring window, then
+   ``rt.stop()``. Lag is the runtime's own ``lag_s``: at each committed clip, wall-clock now − the
+   UTC end of that clip (the clip's last sampled instant is ≤ 1 frame period before its end, so the
+   lag includes the wait for the clip's last frame to arrive, decode, the model and the Redis
+   commit, and nothing is subtracted). Every clip committed in the window is sampled (deduplicated
+   on the clip counter). Also shown: the data age at each poll, now − end of the newest committed
+   clip, which adds the wait for the next clip (up to clip_seconds). A step holds when every stream
+   keeps running, max lag < 2 s, no clip is dropped and every stream commits ≥ 90 % of the clips
+   the window should give. The sweep stops at the first step that does not hold.
+3. **Redis overlap query** p50/p99 at 1 M segments (``bench/redis_query.py``'s data generator and
+   method, by import; a separate private redis-server without persistence).
+
+CPU use is read from /proc (psutil): the whole machine's busy cores, and the CPU seconds of the
+processes this benchmark started (Ray's, Redis, the RTSP server), grouped. The load average is
+printed before and after each part: the machine may be shared. It prints figures and asserts
+nothing; it exits 0 with a message where the footage folder is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+for p in (str(ROOT), str(BENCH)):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+FOOTAGE = Path(os.environ.get("LONGWATCH_FOOTAGE", ROOT.parent / "shared" / "footage"))
+PERSON = "one-by-one-person-detection.mp4"
+MIXED = [PERSON, "car-detection.mp4", "vtest.avi", "bikes.mp4"]
+WARMUP = "bikes.mp4"
+SYSTEM_PYTHON = os.environ.get("LONGWATCH_GI_PYTHON", "/usr/bin/python3")
+
+TARGET_SPEED = 20.0  # × real time in total, on 2 cores
+TARGET_STREAMS = 8  # live 720p30 streams at 1 fps
+TARGET_LAG_S = 2.0
+TARGET_P99_MS = 5.0
+
+
+# ------------------------------------------------------------------------------------------------
+# small helpers
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def fmt_x(x: float | None) -> str:
+    return "—" if x is None else f"{x:.1f}×"
+
+
+def pctl(xs: list[float], q: float) -> float | None:
+    if not xs:
+        return None
+    import numpy as np
+
+    return float(np.percentile(np.asarray(xs, dtype=float), q))
+
+
+class CpuMeter:
+    """CPU seconds over a window: the machine's busy time, and this process tree's, by group."""
+
+    GROUPS = (
+        ("ServeController", "ray/serve system"),
+        ("StreamWorker", "stream workers"),
+        ("ServeReplica", "model replica"),
+        ("Controller", "controller"),
+        ("redis-server", "redis"),
+        ("rtsp_mounts", "rtsp server"),
+    )
+
+    def __init__(self):
+        import psutil
+
+        self.psutil = psutil
+        self.me = psutil.Process()
+
+    def _group(self, p) -> str:
+        if p.pid == self.me.pid:
+            return "driver"
+        try:
+            text = " ".join(p.cmdline()) or p.name()
+        except Exception:
+            text = ""
+        for key, name in self.GROUPS:
+            if key in text:
+                return name
+        return "ray/serve system"
+
+    def _snap(self) -> tuple[float, float, dict[int, tuple[str, float]]]:
+        ps = self.psutil
+        t = ps.cpu_times()
+        busy = t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0) + getattr(t, "steal", 0)
+        procs = {}
+        for p in [self.me, *self.me.children(recursive=True)]:
+            try:
+                ct = p.cpu_times()
+                procs[p.pid] = (self._group(p), ct.user + ct.system)
+            except (ps.NoSuchProcess, ps.AccessDenied, ps.ZombieProcess):
+                pass
+        return time.perf_counter(), busy, procs
+
+    def start(self) -> "CpuMeter":
+        self.a = self._snap()
+        return self
+
+    def stop(self) -> dict:
+        b = self._snap()
+        wall = b[0] - self.a[0]
+        groups: dict[str, float] = {}
+        for pid, (g, cpu) in b[2].items():
+            before = self.a[2].get(pid, (g, 0.0))[1]
+            groups[g] = groups.get(g, 0.0) + max(0.0, cpu - before)
+        return {
+            "wall": wall,
+            "machine_cores": (b[1] - self.a[1]) / wall if wall > 0 else 0.0,
+            "ours_cores": sum(groups.values()) / wall if wall > 0 else 0.0,
+            "groups_s": groups,
+        }
+
+
+def cpu_split(cpu: dict, keys=("stream workers", "model replica", "rtsp server", "redis")) -> str:
+    g = cpu["groups_s"]
+    w = cpu["wall"] or 1.0
+    parts = [f"{k.split()[0]} {g.get(k, 0.0) / w:.2f}" for k in keys if g.get(k, 0.0) > 0.005 * w]
+    rest = sum(v for k, v in g.items() if k not in keys)
+    parts.append(f"other {rest / w:.2f}")
+    return ", ".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------
+# the RTSP server with N mounts (runs under the system python)
+
+
+def gi_unavailable() -> str | None:
+    if not Path(SYSTEM_PYTHON).exists():
+        return f"{SYSTEM_PYTHON} not found"
+    check = ("import gi; gi.require_version('Gst','1.0'); gi.require_version('GstRtspServer','1.0'); "
+             "from gi.repository import Gst, GstRtspServer; Gst.init(None); "
+             "m=[e for e in ('qtdemux','h264parse','rtph264pay') if Gst.ElementFactory.find(e) is None]; "
+             "print('missing: '+','.join(m) if m else 'ok '+Gst.version_string())")
+    try:
+        out = subprocess.run([SYSTEM_PYTHON, "-c", check], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"cannot run {SYSTEM_PYTHON}: {exc}"
+    lines = out.stdout.strip().splitlines()
+    if out.returncode == 0 and lines and lines[-1].startswith("ok "):
+        MountServer.gst_version = lines[-1][3:]
+        return None
+    return (lines[-1] if lines else (out.stderr.strip().splitlines() or ["?"])[-1]) + \
+        " (install python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad)"
+
+
+class MountServer:
+    """``bench/rtsp_mounts.py`` in a child process: one file on /cam0 … /cam{N-1} of 127.0.0.1."""
+
+    gst_version = "?"
+
+    def __init__(self, video: Path, mounts: int):
+        self.video, self.mounts = video, mounts
+        self.proc: subprocess.Popen | None = None
+        self.base = ""
+
+    def start(self, timeout: float = 30.0) -> "MountServer":
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+        self.proc = subprocess.Popen(
+            [SYSTEM_PYTHON, str(BENCH / "rtsp_mounts.py"), str(self.video), "--mounts", str(self.mounts),
+             "--exit-with-stdin"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+        ready = threading.Event()
+        tail: list[str] = []
+
+        def drain():
+            for raw in iter(self.proc.stdout.readline, b""):
+                line = raw.decode(errors="replace").rstrip()
+                tail.append(line)
+                del tail[:-50]
+                if line.startswith("READY "):
+                    self.base = line.split()[1]
+                    ready.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        if not ready.wait(timeout):
+            self.stop()
+            raise RuntimeError("RTSP server did not start:\n" + "\n".join(tail))
+        return self
+
+    def url(self, i: int) -> str:
+        return f"{self.base}/cam{i}"
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+
+
+# ------------------------------------------------------------------------------------------------
+# part 1: files
+
+
+def pool_stats() -> dict:
+    from ray import serve
+
+    from actors.model_pool import APP_NAME
+
+    try:
+        return serve.get_app_handle(APP_NAME).stats.remote().result(timeout_s=10)
+    except Exception:
+        return {"batches": 0, "clips": 0}
+
+
+def free_workers(rt, sids: list[str]) -> None:
+    """The controller keeps finished/stopped stream actors; kill their idle processes (memory)."""
+    import ray
+
+    for sid in sids:
+        try:
+            ray.kill(rt.worker(sid), no_restart=True)
+        except Exception:
+            pass
+
+
+def run_files(rt, label: str, items: list[tuple[str, Path]], say) -> dict:
+    """Add every (stream id, file) at once, wait for all; footage / wall, per stream and in total."""
+    sids = [sid for sid, _ in items]
+    s0 = pool_stats()
+    meter = CpuMeter().start()
+    t0 = time.perf_counter()
+    for sid, path in items:
+        rt.add(str(path), stream_id=sid)
+    deadline = 900.0
+    st = rt.wait(timeout=deadline, stream_ids=sids)
+    wall = time.perf_counter() - t0
+    cpu = meter.stop()
+    s1 = pool_stats()
+    per = {sid: st.get(sid, {}) for sid in sids}
+    bad = {sid: s for sid, s in per.items() if s.get("state") != "done"}
+    if bad:
+        rt.stop()
+    footage = sum(float(s.get("footage_s") or 0.0) for s in per.values())
+    speeds = [float(s["footage_s"]) / float(s["wall_s"]) for s in per.values() if float(s.get("wall_s") or 0) > 0]
+    batches = s1["batches"] - s0["batches"]
+    clips = s1["clips"] - s0["clips"]
+    res = {
+        "label": label, "streams": len(items), "footage_s": footage, "wall_s": wall,
+        "total_x": footage / wall if wall > 0 else 0.0, "per_x": speeds, "cpu": cpu,
+        "clips": sum(int(s.get("clips") or 0) for s in per.values()), "batch_mean": clips / batches if batches else 0.0,
+        "errors": {sid: f"{s.get('state')}: {s.get('error')}" for sid, s in bad.items()},
+        "per": {sid: (float(s.get("footage_s") or 0), float(s.get("wall_s") or 0)) for sid, s in per.items()},
+        "load": loadavg(),
+    }
+    say(f"  {label}: {footage:.1f} s of footage in {wall:.1f} s = {res['total_x']:.1f}× total; per stream "
+        + ", ".join(f"{sid} {f / w:.1f}×" if w else f"{sid} ?" for sid, (f, w) in res["per"].items())
+        + f"; machine {cpu['machine_cores']:.2f} cores busy ({cpu_split(cpu)}); "
+        f"{res['clips']} clips, {res['batch_mean']:.2f} clips/model batch; load {res['load']}"
+        + (f"; FAILED {res['errors']}" if bad else ""))
+    free_workers(rt, sids)
+    return res
+
+
+# ------------------------------------------------------------------------------------------------
+# part 2: live RTSP
+
+
+def rtsp_step(rt, server: MountServer, n: int, warm_s: float, window_s: float, clip_s: float, store, say) -> dict:
+    sids = [f"live{n}-{uuid.uuid4().hex[:4]}-cam{i}" for i in range(n)]
+    rec = {sid: {"last": 0, "lags": [], "ages": [], "states": set(), "drop0": None, "clips0": None, "epoch": None}
+           for sid in sids}
+    t_add = time.perf_counter()
+    for i, sid in enumerate(sids):
+        rt.add(server.url(i), stream_id=sid)
+    add_s = time.perf_counter() - t_add
+    warm_end = time.perf_counter() + warm_s
+    win_end = warm_end + window_s
+    meter = None
+    last_st: dict = {}
+    warm_lags: list[float] = []
+    while True:
+        now_p = time.perf_counter()
+        if now_p >= win_end:
+            break
+        in_window = now_p >= warm_end
+        if in_window and meter is None:
+            meter = CpuMeter().start()
+        st = rt.status()
+        now = datetime.now(timezone.utc)
+        last_st = st
+        for sid in sids:
+            s, r = st.get(sid, {}), rec[sid]
+            clips = int(s.get("clips") or 0)
+            drops = int(s.get("dropped_clips") or 0)
+            if in_window:
+                r["states"].add(s.get("state"))
+                if r["drop0"] is None:
+                    r["drop0"], r["clips0"] = drops, clips
+            lag = s.get("lag_s")
+            if clips > r["last"] and lag not in ("", None):
+                (r["lags"] if in_window and r["clips0"] is not None and clips > r["clips0"] else warm_lags).append(float(lag))
+            r["last"] = max(r["last"], clips)
+            if in_window and clips > 0:
+                if r["epoch"] is None:
+                    r["epoch"] = store.epoch(sid)
+                if r["epoch"] is not None and s.get("footage_s") not in ("", None):
+                    r["ages"].append((now - r["epoch"]).total_seconds() - float(s["footage_s"]))
+        time.sleep(max(0.0, 1.0 - (time.perf_counter() - now_p)))
+    cpu = meter.stop() if meter else None
+    t_stop = time.perf_counter()
+    rt.stop()
+    stop_s = time.perf_counter() - t_stop
+    final = rt.status()
+    stopped = sum(1 for sid in sids if final.get(sid, {}).get("state") == "stopped")
+    free_workers(rt, sids)
+    lags = [x for r in rec.values() for x in r["lags"]]
+    ages = [x for r in rec.values() for x in r["ages"]]
+    drops_win = sum(int(last_st.get(sid, {}).get("dropped_clips") or 0) - (rec[sid]["drop0"] or 0) for sid in sids)
+    drops_all = sum(int(final.get(sid, {}).get("dropped_clips") or 0) for sid in sids)
+    expected = window_s / clip_s
+    got = [int(last_st.get(sid, {}).get("clips") or 0) - (rec[sid]["clips0"] or 0) for sid in sids]
+    all_running = all(r["states"] == {"running"} for r in rec.values())
+    lag_max = max(lags) if lags else None
+    held = bool(all_running and lags and lag_max < TARGET_LAG_S and drops_win == 0 and min(got) >= 0.9 * expected - 1)
+    why = []
+    if not all_running:
+        why.append("a stream left 'running': " + ", ".join(
+            f"{sid}={sorted(map(str, r['states']))} {final.get(sid, {}).get('error', '')}" for sid, r in rec.items()
+            if r["states"] != {"running"})[:300])
+    if lag_max is not None and lag_max >= TARGET_LAG_S:
+        why.append(f"max lag {lag_max:.2f} s")
+    if drops_win:
+        why.append(f"{drops_win} clips dropped")
+    if got and min(got) < 0.9 * expected - 1:
+        why.append(f"min {min(got)} clips of {expected:.0f}")
+    res = {
+        "n": n, "lag_p50": pctl(lags, 50), "lag_p90": pctl(lags, 90), "lag_max": lag_max, "age_p50": pctl(ages, 50),
+        "age_max": max(ages) if ages else None, "drops_win": drops_win, "drops_all": drops_all,
+        "clips_min": min(got) if got else 0, "clips_exp": expected, "cpu": cpu, "held": held, "why": "; ".join(why),
+        "add_s": add_s, "stop_s": stop_s, "stopped": stopped, "warm_lag_max": max(warm_lags) if warm_lags else None,
+        "samples": len(lags), "load": loadavg(),
+    }
+    f = lambda x: "—" if x is None else f"{x:.2f}"  # noqa: E731
+    say(f"  N={n}: lag p50 {f(res['lag_p50'])} s, p90 {f(res['lag_p90'])} s, max {f(lag_max)} s ({len(lags)} clips); "
+        f"data age p50 {f(res['age_p50'])} s, max {f(res['age_max'])} s; dropped {drops_win} in window "
+        f"({drops_all} in all); clips/stream min {res['clips_min']} of {expected:.0f}; "
+        + (f"machine {cpu['machine_cores']:.2f} cores busy ({cpu_split(cpu)}); " if cpu else "")
+        + f"stop {stop_s:.1f} s ({stopped}/{n} stopped); load {res['load']} → "
+        + ("HELD" if held else f"NOT held ({res['why']})"))
+    return res
+
+
+# ------------------------------------------------------------------------------------------------
+# part 3: Redis
+
+
+def redis_part(n_segments: int, queries: int, rounds: int, checks: int, say) -> dict:
+    import numpy as np
+
+    from pipeline.store import EmbeddedRedis, SegmentStore
+    from redis_query import EPOCH, make_table, pct, segments_of
+
+    tmp = tempfile.mkdtemp(prefix="lwq-", dir="/tmp")
+    server = EmbeddedRedis(tmp, reuse=False, appendonly=False, extra_args=["--save", ""]).start()
+    store = SegmentStore.from_url(server.url, prefix="lwbench")
+    try:
+        version = store.r.info("server")["redis_version"]
+        t = time.perf_counter()
+        table = make_table(n_segments, 1, 4, 1)
+        loaded = 0
+        for (sid, ev), arr in table.items():
+            loaded += store.bulk_load(sid, segments_of(sid, ev, arr), batch=5000, epoch=EPOCH)
+        load_s = time.perf_counter() - t
+        mem = int(store.r.info("memory")["used_memory"])
+        horizon = max(float(a[:, 1].max()) for a in table.values())
+        say(f"  loaded {loaded:,} segments in {load_s:.1f} s; Redis {version} uses {mem / 2**20:,.0f} MiB")
+        rng = np.random.default_rng(2)
+        streams = sorted({s for s, _ in table})
+        events = sorted({e for _, e in table})
+
+        def brute(sid, ev, t0, t1):
+            hits = []
+            for (s2, e2), arr in table.items():
+                if s2 == sid and (ev is None or e2 == ev):
+                    m = (arr[:, 1] >= t0) & (arr[:, 0] <= t1)
+                    hits += [(float(a), float(b)) for a, b in arr[m]]
+            return sorted(hits)
+
+        for _ in range(200):  # warm-up
+            t0 = float(rng.uniform(0, horizon))
+            store.query(stream=streams[0], event=events[0], t0=t0, t1=t0 + 60)
+        kinds = [(w, m) for w in (10.0, 60.0, 600.0) for m in ("one", "all")]
+        lat = {k: [] for k in kinds}
+        round_p99 = {k: [] for k in kinds}
+        ks = {k: [] for k in kinds}
+        mismatches = checked = 0
+        for rnd in range(rounds):
+            for kind in kinds:
+                width, mode = kind
+                this = []
+                for i in range(queries):
+                    sid = streams[int(rng.integers(len(streams)))]
+                    ev = events[int(rng.integers(len(events)))] if mode == "one" else None
+                    t0 = float(rng.uniform(0, horizon - width))
+                    q0 = time.perf_counter()
+                    got = store.query(stream=sid, event=ev, t0=t0, t1=t0 + width)
+                    this.append((time.perf_counter() - q0) * 1000)
+                    ks[kind].append(len(got))
+                    if rnd == 0 and i < checks:
+                        mismatches += sorted((s.start, s.end) for s in got) != brute(sid, ev, t0, t0 + width)
+                        checked += 1
+                lat[kind] += this
+                round_p99[kind].append(pct(this, 99))
+        rows = [(w, m, pct(lat[(w, m)], 50), pct(lat[(w, m)], 99), min(round_p99[(w, m)]), max(lat[(w, m)]),
+                 float(np.mean(ks[(w, m)]))) for w, m in kinds]
+        all_lat = [x for v in lat.values() for x in v]
+        res = {"segments": loaded, "version": version, "load_s": load_s, "rows": rows, "checked": checked,
+               "mismatches": mismatches, "p50": pct(all_lat, 50), "p99": pct(all_lat, 99),
+               "worst_p99": max(r[3] for r in rows), "worst_best_p99": max(r[4] for r in rows),
+               "queries": rounds * queries * len(kinds), "load": loadavg()}
+        for w, m, p50, p99, bp99, mx, mk in rows:
+            say(f"  window {w:>4.0f} s, {'1 event ' if m == 'one' else 'all 4   '}: p50 {p50:.2f} ms, p99 {p99:.2f} ms "
+                f"(best round {bp99:.2f}), max {mx:.2f} ms, mean {mk:.1f} segments returned")
+        say(f"  {checked} queries checked against a brute-force scan: "
+            + ("all agree" if not mismatches else f"{mismatches} DISAGREE"))
+        return res
+    finally:
+        store.close()
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def versions() -> str:
+    import av
+    import cv2
+    import numpy
+    import ray
+    import redis as redis_py
+
+    try:
+        import hiredis  # noqa: F401
+
+        parser = "hiredis"
+    except ImportError:
+        parser = "no hiredis"
+    libav = ".".join(str(x) for x in av.library_versions.get("libavcodec", ()))
+    try:
+        ff = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout.splitlines()[0].split(" Copyright")[0]
+    except Exception:
+        ff = "ffmpeg ?"
+    try:
+        rs = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2]
+    except Exception:
+        rs = "?"
+    return (f"Python {platform.python_version()}, ray {ray.__version__}, numpy {numpy.__version__}, "
+            f"PyAV {av.__version__} (libavcodec {libav}), OpenCV {cv2.__version__}, redis-py {redis_py.__version__} "
+            f"({parser}), redis-server {rs}, {ff}, GStreamer {MountServer.gst_version}")
+
+
+def machine() -> str:
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        mem = int(Path("/proc/meminfo").read_text().split()[1]) / 2**20
+    except Exception:
+        mem = 0
+    aff = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
+    return f"{os.cpu_count()} CPUs (affinity {aff}), {cpu}, {mem:.0f} GB RAM, Linux {platform.release()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smoke run: 1 file, N ≤ 4 cameras, 100k segments")
+    ap.add_argument("--max-streams", type=int, default=None, help="largest N for the RTSP sweep (default 16; --quick 4)")
+    ap.add_argument("--window", type=float, default=None, help="RTSP measuring window per step, s (default 30; --quick 15)")
+    ap.add_argument("--warmup", type=float, default=None, help="RTSP settle time before the window, s (default 8; --quick 6)")
+    ap.add_argument("--segments", type=int, default=None, help="segments for the Redis query part (default 1M; --quick 100k)")
+    ap.add_argument("--skip", action="append", default=[], choices=["files", "rtsp", "redis"], help="skip a part")
+    args = ap.parse_args(argv)
+    quick = args.quick
+    max_n = args.max_streams or (4 if quick else 16)
+    window_s = args.window or (15.0 if quick else 30.0)
+    warm_s = args.warmup or (6.0 if quick else 8.0)
+    n_segments = args.segments or (100_000 if quick else 1_000_000)
+    command = shlex.join([f".venv/bin/python" if ".venv" in sys.executable else Path(sys.executable).name,
+                          "bench/e2e.py", *(argv if argv is not None else sys.argv[1:])])
+
+    if not FOOTAGE.is_dir() or not all((FOOTAGE / f).is_file() for f in MIXED):
+        print(f"bench/e2e.py: the shared footage is not at {FOOTAGE} (it lives in the team's shared/ folder, not in "
+              "the repo; set LONGWATCH_FOOTAGE to point elsewhere): nothing measured.")
+        return 0
+
+    # A private Ray: its own temp dir (short path: Unix socket names are limited), no auth, Linux only.
+    ray_tmp = tempfile.mkdtemp(prefix="lwe2e-", dir="/tmp")
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    os.environ["RAY_TMPDIR"] = ray_tmp
+    os.environ.pop("RAY_ADDRESS", None)
+    os.environ.pop("REDIS_URL", None)
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    say = lambda s: console.print(s, markup=False)  # noqa: E731
+    from ingest import FPS, HEIGHT, WIDTH, ffmpeg_bin, make_short
+
+    gi_reason = gi_unavailable()
+    load_start = loadavg()
+    console.print(f"[bold]longwatch end-to-end benchmark[/] ({'quick' if quick else 'full'}) — load average at start "
+                  f"{load_start} on {os.cpu_count()} CPUs")
+    hd_s = 60 if quick else 240
+    hd = None
+    if ffmpeg_bin():
+        hd = make_short(hd_s)
+    else:
+        say("ffmpeg not found: the 720p30 rows and the RTSP part are skipped")
+
+    import ray
+
+    from actors.runtime import Runtime
+    from pipeline.config import RuntimeConfig, SamplerConfig, Settings
+    from pipeline.store import EmbeddedRedis, SegmentStore
+
+    data_dir = tempfile.mkdtemp(prefix="lwe2e-data-", dir="/tmp")
+    redis_dir = tempfile.mkdtemp(prefix="lwe2e-redis-", dir="/tmp")
+    redis_srv = None
+    rt = None
+    mserver = None
+    startup: dict[str, float] = {}
+    files: list[dict] = []
+    steps: list[dict] = []
+    rq: dict | None = None
+    notes: list[str] = []
+    t_all = time.perf_counter()
+    try:
+        redis_srv = EmbeddedRedis(redis_dir, reuse=False).start()
+
+        def settings(prefix: str, sampler: SamplerConfig | None = None) -> Settings:
+            rc = RuntimeConfig(redis_url=redis_srv.url, data_dir=data_dir, redis_prefix=prefix)
+            return Settings(runtime=rc, sampler=sampler or SamplerConfig())
+
+        t = time.perf_counter()
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, namespace="longwatch", _temp_dir=ray_tmp,
+                 log_to_driver=False, logging_config=ray.LoggingConfig(log_level="WARNING"))
+        startup["ray.init"] = time.perf_counter() - t
+
+        # ---- part 1: files ------------------------------------------------------------------------
+        if "files" not in args.skip:
+            console.print("\n[bold]1. files through the whole runtime[/] (CPU detector, default events, dynamic 0.5–2 fps)")
+            t = time.perf_counter()
+            rt = Runtime(settings(f"e2e{uuid.uuid4().hex[:6]}")).start()
+            startup["Runtime.start (Serve, model replica, controller)"] = time.perf_counter() - t
+            t = time.perf_counter()
+            rt.add(str(FOOTAGE / WARMUP), stream_id="warmup")
+            w = rt.wait(timeout=300, stream_ids=["warmup"]).get("warmup", {})
+            startup[f"first file ({WARMUP}, {float(w.get('footage_s') or 0):.0f} s: first actor + detector warm-up)"] = (
+                time.perf_counter() - t)
+            free_workers(rt, ["warmup"])
+            say("  start-up: " + "; ".join(f"{k} {v:.1f} s" for k, v in startup.items()) + f"; load {loadavg()}")
+            tag = uuid.uuid4().hex[:4]
+            runs = [("1 file: person clip", [(f"p1-{tag}", FOOTAGE / PERSON)])]
+            if not quick:
+                runs += [
+                    ("4 files: person, car, vtest, bikes", [(f"m4-{tag}-{Path(f).stem[:8]}", FOOTAGE / f) for f in MIXED]),
+                    ("4 streams of the person clip", [(f"p4-{tag}-{i}", FOOTAGE / PERSON) for i in range(4)]),
+                ]
+            if hd is not None:
+                runs.append((f"1 file: 720p30 ({hd_s} s)", [(f"hd1-{tag}", hd)]))
+                if not quick:
+                    runs.append((f"4 streams of the 720p30 file", [(f"hd4-{tag}-{i}", hd) for i in range(4)]))
+            for label, items in runs:
+                files.append(run_files(rt, label, items, say))
+            rt.close(shutdown_ray=False)
+            rt = None
+
+        # ---- part 2: live RTSP --------------------------------------------------------------------
+        if "rtsp" not in args.skip:
+            console.print(f"\n[bold]2. live 720p30 RTSP streams at 1 fps[/] (clip_seconds 2; warm-up {warm_s:.0f} s, "
+                          f"window {window_s:.0f} s per step)")
+            if gi_reason or hd is None:
+                notes.append(f"RTSP part skipped: {gi_reason or 'no 720p30 file (ffmpeg missing)'}")
+                say("  " + notes[-1])
+            else:
+                mserver = MountServer(hd, max_n).start()
+                say(f"  RTSP server: {mserver.base}/cam0 … /cam{max_n - 1} serving {hd.name} (one process)")
+                clip_s = 2.0
+                t = time.perf_counter()
+                rt = Runtime(settings(f"e2e{uuid.uuid4().hex[:6]}",
+                                      SamplerConfig(min_fps=1, max_fps=1, clip_seconds=clip_s))).start()
+                startup["Runtime.start for the RTSP part"] = time.perf_counter() - t
+                store = SegmentStore.from_url(redis_srv.url, prefix=rt.settings.runtime.redis_prefix)
+                ns = [n for n in (2, 4, 8, 12, 16) if n <= max_n]
+                if max_n not in ns:
+                    ns.append(max_n)
+                try:
+                    for n in ns:
+                        res = rtsp_step(rt, mserver, n, warm_s, window_s, clip_s, store, say)
+                        steps.append(res)
+                        if not res["held"]:
+                            break
+                        time.sleep(2.0)
+                finally:
+                    store.close()
+                rt.close(shutdown_ray=False)
+                rt = None
+                mserver.stop()
+                mserver = None
+
+        # ---- part 3: Redis ------------------------------------------------------------------------
+        if "redis" not in args.skip:
+            console.print(f"\n[bold]3. Redis overlap query at {n_segments:,} segments[/] (bench/redis_query.py's data, "
+                          "1 stream × 4 events, private redis-server, no persistence)")
+            q = 500 if quick else 1000
+            rq = redis_part(n_segments, q, 3 if not quick else 2, 20, say)
+    finally:
+        if rt is not None:
+            try:
+                rt.close(shutdown_ray=False)
+            except Exception:
+                pass
+        if mserver is not None:
+            mserver.stop()
+        if ray.is_initialized():
+            try:
+                from ray import serve
+
+                serve.shutdown()
+            except Exception:
+                pass
+            ray.shutdown()
+        if redis_srv is not None:
+            redis_srv.stop()
+        for d in (data_dir, redis_dir, ray_tmp):
+            shutil.rmtree(d, ignore_errors=True)
+
+    # ---- summary ------------------------------------------------------------------------------
+    console.print()
+    t1 = Table(title="1. files: footage seconds per wall second (start-up excluded)", title_justify="left")
+    for col in ("run", "streams", "footage s", "wall s", "total ×", "per stream ×", "busy cores (ours: workers/model/other)", "load"):
+        t1.add_column(col, justify="left" if col in ("run", "load") else "right")
+    for r in files:
+        c = r["cpu"]
+        g = c["groups_s"]
+        wk, md = g.get("stream workers", 0.0) / c["wall"], g.get("model replica", 0.0) / c["wall"]
+        t1.add_row(r["label"], str(r["streams"]), f"{r['footage_s']:.0f}", f"{r['wall_s']:.1f}", fmt_x(r["total_x"]),
+                   ", ".join(f"{x:.1f}" for x in r["per_x"]) + ("  FAILED" if r["errors"] else ""),
+                   f"{c['machine_cores']:.2f} ({wk:.2f}/{md:.2f}/{c['ours_cores'] - wk - md:.2f})", r["load"])
+    if files:
+        console.print(t1)
+        console.print("start-up (once, not in the figures above): " + "; ".join(f"{k} {v:.1f} s" for k, v in startup.items()))
+    if steps:
+        t2 = Table(title="2. live 720p30 RTSP at 1 fps, clip 2 s (lag = status lag_s at each commit)", title_justify="left")
+        for col in ("N", "lag p50 s", "lag max s", "age p50 s", "age max s", "dropped", "clips/stream (min/exp)",
+                    "busy cores (ours: workers/model/rtsp/other)", "stop s", "held", "load"):
+            t2.add_column(col, justify="right")
+        for s in steps:
+            c = s["cpu"]
+            f = lambda x: "—" if x is None else f"{x:.2f}"  # noqa: E731
+            if c:
+                g = c["groups_s"]
+                parts = [g.get(k, 0.0) / c["wall"] for k in ("stream workers", "model replica", "rtsp server")]
+                cores = f"{c['machine_cores']:.2f} ({'/'.join(f'{p:.2f}' for p in parts)}/{c['ours_cores'] - sum(parts):.2f})"
+            else:
+                cores = "—"
+            t2.add_row(str(s["n"]), f(s["lag_p50"]), f(s["lag_max"]), f(s["age_p50"]), f(s["age_max"]),
+                       f"{s['drops_win']} ({s['drops_all']})", f"{s['clips_min']}/{s['clips_exp']:.0f}", cores,
+                       f"{s['stop_s']:.1f}", "yes" if s["held"] else "NO", s["load"])
+        console.print(t2)
+    if rq:
+        t3 = Table(title=f"3. Redis overlap query, {rq['segments']:,} segments", title_justify="left")
+        for col in ("window", "events", "p50 ms", "p99 ms", "best-round p99 ms", "max ms", "mean k"):
+            t3.add_column(col, justify="right")
+        for w, m, p50, p99, bp99, mx, mk in rq["rows"]:
+            t3.add_row(f"{w:.0f} s", "1" if m == "one" else "all 4", f"{p50:.2f}", f"{p99:.2f}", f"{bp99:.2f}",
+                       f"{mx:.2f}", f"{mk:.1f}")
+        console.print(t3)
+
+    summ = Table(title="summary", title_justify="left")
+    for col in ("figure", "result", "target", "met"):
+        summ.add_column(col)
+    for r in files:
+        tgt = f"≥ {TARGET_SPEED:.0f}× total" if r["streams"] == 4 else ""
+        met = ("yes" if r["total_x"] >= TARGET_SPEED else "NO") if r["streams"] == 4 else ""
+        summ.add_row(f"× real time, {r['label']}", f"{r['total_x']:.1f}× total "
+                     f"({min(r['per_x']):.1f}–{max(r['per_x']):.1f}× per stream)" if r["per_x"] else "failed", tgt, met)
+    if steps:
+        held = [s["n"] for s in steps if s["held"]]
+        best = max(held) if held else 0
+        last = steps[-1]
+        more = "" if not last["held"] else f" (sweep ended at N={last['n']} without a failure)"
+        summ.add_row("live 720p30 RTSP streams held at 1 fps, lag < 2 s", f"{best}{more}", f"≥ {TARGET_STREAMS}",
+                     "yes" if best >= TARGET_STREAMS else ("NO" if not quick else "n/a (--quick)"))
+    if rq:
+        summ.add_row(f"Redis overlap query at {rq['segments']:,} segments",
+                     f"p50 {rq['p50']:.2f} ms, p99 {rq['p99']:.2f} ms (worst kind {rq['worst_p99']:.2f}, "
+                     f"worst best-round {rq['worst_best_p99']:.2f})" + ("" if not rq["mismatches"] else " WRONG RESULTS"),
+                     f"p99 ≤ {TARGET_P99_MS:.0f} ms", "yes" if rq["p99"] <= TARGET_P99_MS and not rq["mismatches"] else "NO")
+    console.print(summ)
+    for n in notes:
+        console.print(n)
+    console.print(f"[bold]command[/] {command}   ({time.perf_counter() - t_all:.0f} s)")
+    console.print(f"[bold]machine[/] {machine()}")
+    console.print(f"[bold]versions[/] {versions()}")
+    console.print(f"[bold]load average[/] at start {load_start}, at end {loadavg()} (1/5/15 min; the machine may be shared)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

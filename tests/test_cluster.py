@@ -1,0 +1,191 @@
+"""Multi-node: the runtime joins a real two-node Ray cluster by address and spreads its streams.
+
+``ray.cluster_utils.Cluster`` starts a real head node (GCS + raylet) and a second raylet on 127.0.0.1,
+each with one CPU and a custom resource of its own (``lw_head`` / ``lw_worker``), in a private short
+temp dir. The :class:`actors.runtime.Runtime` connects to it through ``Settings.runtime.ray_address``
+(``init_ray(address)``), with a real Redis server, the real CPU detector and two real files.
+
+Placement is forced with resources only (no change to ``actors/``): stream workers ask for one CPU
+(``worker_num_cpus=1``) and the model pool for none (``model_num_cpus=0``), so with one CPU per node the
+two workers cannot share a node. Where each worker ran is read three ways that must agree: the
+worker's own ``pid()``, the GCS actor table (node id + pid), and the worker process's parent, which is
+the raylet of the node that spawned it.
+
+This module starts and stops its own Ray: it shuts down any Ray already initialised in the pytest
+process first, and leaves none behind (tests/test_runtime.py starts its own local instance).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import uuid
+
+import pytest
+
+from conftest import footage_file
+
+ray = pytest.importorskip("ray")
+
+from pipeline.config import Settings  # noqa: E402
+from pipeline.store import SegmentStore  # noqa: E402
+
+HEAD_RES, WORKER_RES = "lw_head", "lw_worker"
+FILES = {"bikes": "bikes.mp4", "cars": "car-detection.mp4"}  # 10 s and 30 s of real street footage
+
+
+def _disconnect() -> None:
+    if ray.is_initialized():
+        try:
+            from ray import serve
+
+            serve.shutdown()
+        except Exception:
+            pass
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def clips():
+    """The real files (skipped, with the reason, where ../shared/footage is absent)."""
+    return {sid: footage_file(name) for sid, name in FILES.items()}
+
+
+@pytest.fixture(scope="module")
+def cluster(clips):
+    """Head + one worker node on 127.0.0.1, one CPU and one custom resource each; the driver is NOT connected."""
+    from ray.cluster_utils import Cluster
+
+    _disconnect()  # never two Ray instances in one pytest process
+    tmp = tempfile.mkdtemp(prefix="lwc-", dir="/tmp")  # short: Ray's unix socket paths must stay < 108 bytes
+    env = pytest.MonkeyPatch()
+    env.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    env.setenv("RAY_AUTH_MODE", "disabled")
+    env.setenv("RAY_TMPDIR", tmp)
+    env.delenv("RAY_ADDRESS", raising=False)
+    for var in [v for v in os.environ if v.startswith("LONGWATCH_")]:
+        env.delenv(var)
+    c = None
+    try:
+        # node_ip_address: all on 127.0.0.1 even where ``ray`` was imported before the env var was set.
+        common = dict(num_cpus=1, node_ip_address="127.0.0.1", temp_dir=os.path.join(tmp, "ray"))
+        os.makedirs(common["temp_dir"])
+        c = Cluster(initialize_head=True, connect=False, head_node_args=dict(
+            resources={HEAD_RES: 1}, include_dashboard=False, **common))
+        c.add_node(resources={WORKER_RES: 1}, **common)
+        c.wait_for_nodes(timeout=60)
+        yield c
+    finally:
+        _disconnect()
+        if c is not None:
+            c.shutdown()
+        env.undo()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _node_ids(c) -> dict[str, str]:
+    """Cluster node object -> its Ray node id, by custom resource name."""
+    return {HEAD_RES: c.head_node.node_id, WORKER_RES: next(iter(c.worker_nodes)).node_id}
+
+
+def _raylet_pids(c) -> dict[int, str]:
+    from ray._private import ray_constants
+
+    out = {}
+    for node in c.list_all_nodes():
+        for info in node.all_processes.get(ray_constants.PROCESS_TYPE_RAYLET, []):
+            out[info.process.pid] = node.node_id
+    return out
+
+
+def _placement(handle) -> dict:
+    """Where an actor runs: its own pid, and the GCS actor table's node id and pid for it."""
+    from ray._private import state
+
+    pid = ray.get(handle.pid.remote(), timeout=30)
+    info = state.actors(actor_id=handle._actor_id.hex())
+    return {"pid": pid, "gcs_pid": info["Pid"], "node_id": info["Address"]["NodeID"], "state": info["State"]}
+
+
+@pytest.mark.timeout(240)
+def test_two_files_on_a_two_node_cluster(clips, cluster, redis_server, tmp_path):
+    import psutil
+
+    from actors.model_pool import handle as pool_handle
+    from actors.runtime import Runtime
+
+    settings = Settings()
+    settings = settings.model_copy(update={"runtime": settings.runtime.model_copy(update={
+        "ray_address": cluster.address, "redis_url": redis_server.url, "data_dir": str(tmp_path / "data"),
+        "redis_prefix": f"c{uuid.uuid4().hex[:8]}", "worker_num_cpus": 1.0, "model_num_cpus": 0.0,
+    })})
+    assert not ray.is_initialized()
+    t0 = time.perf_counter()
+    rt = Runtime(settings).start()
+    try:
+        # Joined THIS cluster as a driver: no second local instance was started.
+        assert rt._started_ray is True
+        assert ray.get_runtime_context().gcs_address == cluster.address
+        assert ray._private.worker.global_worker.node.session_dir == cluster.head_node.session_dir
+        alive = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
+        ids = _node_ids(cluster)
+        assert set(alive) == set(ids.values()), alive
+        assert alive[ids[HEAD_RES]].get(HEAD_RES) == 1 and alive[ids[WORKER_RES]].get(WORKER_RES) == 1
+
+        for sid, path in clips.items():
+            rt.add(str(path), stream_id=sid)
+        status = rt.wait(timeout=150)
+        elapsed = time.perf_counter() - t0
+        placed = {sid: _placement(rt.worker(sid)) for sid in clips}
+        pool = pool_handle().stats.remote().result()
+    finally:
+        rt.close()
+    assert not ray.is_initialized()  # the runtime disconnected the driver it connected
+
+    for sid in clips:
+        assert status[sid]["state"] == "done", status[sid]
+        assert status[sid]["restarts"] == 0, status[sid]
+
+    # Each worker ran on its own node, and three independent views of that agree.
+    raylets = _raylet_pids(cluster)
+    by_node = {}
+    for sid, p in placed.items():
+        assert p["state"] == "ALIVE" and p["pid"] == p["gcs_pid"], p
+        parent = psutil.Process(p["pid"]).ppid()  # Ray workers are children of their node's raylet
+        assert raylets.get(parent) == p["node_id"], (sid, p, raylets)
+        by_node[sid] = p["node_id"]
+    assert set(by_node.values()) == set(_node_ids(cluster).values()), (by_node, _node_ids(cluster))
+
+    # One model pool scored both streams' clips; segments and watermarks are in Redis.
+    clips_total = sum(int(status[sid].get("clips") or 0) for sid in clips)
+    assert clips_total > 0 and pool["clips"] >= clips_total, (pool, status)
+    store = SegmentStore.from_url(redis_server.url, prefix=settings.runtime.redis_prefix)
+    try:
+        for sid in clips:
+            segs = store.query(stream=sid)
+            assert segs, f"no segments for {sid}: {status[sid]}"
+            assert all(s.state == "closed" and s.end > s.start for s in segs), segs
+            assert (store.watermark(sid) or {}).get("clip_index", -1) >= 0
+        cars = {s.event for s in store.query(stream="cars")}
+        assert "car_present" in cars, cars
+    finally:
+        store.close()
+    print(f"two files on two nodes in {elapsed:.1f} s: {by_node}, pool {pool}")
+
+
+@pytest.mark.timeout(60)
+def test_init_ray_joins_the_cluster_from_RAY_ADDRESS(cluster, monkeypatch):
+    """``RAY_ADDRESS`` (what KubeRay sets in a RayJob's submitter) joins the cluster the same way."""
+    from actors.runtime import init_ray
+
+    _disconnect()
+    monkeypatch.setenv("RAY_ADDRESS", cluster.address)
+    try:
+        assert init_ray() is True
+        assert ray.get_runtime_context().gcs_address == cluster.address
+        assert ray.cluster_resources().get(WORKER_RES) == 1 and ray.cluster_resources().get("CPU") == 2
+        assert init_ray() is False  # already connected: nothing new
+    finally:
+        ray.shutdown()
