@@ -56,6 +56,8 @@ class SamplerConfig(_Model):
     activity_low: float = Field(0.004, ge=0, description="mean abs frame difference (0..1) at or below which min_fps is used")
     activity_high: float = Field(0.04, gt=0, description="... at or above which max_fps is used")
     thumb_width: int = Field(64, ge=8)
+    scene_cuts: bool = Field(True, description="detect hard cuts on the decoded stream (event 'scene_cut')")
+    cut_fps: float = Field(8.0, ge=5.0, description="rate of the frames the cut detector sees (>= 5 fps)")
     skip: str = Field("auto", pattern="^(auto|DEFAULT|NONREF|NONKEY)$")
 
     @model_validator(mode="after")
@@ -101,6 +103,7 @@ class RuntimeConfig(_Model):
     batch_wait_s: float = Field(0.05, ge=0, description="longest a clip waits for a batch to fill")
     max_pending_clips: int = Field(4, ge=1, description="clips a stream may have decoded but not scored")
     max_worker_restarts: int = Field(10, ge=0, description="crashes of one stream worker survived by resuming")
+    retention_s: float | None = Field(None, gt=0, description="keep segments this long (stream seconds); None = forever")
 
 
 class Settings(BaseSettings):

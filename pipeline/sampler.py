@@ -297,9 +297,12 @@ def sample_clips(
     config = config or SamplerConfig()
     skip = choose_skip(source, config)
     sampler: DynamicSampler | None = None
+    cuts = _Cuts(config) if config.scene_cuts and skip != "NONKEY" else None
     # Decode from a little before the resume point: the nearest-frame rule needs the frame before.
     start_s = None if resume_at is None else max(0.0, resume_at - 1.0)
     for frame in source.frames(skip=skip, start_s=start_s):
+        if cuts is not None:
+            cuts.push(frame)
         if sampler is None:
             sampler = DynamicSampler(
                 config,
@@ -314,9 +317,48 @@ def sample_clips(
             sampler.skip = skip  # type: ignore[attr-defined]
             if on_sampler is not None:
                 on_sampler(sampler)
-        yield from sampler.push(frame)
+        for clip in sampler.push(frame):
+            yield cuts.attach(clip) if cuts is not None else clip
     if sampler is not None:
-        yield from sampler.flush()
+        if cuts is not None:
+            cuts.flush()
+        for clip in sampler.flush():
+            yield cuts.attach(clip, last=True) if cuts is not None else clip
+
+
+class _Cuts:
+    """Feeds the scene-cut detector ~``cut_fps`` tiny RGB frames of the decoded stream and hands the
+    cuts it finds to the clips that cover them (``clip.meta["cuts"]``, stream seconds)."""
+
+    def __init__(self, config: SamplerConfig):
+        from .signals import CutDetector
+
+        self.detector = CutDetector()
+        self.every = 1.0 / config.cut_fps
+        self.next_t: float | None = None
+        self.found: list[float] = []
+
+    def push(self, frame) -> None:
+        t = float(frame.t)
+        if self.next_t is not None and t < self.next_t - 1e-6:
+            return
+        self.next_t = t + self.every * 0.9
+        if hasattr(frame, "av_frame"):  # swscale straight from YUV to a 64-px RGB thumbnail
+            w = 64
+            h = max(8, round(w * frame.height / frame.width))
+            small = frame.av_frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA").to_ndarray()
+        else:
+            small = frame.to_rgb()
+        self.found.extend(self.detector.push(t, small))
+
+    def flush(self) -> None:
+        self.found.extend(self.detector.flush())
+
+    def attach(self, clip: Clip, *, last: bool = False) -> Clip:
+        mine = [t for t in self.found if t < clip.end or last]
+        self.found = [t for t in self.found if not (t < clip.end or last)]
+        clip.meta["cuts"] = mine
+        return clip
 
 
 def sample_qwen(source, config: QwenCompatConfig | None = None, *, stream_id: str = "stream") -> Clip:

@@ -148,6 +148,8 @@ class StreamProcessor:
         rep.resumed_from = resume_at
         rep.state = "running"
         self.store.register(self.stream_id, epoch=src.epoch, source=self.uri)
+        if self.settings.runtime.retention_s is not None:
+            self.store.set_retention(self.stream_id, self.settings.runtime.retention_s)
         self._status()
 
         pending: queue.Queue = queue.Queue(maxsize=self.max_pending)
@@ -234,11 +236,13 @@ class StreamProcessor:
                 continue
             values = self._hold_on_motion(name, clip, np.asarray(values, dtype=np.float64))
             updates.extend(seg.push(clip.times, values))
+        cuts = [Segment(self.stream_id, "scene_cut", t, t, epoch=clip.epoch, score=1.0)
+                for t in clip.meta.get("cuts", ())]
         self._commit(updates, {
             "clip_index": clip.index, "next_clip_t": next_clip_t if next_clip_t is not None else clip.end,
             "footage_s": clip.end, "segmenters": {k: s.state() for k, s in segmenters.items()},
             "holds": self._holds,
-        }, clip.epoch)
+        }, clip.epoch, cuts)
         rep.clips += 1
         rep.footage_s = clip.end
         dt = time.perf_counter() - t0
@@ -263,9 +267,12 @@ class StreamProcessor:
         self._holds[name] = last
         return out
 
-    def _commit(self, updates: list[SegmentUpdate], watermark: dict, epoch: datetime) -> None:
+    def _commit(self, updates: list[SegmentUpdate], watermark: dict, epoch: datetime,
+                extra: list[Segment] = ()) -> None:
         latest: dict[str, Segment] = {}
         for u in updates:
             latest[u.segment.id] = u.segment
+        for seg in extra:
+            latest[seg.id] = seg
         self.store.commit(self.stream_id, list(latest.values()), watermark=watermark, epoch=epoch, source=self.uri)
         self.report.segments_committed += len(latest)

@@ -91,6 +91,11 @@ def test_run_then_query_and_streams(tmp_path):
     q = subprocess.run(LONGWATCH + ["query", "--from", "1970-01-01T00:00:30Z", "--json"], capture_output=True,
                        text=True, timeout=60, env=env)
     assert q.returncode == 0 and q.stdout.strip() == ""  # nothing after the clip's end
+    # Scene cuts are a signal every stream gets: bikes.mp4 is edited footage with hard cuts.
+    q = subprocess.run(LONGWATCH + ["query", "--event", "scene_cut", "--json"], capture_output=True, text=True,
+                       timeout=60, env=env)
+    cuts = [json.loads(line)["start_s"] for line in q.stdout.splitlines()]
+    assert len(cuts) >= 3 and all(0 < t < 10 for t in cuts), cuts
     s = subprocess.run(LONGWATCH + ["streams", "--json"], capture_output=True, text=True, timeout=60, env=env)
     info = [json.loads(line) for line in s.stdout.splitlines()]
     assert [(i["stream"], i["state"]) for i in info] == [("bikes", "done")]

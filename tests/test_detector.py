@@ -30,7 +30,7 @@ from model.detector import (
     event_score,
     package_files_dir,
 )
-from model.signals import CutDetector, frame_activity, scene_cuts
+from pipeline.signals import CutDetector, frame_activity, scene_cuts
 from pipeline import SamplerConfig, Source, sample_clips
 from pipeline.errors import ModelError, ModelWeightsError
 from pipeline.events import COCO_CLASSES, load_events

@@ -100,7 +100,7 @@ def clean_run(ray_local, redis_server, data_dir):
         segs = _segments(rt, "clean")
     finally:
         rt.close()
-    return status["clean"], segs
+    return {**status["clean"], "prefix": rt.settings.runtime.redis_prefix}, segs
 
 
 @pytest.mark.timeout(900)
@@ -114,6 +114,17 @@ def test_person_segments_match_ground_truth(clean_run):
     for seg, (t0, t1) in zip(segs, truth):
         assert abs(seg.start - t0) <= 1.0 and abs(seg.end - t1) <= 1.0, (got, truth)
         assert seg.state == "closed" and seg.start_utc.year == 2017  # absolute time from the file's epoch
+
+
+def test_no_scene_cut_on_a_static_camera(clean_run, redis_server):
+    # The clip has no cuts (a fast exit at 43.6-45 s fools frame differencing, not the cut detector).
+    status, _ = clean_run
+    store = SegmentStore.from_url(redis_server.url, prefix=status["prefix"])
+    try:
+        assert store.query(stream="clean", event="scene_cut") == []
+        assert {s.event for s in store.query(stream="clean")} == {"person_present"}
+    finally:
+        store.close()
 
 
 def _kill_after(rt, stream_id, clip_marks, *, redis_server=None):

@@ -1,0 +1,169 @@
+#!/usr/bin/env python
+"""Model benchmark: the Qwen2.5-VL backend's vision tokens/s and clips/s, batch sizes 1 and 4.
+
+    .venv/bin/python bench/model.py                      # tiny random Qwen2.5-VL on CPU (no download)
+    .venv/bin/python bench/model.py --model DIR          # a real checkpoint directory (GPU if present)
+    .venv/bin/python bench/model.py --model DIR --attn flash_attention_2 --dtype bf16 --events 8
+
+What it measures, for each scoring strategy (see ``model/qwen_vl.py``) and batch size:
+
+* ``prefix``   — video encoded once per batch; the LLM runs the shared prefix (template + video tokens) once
+  with a KV cache, then each event question's suffix over it;
+* ``batched``  — video encoded once per batch; every (clip, question) row in one padded LLM forward,
+  sharing the clip's vision embeddings;
+* ``reencode`` — the plain transformers path, ``input_ids`` + ``pixel_values_videos`` once per question
+  (the vision tower runs again for every question): the baseline.
+
+Figures: clips/s (each clip scored for every event), vision tokens/s (LLM video tokens — after the 2×2
+merge — of the clips scored, per second of the whole scoring call), the vision tower's own throughput
+(patches/s through the ViT), and ms per clip. Clips are synthetic noise at a smart_resize size
+(default 8 s at 2 fps, 252×448: 8 temporal patches × 144 = 1152 video tokens per clip), streams of
+different sizes mixed when ``--mixed``. Grounding is off (``ground="never"``) so the numbers are the
+per-clip cost every clip pays. The header says which model, device, dtype and attention ran.
+
+This prints figures; it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from model.qwen_vl import QwenVLBackend, make_tiny_checkpoint  # noqa: E402
+from pipeline.events import EventSpec  # noqa: E402
+from pipeline.types import Clip  # noqa: E402
+
+PROMPTS = [
+    "a person falls to the ground", "a truck backs into the dock", "a person enters the room", "a door opens",
+    "a car parks", "two people shake hands", "a dog runs across", "someone leaves a bag behind",
+]
+
+
+def make_clips(n: int, *, seconds: float, fps: float, height: int, width: int, mixed: bool, seed: int = 0) -> list[Clip]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        h, w = (height, width) if not mixed or i % 2 == 0 else (max(28, height - 56), width + 56)
+        k = max(2, int(round(seconds * fps)))
+        frames = rng.integers(0, 256, (k, h, w, 3), dtype=np.uint8)
+        out.append(Clip(f"cam{i % 4}", i, fps, 60.0 * i + np.arange(k) / fps, frames,
+                        epoch=datetime(2024, 1, 1, tzinfo=timezone.utc)))
+    return out
+
+
+def sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def run(backend: QwenVLBackend, clips: list[Clip], batch: int, strategy: str, repeats: int) -> dict:
+    backend.strategy = strategy
+    backend.max_batch_clips = batch
+    backend.ground_mode = "never"
+    dev = backend.device
+    video_tokens = sum(backend.prepare(c).num_tokens for c in clips)
+    backend.score_many(clips[:batch])  # warm-up (allocator, kernels)
+    times, vis = [], []
+    for _ in range(repeats):
+        backend.stats.clear()
+        sync(dev)
+        t0 = time.perf_counter()
+        for k in range(0, len(clips), batch):
+            backend.score_many(clips[k:k + batch])
+        sync(dev)
+        times.append(time.perf_counter() - t0)
+        vis.append((backend.stats["vision_patches"], backend.stats["vision_s"]))
+    best = min(times)
+    patches, vis_s = vis[times.index(best)]
+    return {
+        "strategy": strategy, "batch": batch, "clips": len(clips), "events": len(backend.events),
+        "seconds": best, "median_s": statistics.median(times),
+        "clips_per_s": len(clips) / best, "vision_tokens_per_s": video_tokens / best,
+        "vit_patches_per_s": patches / vis_s if vis_s else float("nan"),
+        "ms_per_clip": 1000 * best / len(clips), "video_tokens_per_clip": video_tokens / len(clips),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", help="a Qwen2.5-VL checkpoint directory (default: a tiny random model, CPU)")
+    ap.add_argument("--device", default=None, help="cpu / cuda / auto (default: cpu for the tiny model, auto otherwise)")
+    ap.add_argument("--dtype", default=None, help="bf16 / fp16 / fp32 (default: fp32 on CPU, bf16 on GPU)")
+    ap.add_argument("--attn", default="sdpa", choices=["sdpa", "flash_attention_2", "eager"])
+    ap.add_argument("--events", type=int, default=4, help="natural-language events per clip (max %d)" % len(PROMPTS))
+    ap.add_argument("--clips", type=int, default=8, help="clips per measurement (a multiple of 4 is best)")
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--fps", type=float, default=2.0)
+    ap.add_argument("--size", default="252x448", help="HxW, multiples of 28")
+    ap.add_argument("--mixed", action="store_true", help="alternate two frame sizes (streams of different sizes)")
+    ap.add_argument("--batches", default="1,4")
+    ap.add_argument("--strategies", default="prefix,batched,reencode")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    h, w = (int(x) for x in args.size.lower().split("x"))
+    tmp = None
+    if args.model:
+        model_dir, which = args.model, f"checkpoint {args.model}"
+        device = args.device or "auto"
+        if device == "auto" and not torch.cuda.is_available():
+            print("note: no GPU here; a real checkpoint on CPU is slow — consider --clips 4 --repeats 1", file=sys.stderr)
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="longwatch-tiny-qwen-")
+        model_dir = make_tiny_checkpoint(tmp.name)
+        which = "tiny random Qwen2.5-VL (2+2 layers, hidden 64/32; built here, no download)"
+        device = args.device or "cpu"
+    dev_is_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    dtype = args.dtype or ("bf16" if dev_is_cuda else "fp32")
+    backend = QwenVLBackend.load(model_dir, dtype=dtype, attn=args.attn, device=device,
+                                 max_batch_tokens=10**9)
+    backend.set_events([EventSpec(event=f"e{i}", backend="qwen2_5_vl", prompt=p, threshold=0.5)
+                        for i, p in enumerate(PROMPTS[: args.events])])
+    clips = make_clips(args.clips, seconds=args.seconds, fps=args.fps, height=h, width=w, mixed=args.mixed)
+    dev = backend.device
+    gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else None
+    print(f"model:   {which}")
+    print(f"device:  {dev}{' (' + gpu + ')' if gpu else ''}, dtype {dtype}, attn {args.attn}, "
+          f"torch {torch.__version__} ({torch.get_num_threads()} CPU threads), {platform.processor() or platform.machine()}")
+    print(f"clips:   {len(clips)} × {args.seconds:g} s at {args.fps:g} fps, {h}x{w}{' / mixed sizes' if args.mixed else ''}, "
+          f"{args.events} events each, grounding off")
+    results = []
+    print(f"\n{'strategy':<9} {'batch':>5} {'clips/s':>9} {'vision tok/s':>13} {'ViT patches/s':>14} {'ms/clip':>9}")
+    for strategy in args.strategies.split(","):
+        for batch in (int(b) for b in args.batches.split(",")):
+            r = run(backend, clips, batch, strategy, args.repeats)
+            results.append(r)
+            print(f"{strategy:<9} {batch:>5} {r['clips_per_s']:>9.2f} {r['vision_tokens_per_s']:>13.0f} "
+                  f"{r['vit_patches_per_s']:>14.0f} {r['ms_per_clip']:>9.1f}")
+    best = max(results, key=lambda r: r["clips_per_s"])
+    print(f"\nfastest: {best['strategy']} at batch {best['batch']} ({best['clips_per_s']:.2f} clips/s)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"model": which, "device": str(dev), "gpu": gpu, "dtype": dtype, "attn": args.attn,
+                                         "results": results}, indent=2))
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
