@@ -121,3 +121,40 @@ def test_query_rejects_mixed_time_kinds(tmp_path):
     out = subprocess.run(LONGWATCH + ["query", "--from", "3", "--to", "2026-01-01T00:00:00Z"], capture_output=True,
                          text=True, timeout=60, env=env)
     assert out.returncode == 2 and "both" in out.stderr
+
+
+@pytest.mark.timeout(400)
+def test_ctrl_c_saves_the_watermark_and_a_second_run_resumes(tmp_path):
+    import signal
+    import time
+
+    from conftest import footage_file
+
+    clip = footage_file("one-by-one-person-detection.mp4")
+    env = _runtime_env(tmp_path)
+    proc = subprocess.Popen(LONGWATCH + ["run", str(clip), "--no-show"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    wm_file = None
+    deadline = time.time() + 120
+    progressed = False
+    while time.time() < deadline and proc.poll() is None:
+        s = subprocess.run(LONGWATCH + ["streams", "--json"], capture_output=True, text=True, timeout=60, env=env)
+        info = [json.loads(line) for line in s.stdout.splitlines()] if s.returncode == 0 else []
+        if info and float(info[0].get("footage_s") or 0) >= 30:
+            progressed = True
+            break
+        time.sleep(1)
+    assert progressed, "the run never got going"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert "stopping" in err
+    s = subprocess.run(LONGWATCH + ["streams", "--json"], capture_output=True, text=True, timeout=60, env=env)
+    first = json.loads(s.stdout.splitlines()[0])
+    assert first["state"] == "stopped" and 30 <= float(first["footage_s"]) < 139
+    # Run again: it resumes from the watermark and finishes; the segments are whole.
+    again = subprocess.run(LONGWATCH + ["run", str(clip)], capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    q = subprocess.run(LONGWATCH + ["query", "--event", "person_present", "--json"], capture_output=True,
+                       text=True, timeout=60, env=env)
+    segs = [json.loads(line) for line in q.stdout.splitlines()]
+    assert len(segs) == 6 and all(r["state"] == "closed" for r in segs)
