@@ -76,16 +76,31 @@ class Runtime:
 
             self._embedded = EmbeddedRedis(Path(rt.data_dir) / "redis").start()
             self.redis_url = self._embedded.url
-        # Fetch/verify model files on the driver first: a missing file fails here, before any stream.
-        from model.detector import DetectorWeights
+        # Check model files on the driver first: a missing or wrong model fails here, before any stream.
+        backends = {e.backend for e in self.events.events}
+        if "detector" in backends:
+            from model.detector import DetectorWeights
 
-        DetectorWeights.locate(rt.data_dir)
+            DetectorWeights.locate(rt.data_dir)
+        if "qwen2_5_vl" in backends:
+            from pipeline.errors import ConfigError
+
+            if not self.settings.vlm.model:
+                raise ConfigError(
+                    "events with backend qwen2_5_vl need a model: set vlm.model (LONGWATCH_VLM__MODEL=DIR or hub id)"
+                )
+            from model.qwen_vl import check_checkpoint
+
+            check_checkpoint(self.settings.vlm.model, local_files_only=self.settings.vlm.local_files_only)
         self._started_ray = init_ray(rt.ray_address)
-        model_pool.deploy(
-            events_text=self.events_text, data_dir=str(Path(rt.data_dir).resolve()), replicas=rt.model_replicas,
-            num_cpus=rt.model_num_cpus, num_gpus=rt.model_num_gpus, max_batch_clips=rt.max_batch_clips,
-            batch_wait_s=rt.batch_wait_s,
-        )
+        if "detector" in backends:
+            model_pool.deploy(
+                events_text=self.events_text, data_dir=str(Path(rt.data_dir).resolve()), replicas=rt.model_replicas,
+                num_cpus=rt.model_num_cpus, num_gpus=rt.model_num_gpus, max_batch_clips=rt.max_batch_clips,
+                batch_wait_s=rt.batch_wait_s,
+            )
+        if "qwen2_5_vl" in backends:
+            model_pool.deploy_vlm(events_text=self.events_text, vlm=self.settings.vlm)
         self.controller = Controller.options(name=CONTROLLER_NAME, get_if_exists=True).remote(
             self.settings.model_dump_json(), self.events_text, self.redis_url
         )
@@ -119,10 +134,11 @@ class Runtime:
                 self.controller = None
             from ray import serve
 
-            try:
-                serve.delete(model_pool.APP_NAME)
-            except Exception:
-                pass
+            for app in (model_pool.APP_NAME, model_pool.VLM_APP_NAME):
+                try:
+                    serve.delete(app)
+                except Exception:
+                    pass
             if shutdown_ray if shutdown_ray is not None else self._started_ray:
                 ray.shutdown()  # takes Serve's actors with it
             if self._embedded is not None:

@@ -31,12 +31,22 @@ class StreamWorker:
         self._stopped = False
 
     def _score_fn(self):
-        from actors.model_pool import handle
+        """Send each clip to the pool of every backend its events use (concurrently); merge the scores."""
+        from actors import model_pool
 
-        pool = handle()
+        backends = {e.backend for e in self.events.events}
+        pools = []
+        if "detector" in backends:
+            pools.append(model_pool.handle())
+        if "qwen2_5_vl" in backends:
+            pools.append(model_pool.vlm_handle())
 
         def score(clip):
-            return pool.score.remote(clip).result()
+            pending = [pool.score.remote(clip) for pool in pools]
+            merged: dict = {}
+            for response in pending:
+                merged.update(response.result())
+            return merged
 
         return score
 

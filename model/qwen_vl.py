@@ -1019,6 +1019,17 @@ TINY_WORDS = (
 )
 
 
+def check_checkpoint(model: str | os.PathLike, *, local_files_only: bool = True) -> str:
+    """Cheap start-up check of a checkpoint (config and processor files only, no weights): raises
+    the same typed errors as :meth:`QwenVLBackend.load` for a missing path, a hub id that cannot be
+    had offline, or another architecture. Returns where the checkpoint is."""
+    files = _Files(os.fspath(model), offline=bool(local_files_only) or _env_offline())
+    cfg = files.json("config.json") or {}
+    _check_architecture(files, cfg)
+    _constants(files, cfg)
+    return files.where
+
+
 def make_tiny_checkpoint(path: str | os.PathLike, *, seed: int = 0, tokens_per_second: float = 2,
                          text_layers: int = 2, vision_depth: int = 2) -> Path:
     """Write a tiny randomly initialised Qwen2.5-VL checkpoint (config, weights, a WordLevel tokenizer with the

@@ -106,6 +106,24 @@ class RuntimeConfig(_Model):
     retention_s: float | None = Field(None, gt=0, description="keep segments this long (stream seconds); None = forever")
 
 
+class VLMConfig(_Model):
+    """The Qwen2.5-VL model pool, used by events with ``backend: qwen2_5_vl``."""
+
+    model: str | None = Field(None, description="checkpoint directory or hub id (e.g. Qwen/Qwen2.5-VL-7B-Instruct)")
+    dtype: str = Field("bf16", pattern="^(bf16|fp16|fp32)$")
+    attn: str = Field("sdpa", pattern="^(sdpa|flash_attention_2|eager)$")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    local_files_only: bool = Field(True, description="never download at run time")
+    replicas: int = Field(1, ge=1)
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per replica; fractions let replicas share a GPU")
+    num_cpus: float = Field(1.0, ge=0)
+    max_batch_clips: int = Field(4, ge=1)
+    batch_wait_s: float = Field(0.1, ge=0)
+    max_batch_tokens: int = Field(32768, ge=256, description="vision + text tokens per forward pass")
+    strategy: str = Field("prefix", pattern="^(prefix|batched|reencode)$")
+    ground: str = Field("positive", pattern="^(positive|always|never)$")
+
+
 class Settings(BaseSettings):
     """Everything configurable, one place. Environment: ``LONGWATCH_<SECTION>__<FIELD>``."""
 
@@ -115,4 +133,5 @@ class Settings(BaseSettings):
     sampler: SamplerConfig = SamplerConfig()
     qwen_compat: QwenCompatConfig = QwenCompatConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    vlm: VLMConfig = VLMConfig()
     tokens_per_second: float = Field(TOKENS_PER_SECOND, gt=0)

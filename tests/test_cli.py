@@ -158,3 +158,17 @@ def test_ctrl_c_saves_the_watermark_and_a_second_run_resumes(tmp_path):
                        text=True, timeout=60, env=env)
     segs = [json.loads(line) for line in q.stdout.splitlines()]
     assert len(segs) == 6 and all(r["state"] == "closed" for r in segs)
+
+
+@pytest.mark.parametrize("model,message", [("/nonexistent/qwen-dir", "does not exist"),
+                                           ("Qwen/Qwen2.5-VL-3B-Instruct", "not a local directory")])
+def test_run_rejects_an_unusable_vlm_before_any_stream(tmp_path, model, message):
+    pytest.importorskip("torch")
+    env = _runtime_env(tmp_path)
+    env.update(LONGWATCH_VLM__MODEL=model, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    events = tmp_path / "events.yaml"
+    events.write_text("- event: fall\n  backend: qwen2_5_vl\n  prompt: a person falls\n  threshold: 0.5\n")
+    out = subprocess.run(LONGWATCH + ["run", "--events", str(events), "--no-show", "x.mp4"], capture_output=True,
+                         text=True, timeout=120, env=env)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert message in out.stderr

@@ -226,3 +226,52 @@ def test_two_files_and_a_camera_through_one_pool(ray_local, redis_server, data_d
     # One model pool scored every stream's clips, several clips per batch (cross-stream batching).
     clips = sum(int(final[s].get("clips") or 0) for s in ("cars", "synthetic", "cam"))
     assert pool["clips"] >= clips - 2 and pool["batches"] < pool["clips"], (pool, clips)
+
+
+@pytest.mark.timeout(600)
+def test_qwen_events_end_to_end_with_a_tiny_model(ray_local, redis_server, data_dir, tmp_path):
+    """Runtime + a tiny random Qwen2.5-VL over real footage → segments in Redis. With random weights
+    the content is noise: this checks plumbing, times and idempotency, not accuracy."""
+    pytest.importorskip("torch")
+    from actors.runtime import Runtime
+    from model.qwen_vl import make_tiny_checkpoint
+
+    clip = footage_file("bikes.mp4")
+    ckpt = make_tiny_checkpoint(tmp_path / "tiny-qwen")
+    events = (
+        "- event: cyclist\n  backend: qwen2_5_vl\n  prompt: a person rides a bicycle\n  threshold: 0.05\n"
+        "  min_duration_s: 0.0\n  merge_gap_s: 0.0\n"
+        "- event: person_present\n  detector: {class: person, min_score: 0.4}\n"
+    )
+    base = Settings()
+    settings = base.model_copy(update={
+        "runtime": base.runtime.model_copy(update={"redis_url": redis_server.url, "data_dir": str(data_dir),
+                                                    "redis_prefix": f"q{uuid.uuid4().hex[:8]}"}),
+        "vlm": base.vlm.model_copy(update={"model": str(ckpt), "dtype": "fp32", "device": "cpu", "ground": "never"}),
+    })
+
+    def run_once():
+        rt = Runtime(settings, events_text=events).start()
+        try:
+            rt.add(str(clip), stream_id="bikes")
+            status = rt.wait(timeout=300)["bikes"]
+            from actors.model_pool import vlm_handle
+
+            stats = vlm_handle().stats.remote().result()
+            return status, _segments(rt, "bikes", event=None), stats
+        finally:
+            rt.close()
+
+    status, segs, stats = run_once()
+    assert status["state"] == "done", status
+    assert stats["clips"] == int(status["clips"]) >= 2  # every clip went through the VLM pool
+    cyclist = [s for s in segs if s.event == "cyclist"]
+    assert cyclist and all(0.0 <= s.start <= s.end <= 10.5 for s in cyclist)
+    assert {s.event for s in segs} >= {"cyclist", "person_present"}  # both backends, one stream
+    # Idempotent: forget the watermark and process the file again: same segments, same ids, no duplicates.
+    store = SegmentStore.from_url(redis_server.url, prefix=settings.runtime.redis_prefix)
+    store.r.delete(store.key("bikes", "wm"))
+    store.close()
+    status2, segs2, _ = run_once()
+    assert status2["state"] == "done"
+    assert sorted((s.id, s.start, s.end) for s in segs2) == sorted((s.id, s.start, s.end) for s in segs)
