@@ -568,6 +568,8 @@ class Source:
         else:
             anchor = (now - self.epoch).total_seconds()
         anchor = max(anchor, 0.0)
+        if realtime and realtime > 0 and tb:
+            base_s = 0.0  # FFmpeg: start_time_realtime is the wall-clock time of pts 0, not of this frame
         if frame.pts is None:
             # RTSP's first keyframe often comes without PTS. The clock would place it one frame
             # after the previous session's last frame (ignoring this session's anchor) and then map
