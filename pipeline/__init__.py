@@ -20,10 +20,10 @@ from .sampler import DynamicSampler, sample_clips, sample_qwen
 from .sizing import smart_nframes, smart_resize
 from .source import DecodedFrame, Source, open_source
 from .timebase import StreamClock, to_stream_seconds, to_utc
-from .types import Clip, Frame
+from .types import Clip, Frame, Segment
 
 __all__ = [
-    "Clip", "ClipError", "ConfigError", "DecodedFrame", "DynamicSampler", "EmptySourceError", "Frame",
+    "Clip", "ClipError", "Segment", "ConfigError", "DecodedFrame", "DynamicSampler", "EmptySourceError", "Frame",
     "InvalidVideoError", "LongwatchError", "NoVideoStreamError", "QwenCompatConfig", "ResolutionError",
     "SamplerConfig", "Settings", "Source", "SourceConfig", "SourceError", "SourceNotFoundError",
     "SourceTimeoutError", "SourceUnreachableError", "StreamClock", "UnsupportedSourceError", "VideoPatches",

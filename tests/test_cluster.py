@@ -61,7 +61,13 @@ def cluster(clips):
     _disconnect()  # never two Ray instances in one pytest process
     tmp = tempfile.mkdtemp(prefix="lwc-", dir="/tmp")  # short: Ray's unix socket paths must stay < 108 bytes
     env = pytest.MonkeyPatch()
-    env.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    env.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # for the Ray processes started from here on
+    # Ray reads that variable once, at import: where ``ray`` was imported before it was set (collection
+    # imports other test modules first), the head would advertise the host's address while its GCS
+    # listens on 127.0.0.1. Apply it to this process too.
+    from ray._private import ray_constants
+
+    env.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
     env.setenv("RAY_AUTH_MODE", "disabled")
     env.setenv("RAY_TMPDIR", tmp)
     env.delenv("RAY_ADDRESS", raising=False)
@@ -69,7 +75,6 @@ def cluster(clips):
         env.delenv(var)
     c = None
     try:
-        # node_ip_address: all on 127.0.0.1 even where ``ray`` was imported before the env var was set.
         common = dict(num_cpus=1, node_ip_address="127.0.0.1", temp_dir=os.path.join(tmp, "ray"))
         os.makedirs(common["temp_dir"])
         c = Cluster(initialize_head=True, connect=False, head_node_args=dict(
@@ -128,7 +133,9 @@ def test_two_files_on_a_two_node_cluster(clips, cluster, redis_server, tmp_path)
         # Joined THIS cluster as a driver: no second local instance was started.
         assert rt._started_ray is True
         assert ray.get_runtime_context().gcs_address == cluster.address
-        assert ray._private.worker.global_worker.node.session_dir == cluster.head_node.session_dir
+        driver_node = ray._private.worker.global_worker.node
+        assert driver_node.session_name == cluster.head_node.session_name
+        assert driver_node.raylet_socket_name in {n.raylet_socket_name for n in cluster.list_all_nodes()}
         alive = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
         ids = _node_ids(cluster)
         assert set(alive) == set(ids.values()), alive
@@ -139,6 +146,8 @@ def test_two_files_on_a_two_node_cluster(clips, cluster, redis_server, tmp_path)
         status = rt.wait(timeout=150)
         elapsed = time.perf_counter() - t0
         placed = {sid: _placement(rt.worker(sid)) for sid in clips}
+        for p in placed.values():  # Ray workers are children of the raylet of the node they run on
+            p["raylet_pid"] = psutil.Process(p["pid"]).ppid()
         pool = pool_handle().stats.remote().result()
     finally:
         rt.close()
@@ -153,8 +162,7 @@ def test_two_files_on_a_two_node_cluster(clips, cluster, redis_server, tmp_path)
     by_node = {}
     for sid, p in placed.items():
         assert p["state"] == "ALIVE" and p["pid"] == p["gcs_pid"], p
-        parent = psutil.Process(p["pid"]).ppid()  # Ray workers are children of their node's raylet
-        assert raylets.get(parent) == p["node_id"], (sid, p, raylets)
+        assert raylets.get(p["raylet_pid"]) == p["node_id"], (sid, p, raylets)
         by_node[sid] = p["node_id"]
     assert set(by_node.values()) == set(_node_ids(cluster).values()), (by_node, _node_ids(cluster))
 
@@ -166,13 +174,13 @@ def test_two_files_on_a_two_node_cluster(clips, cluster, redis_server, tmp_path)
         for sid in clips:
             segs = store.query(stream=sid)
             assert segs, f"no segments for {sid}: {status[sid]}"
-            assert all(s.state == "closed" and s.end > s.start for s in segs), segs
+            assert all(s.state == "closed" and s.end >= s.start for s in segs), segs  # scene cuts are instants
             assert (store.watermark(sid) or {}).get("clip_index", -1) >= 0
-        cars = {s.event for s in store.query(stream="cars")}
-        assert "car_present" in cars, cars
+        events = {sid: sorted({s.event for s in store.query(stream=sid)}) for sid in clips}
+        assert "car_present" in events["cars"], events
     finally:
         store.close()
-    print(f"two files on two nodes in {elapsed:.1f} s: {by_node}, pool {pool}")
+    print(f"two files on two nodes in {elapsed:.1f} s: {by_node}, pool {pool}, events {events}")
 
 
 @pytest.mark.timeout(60)
