@@ -58,9 +58,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
-for p in (str(ROOT), str(BENCH)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
+# The project's packages first. bench/ itself must not be on the path (Python puts a script's folder
+# there, and Ray hands the driver's script folder to every worker): bench/model.py would shadow model/.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 FOOTAGE = Path(os.environ.get("LONGWATCH_FOOTAGE", ROOT.parent / "shared" / "footage"))
 PERSON = "one-by-one-person-detection.mp4"
@@ -76,6 +78,19 @@ TARGET_P99_MS = 5.0
 
 # ------------------------------------------------------------------------------------------------
 # small helpers
+
+
+def bench_module(name: str):
+    """A sibling benchmark script (``bench/<name>.py``) as a module, loaded by path under a private name."""
+    import importlib.util
+
+    key = f"_lw_bench_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, BENCH / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[key] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[key]
 
 
 def loadavg() -> str:
@@ -417,7 +432,8 @@ def redis_part(n_segments: int, queries: int, rounds: int, checks: int, say) -> 
     import numpy as np
 
     from pipeline.store import EmbeddedRedis, SegmentStore
-    from redis_query import EPOCH, make_table, pct, segments_of
+    rq = bench_module("redis_query")
+    EPOCH, make_table, pct, segments_of = rq.EPOCH, rq.make_table, rq.pct, rq.segments_of
 
     tmp = tempfile.mkdtemp(prefix="lwq-", dir="/tmp")
     server = EmbeddedRedis(tmp, reuse=False, appendonly=False, extra_args=["--save", ""]).start()
@@ -572,7 +588,8 @@ def main(argv: list[str] | None = None) -> int:
 
     console = Console(highlight=False, width=max(170, shutil.get_terminal_size((170, 40)).columns))
     say = lambda s: console.print(s, markup=False)  # noqa: E731
-    from ingest import FPS, HEIGHT, WIDTH, ffmpeg_bin, make_short
+    ingest = bench_module("ingest")
+    ffmpeg_bin, make_short = ingest.ffmpeg_bin, ingest.make_short
 
     gi_reason = gi_unavailable()
     load_start = loadavg()

@@ -228,7 +228,7 @@ class StreamProcessor:
     def _process(self, clip: Clip, next_clip_t: float | None, segmenters: dict[str, Segmenter], src: Source) -> None:
         rep = self.report
         t0 = time.perf_counter()
-        scores = self.score_fn(clip)
+        scores = self._score(clip)
         updates: list[SegmentUpdate] = []
         for name, seg in segmenters.items():
             values = scores.get(name)
@@ -251,6 +251,24 @@ class StreamProcessor:
             rep.lag_s = (datetime.now(timezone.utc) - clip.utc(clip.end - clip.start)).total_seconds()
         if rep.clips % 5 == 1:
             self._status()
+
+    def _score(self, clip: Clip, attempts: int = 5) -> dict[str, np.ndarray]:
+        """Score a clip; a model replica that dies or times out is retried with backoff (the pool
+        restarts it), so the clip is delayed, not lost. Our own typed errors are not retried."""
+        for attempt in range(attempts):
+            try:
+                return self.score_fn(clip)
+            except LongwatchError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - whatever the transport raised
+                if attempt == attempts - 1 or self._stop.is_set():
+                    raise
+                delay = min(8.0, 0.5 * 2**attempt)
+                log.warning("%s: scoring clip %d failed (%s: %s); retrying in %.1fs",
+                            self.stream_id, clip.index, type(exc).__name__, exc, delay)
+                self.report.extra["score_retries"] = self.report.extra.get("score_retries", 0) + 1
+                time.sleep(delay)
+        raise AssertionError("unreachable")
 
     def _hold_on_motion(self, name: str, clip: Clip, scores: np.ndarray) -> np.ndarray:
         """Keep an open event alive while its object still moves out of view (see EventSpec)."""
