@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """End-to-end benchmark of the Ray runtime: files, live RTSP cameras, Redis queries.
 
-    .venv/bin/python bench/e2e.py            # the full run (~10 minutes on 2 cores)
+    .venv/bin/python bench/e2e.py            # the full run (~5 minutes on 2 cores)
     .venv/bin/python bench/e2e.py --quick    # smoke run: 1 file, N ≤ 4 cameras, 100k segments
 
 What it measures, in one run (real Ray, a private real Redis, the CPU YOLOv3-tiny detector in the
@@ -21,14 +21,17 @@ Ray Serve model pool, the default events file):
    serves the 720p30 file on N mounts; N = 2, 4, 8, 12, 16 streams go through one Runtime with
    ``SamplerConfig(min_fps=1, max_fps=1, clip_seconds=2)``. Each step: add N streams, let them
    settle for a warm-up, then poll ``rt.status()`` every second through a measuring window, then
-   ``rt.stop()``. Lag is the runtime's own ``lag_s``: at each committed clip, wall-clock now − the
-   UTC end of that clip (the clip's last sampled instant is ≤ 1 frame period before its end, so the
-   lag includes the wait for the clip's last frame to arrive, decode, the model and the Redis
-   commit, and nothing is subtracted). Every clip committed in the window is sampled (deduplicated
-   on the clip counter). Also shown: the data age at each poll, now − end of the newest committed
-   clip, which adds the wait for the next clip (up to clip_seconds). A step holds when every stream
-   keeps running, max lag < 2 s, no clip is dropped and every stream commits ≥ 90 % of the clips
-   the window should give. The sweep stops at the first step that does not hold.
+   ``rt.stop()``. Lag is the runtime's own ``lag_s`` from ``rt.status()``: the worker sets it at each
+   committed clip to wall-clock now − the UTC end of that clip, where a clip's end is its last sampled
+   frame + one sampling interval (1 s here). The sampler closes a clip as soon as its last sample
+   arrives, so lag_s = (arrival of the clip's last sampled frame → decode, model, Redis commit) − 1 s;
+   it can be negative, and nothing is subtracted from it here. It is read once per poll, so of a
+   burst of commits between two polls only the last one's lag is seen. Also shown: the data age at
+   each poll, now − end of the newest committed clip (it adds the wait for the next clip and catches
+   stalls the lag samples miss), and the longest wait between two commits of a stream. A step holds
+   when every stream keeps running, max lag < 2 s, no clip is dropped and every stream commits
+   ≥ 90 % of the clips the window should give. The sweep stops at the first step that does not hold
+   (``--sweep-all``: runs every N).
 3. **Redis overlap query** p50/p99 at 1 M segments (``bench/redis_query.py``'s data generator and
    method, by import; a separate private redis-server without persistence).
 
@@ -46,7 +49,6 @@ import platform
 import shlex
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -417,7 +419,7 @@ def rtsp_step(rt, server: MountServer, n: int, warm_s: float, window_s: float, c
     f = lambda x: "—" if x is None else f"{x:.2f}"  # noqa: E731
     say(f"  N={n}: lag p50 {f(res['lag_p50'])} s, p90 {f(res['lag_p90'])} s, max {f(lag_max)} s ({len(lags)} clips); "
         f"data age p50 {f(res['age_p50'])} s, max {f(res['age_max'])} s; longest wait between commits {gap_max:.1f} s; dropped {drops_win} in window "
-        f"({drops_all} in all); clips/stream min {res['clips_min']} of {expected:.0f}; "
+        f"({drops_all} in all); clips/stream min {res['clips_min']} of {expected:.1f}; "
         + (f"machine {cpu['machine_cores']:.2f} cores busy ({cpu_split(cpu)}); " if cpu else "")
         + f"stop {stop_s:.1f} s ({stopped}/{n} stopped); load {res['load']} → "
         + ("HELD" if held else f"NOT held ({res['why']})"))
@@ -752,16 +754,17 @@ def main(argv: list[str] | None = None) -> int:
                 cores = "—"
             t2.add_row(str(s["n"]), f(s["lag_p50"]), f(s["lag_max"]), f(s["age_p50"]), f(s["age_max"]),
                        f"{s['gap_max']:.1f}", f"{s['drops_win']} ({s['drops_all']})",
-                       f"{s['clips_min']}/{s['clips_exp']:.0f}", cores, f"{s['stop_s']:.1f}",
+                       f"{s['clips_min']}/{s['clips_exp']:.1f}", cores, f"{s['stop_s']:.1f}",
                        "yes" if s["held"] else "NO", "yes" if s["held_strict"] else "no", s["load"])
         console.print(t2)
         console.print(
-            "lag = rt.status() lag_s, sampled at every clip committed in the window (the worker sets it at each "
-            "commit: now − the clip's end, end = last sampled frame + 1/fps). A clip is closed as soon as its last "
-            "sample arrives, so at 1 fps lag_s = (capture of the last sampled frame → commit) − 1 s and can be "
-            "negative. age = now − end of the newest committed clip at each 1-s poll (adds the wait for the next "
-            "clip). held: every stream running, max lag < 2 s, no drop, ≥ 90 % of the expected clips. "
-            "dropped: in the window (whole step).")
+            "lag = rt.status() lag_s, read at each 1-s poll for every stream whose clip counter moved (the worker "
+            "sets it at each commit: now − the clip's end, end = last sampled frame + 1/fps). A clip is closed as "
+            "soon as its last sample arrives, so at 1 fps lag_s = (arrival of the last sampled frame → commit) − 1 s "
+            "and can be negative; of a burst of commits between two polls only the last lag is seen. age = now − "
+            "end of the newest committed clip at each poll (adds the wait for the next clip; catches stalls). "
+            "held: every stream running, max lag < 2 s, no drop, ≥ 90 % of the expected clips. dropped: in the "
+            "window (whole step). Measured after a warm-up; the RTSP server is one GStreamer process.")
     if rq:
         t3 = Table(title=f"3. Redis overlap query, {rq['segments']:,} segments", title_justify="left")
         for col in ("window", "events", "p50 ms", "p99 ms", "best-round p99 ms", "max ms", "mean k"):

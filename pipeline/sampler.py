@@ -150,6 +150,7 @@ class DynamicSampler:
             g = self._grid(self._slot)
             if t < g:
                 self._prev = frame
+                clips.extend(self._emit_ready())  # a slot filled by the previous frame may complete a clip
                 return clips
             prev = self._prev
             if prev is not None and g - prev.t < t - g:

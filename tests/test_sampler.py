@@ -189,3 +189,18 @@ def test_resume_from_a_clip_boundary_gives_identical_clips(person_clip):
         assert [c.index for c in rest] == [c.index for c in full[i + 1 :]]
         for a, b in zip(rest, full[i + 1 :]):
             assert a.fps == b.fps and np.array_equal(a.times, b.times) and np.array_equal(a.frames, b.frames)
+
+
+def test_a_clip_is_emitted_as_soon_as_its_last_frame_is_known(person_clip):
+    """Live streams need clips without delay: each clip leaves the sampler at the latest when the
+    frame after its last sample arrives (regression: a slot filled by the previous frame once held
+    finished clips back until a later frame was taken directly)."""
+    cfg = SamplerConfig(min_fps=1, max_fps=1, clip_seconds=2)
+    with Source.open(person_clip) as src:
+        sampler = DynamicSampler(cfg, stream_id="s", width=src.width, height=src.height, native_fps=src.native_fps)
+        delays = []
+        for f in src.frames(skip="NONREF"):
+            for clip in sampler.push(f):
+                delays.append(f.t - clip.times[-1])
+    assert len(delays) >= 60
+    assert max(delays) <= 1.0 / cfg.max_fps + 0.3, max(delays)
