@@ -327,6 +327,9 @@ def sample_clips(
             yield cuts.attach(clip, last=True) if cuts is not None else clip
 
 
+_CUT_INTERPOLATION = "AREA"  # 64-px thumbnail; AREA averages, so noise does not look like a cut
+
+
 class _Cuts:
     """Feeds the scene-cut detector ~``cut_fps`` tiny RGB frames of the decoded stream and hands the
     cuts it finds to the clips that cover them (``clip.meta["cuts"]``, stream seconds)."""
@@ -347,7 +350,7 @@ class _Cuts:
         if hasattr(frame, "av_frame"):  # swscale straight from YUV to a 64-px RGB thumbnail
             w = 64
             h = max(8, round(w * frame.height / frame.width))
-            small = frame.av_frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA").to_ndarray()
+            small = frame.av_frame.reformat(width=w, height=h, format="rgb24", interpolation=_CUT_INTERPOLATION).to_ndarray()
         else:
             small = frame.to_rgb()
         self.found.extend(self.detector.push(t, small))
