@@ -49,17 +49,25 @@ class Controller:
                 result = await entry["worker"].run.remote()
             except RayTaskError as exc:  # the stream itself failed (bad source …): it fails alone
                 entry["state"], entry["error"] = "failed", str(exc.cause if exc.cause else exc).splitlines()[0]
+                self._release(entry)
                 return
             except RayActorError as exc:  # the worker process died: Ray restarts it, we resume it
                 entry["restarts"] += 1
                 log.warning("stream %s: worker died (%s); restart %d", stream_id, type(exc).__name__, entry["restarts"])
                 if entry["restarts"] > limit:
                     entry["state"], entry["error"] = "failed", f"worker died {entry['restarts']} times"
+                    self._release(entry)
                     return
                 await asyncio.sleep(0.5)
                 continue
             entry["state"], entry["result"] = result.get("state", "done"), result
+            self._release(entry)
             return
+
+    @staticmethod
+    def _release(entry: dict) -> None:
+        """A finished stream's worker exits, giving back the CPUs it reserved (else held until the run ends)."""
+        ray.kill(entry["worker"], no_restart=True)
 
     async def wait(self, timeout: float | None = None, stream_ids: list[str] | None = None) -> dict:
         """Wait for the given (default: all) streams to finish; live streams finish only when stopped."""

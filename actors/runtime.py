@@ -93,6 +93,15 @@ class Runtime:
 
             check_checkpoint(self.settings.vlm.model, local_files_only=self.settings.vlm.local_files_only)
         self._started_ray = init_ray(rt.ray_address)
+        if self._embedded is not None and sum(1 for n in ray.nodes() if n.get("Alive")) > 1:
+            from pipeline.errors import ConfigError
+
+            self._embedded.close()
+            self._embedded = None
+            raise ConfigError(
+                "this Ray cluster has several nodes, but no REDIS_URL is set: the embedded Redis listens on "
+                "127.0.0.1 and other nodes cannot reach it. Set REDIS_URL (or LONGWATCH_RUNTIME__REDIS_URL)."
+            )
         if "detector" in backends:
             model_pool.deploy(
                 events_text=self.events_text, data_dir=str(Path(rt.data_dir).resolve()), replicas=rt.model_replicas,
