@@ -231,7 +231,20 @@ def test_keys_share_one_hash_tag_and_slot(store, tmp_path):
         store.commit("cam-3", [seg("other", "person", 0, 1)], watermark={})
 
     # the server's own CLUSTER KEYSLOT agrees, and the whole API works on a real (one-node) cluster
-    node = EmbeddedRedis(tmp_path / "cluster", reuse=False, appendonly=False,
+    # Cluster mode also listens on port + 10000, so the port must be <= 55535 (an ephemeral one may not be).
+    import random
+    import socket
+
+    def free(p: int) -> bool:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", p))
+                return True
+            except OSError:
+                return False
+
+    port = next(p for p in iter(lambda: random.randint(20000, 55000), None) if free(p) and free(p + 10000))
+    node = EmbeddedRedis(tmp_path / "cluster", port=port, reuse=False, appendonly=False,
                          extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
     node.start()
     try:
