@@ -257,6 +257,7 @@ def run(
         for sid, uri in zip(ids, sources):
             runtime.add(uri, stream_id=sid, start_at=start_at)
         _watch(runtime, ids, durations)
+        err_console.print()  # end the progress display's line before the table
     except KeyboardInterrupt:
         err_console.print("[yellow]stopping: watermarks are saved; run again to resume[/]")
     except LongwatchError as exc:
@@ -307,7 +308,8 @@ def _watch(runtime, ids: list[str], durations: dict) -> None:
                       (st.get("error") or "")[:60])
         return t
 
-    with Live(Group(progress, cam_table({})) if cams else progress, console=err_console, refresh_per_second=4) as live:
+    with Live(Group(progress, cam_table({})) if cams else progress, console=err_console, refresh_per_second=4,
+              transient=False) as live:
         while True:
             status = runtime.wait(timeout=1.0, stream_ids=list(tasks) or None) if tasks else runtime.status()
             for sid, task in tasks.items():
