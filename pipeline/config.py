@@ -35,6 +35,7 @@ class SourceConfig(_Model):
     backoff_initial_s: float = Field(0.5, gt=0)
     backoff_max_s: float = Field(10.0, gt=0)
     decoder_threads: int = Field(0, ge=0, description="0 = FFmpeg chooses")
+    decode_ahead: int = Field(8, ge=0, description="files: frames decoded ahead in a thread (0 = same thread)")
     max_width: int = Field(8192, gt=0)
     max_height: int = Field(8192, gt=0)
     max_pixels: int = Field(8192 * 4320, gt=0)

@@ -373,6 +373,8 @@ class Source:
             raise ValueError(f"skip must be one of {SKIP_MODES}, got {skip!r}")
         if self.live:
             yield from self._live_frames(skip)
+        elif self.config.decode_ahead:
+            yield from _ahead(self._file_frames(skip, start_s), self.config.decode_ahead)
         else:
             yield from self._file_frames(skip, start_s)
 
@@ -581,6 +583,55 @@ class Source:
             self.clock.last_t = anchor - dt
             anchor += dt
         self.clock.begin_session(anchor_s=anchor, base_s=base_s)
+
+
+class _Raised:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+def _ahead(gen: Iterator, depth: int) -> Iterator:
+    """Run ``gen`` in a thread, ``depth`` items ahead of the consumer: FFmpeg decodes (without the
+    GIL) while the consumer converts and samples. Errors are re-raised in the consumer, in order."""
+    import queue
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    halt = threading.Event()
+    end = object()
+
+    def put(item) -> bool:
+        while not halt.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in gen:
+                if not put(item):
+                    break
+        except BaseException as exc:  # handed over to the consumer
+            put(_Raised(exc))
+        finally:
+            gen.close()
+            put(end)
+
+    worker = threading.Thread(target=produce, name="decode-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = q.get()
+            if item is end:
+                return
+            if isinstance(item, _Raised):
+                raise item.exc
+            yield item
+    finally:
+        halt.set()
+        worker.join(timeout=10)
 
 
 def _creation_time(container, stream) -> datetime | None:
