@@ -117,7 +117,6 @@ class DynamicSampler:
         self._drop = 0
         self._last_emitted_t = -math.inf
         self.clip_index = start_index
-        self.frames_seen = 0
         self.gaps = 0
 
     # -- grid ----------------------------------------------------------------------------------
@@ -132,7 +131,6 @@ class DynamicSampler:
         Each grid slot takes the frame nearest to its time (ties to the later one), so a frame is
         converted to RGB only once it is known to be a candidate.
         """
-        self.frames_seen += 1
         t = float(frame.t)
         clips: list[Clip] = []
         if self._origin is None:
@@ -315,7 +313,6 @@ def sample_clips(
                 start_index=start_index,
                 origin=resume_at,
             )
-            sampler.skip = skip  # type: ignore[attr-defined]
             if on_sampler is not None:
                 on_sampler(sampler)
         for clip in sampler.push(frame):

@@ -166,6 +166,8 @@ class Source:
         self.epoch: datetime = UNIX_EPOCH
         self.clock = StreamClock()
         self._last_packet_t: float | None = None
+        self._epoch_from_stream = False  # live: epoch taken from the server's RTCP time
+        self._connect_started_at: datetime | None = None
 
     # ---- construction -------------------------------------------------------------------------
 
@@ -282,7 +284,6 @@ class Source:
                 self._epoch_from_stream = True
             else:
                 self.epoch = datetime.now(timezone.utc)  # refined to the first frame's arrival below
-                self._epoch_from_stream = False
         else:
             self.epoch = self._start_at or _creation_time(container, stream) or UNIX_EPOCH
         if self._start_at is not None:
@@ -306,7 +307,7 @@ class Source:
 
     def _packets(self, max_seconds: float | None = None) -> Iterator[tuple[float | None, bool]]:
         """(time, is_keyframe) of the video packets of a file, demuxed from a separate handle."""
-        if self.kind == "file" or not self.live:
+        if not self.live:
             with av.open(self.target, mode="r") as container:
                 stream = container.streams.video[0]
                 tb = stream.time_base
@@ -555,11 +556,11 @@ class Source:
         # The first frame reached us while av.open was still probing (FFmpeg reads seconds of packets
         # before it returns), so the time it is handed out is late by the whole probe. The start of
         # this connection is a lower bound on its arrival and far closer to it.
-        started = getattr(self, "_connect_started_at", None)
+        started = self._connect_started_at
         if started is not None and started < now:
             now = started
         if first:
-            if not getattr(self, "_epoch_from_stream", False):
+            if not self._epoch_from_stream:
                 self.epoch = now
                 self.clock.epoch = now
             anchor = 0.0 if not (realtime and realtime > 0) else (
