@@ -9,8 +9,8 @@ import time
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from actors.stream_worker import StreamWorker
-from pipeline.config import Settings
+from longwatch.actors.stream_worker import StreamWorker
+from longwatch.pipeline.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,13 @@ class Controller:
             stream_id, uri, self.settings_json, self.events_text, self.redis_url, start_at
         )
         self.streams[stream_id] = entry = {
-            "uri": uri, "worker": worker, "state": "starting", "restarts": 0, "error": "",
-            "result": None, "added": time.time(),
+            "uri": uri,
+            "worker": worker,
+            "state": "starting",
+            "restarts": 0,
+            "error": "",
+            "result": None,
+            "added": time.time(),
         }
         entry["task"] = asyncio.get_running_loop().create_task(self._supervise(stream_id))
         return stream_id
@@ -86,8 +91,14 @@ class Controller:
                     live = await asyncio.wait_for(e["worker"].status.remote(), timeout=2.0)
                 except Exception:
                     live = {}
-            out[sid] = {**(e["result"] or {}), **live, "uri": e["uri"], "state": e["state"],
-                        "restarts": e["restarts"], "error": e["error"]}
+            out[sid] = {
+                **(e["result"] or {}),
+                **live,
+                "uri": e["uri"],
+                "state": e["state"],
+                "restarts": e["restarts"],
+                "error": e["error"],
+            }
         return out
 
     async def worker(self, stream_id: str):

@@ -24,8 +24,8 @@ class DetectorPool:
     """CPU COCO detector over the clips of many streams, batched."""
 
     def __init__(self, events_text: str, data_dir: str, max_batch_clips: int = 4, batch_wait_s: float = 0.05):
-        from model.detector import DetectorBackend, DetectorWeights
-        from pipeline.events import load_events
+        from longwatch.model.detector import DetectorBackend, DetectorWeights
+        from longwatch.pipeline.events import load_events
 
         spec = load_events(events_text)
         self.backend = DetectorBackend(spec, DetectorWeights.locate(data_dir))
@@ -49,14 +49,21 @@ class VLMPool:
     """Qwen2.5-VL over the clips of many streams: one vision encoding per clip shared by every event."""
 
     def __init__(self, events_text: str, vlm: dict):
-        from model.qwen_vl import QwenVLBackend
-        from pipeline.events import load_events
+        from longwatch.model.qwen_vl import QwenVLBackend
+        from longwatch.pipeline.events import load_events
 
         spec = load_events(events_text)
         self.backend = QwenVLBackend.load(
-            vlm["model"], events=spec, dtype=vlm["dtype"], attn=vlm["attn"], device=vlm["device"],
-            local_files_only=vlm["local_files_only"], strategy=vlm["strategy"], ground=vlm["ground"],
-            max_batch_tokens=vlm["max_batch_tokens"], max_batch_clips=vlm["max_batch_clips"],
+            vlm["model"],
+            events=spec,
+            dtype=vlm["dtype"],
+            attn=vlm["attn"],
+            device=vlm["device"],
+            local_files_only=vlm["local_files_only"],
+            strategy=vlm["strategy"],
+            ground=vlm["ground"],
+            max_batch_tokens=vlm["max_batch_tokens"],
+            max_batch_clips=vlm["max_batch_clips"],
         )
         self.score.set_max_batch_size(vlm["max_batch_clips"])
         self.score.set_batch_wait_timeout_s(vlm["batch_wait_s"])
@@ -78,8 +85,16 @@ def _start_serve() -> None:
     serve.start(proxy_location="Disabled")
 
 
-def deploy(*, events_text: str, data_dir: str, replicas: int = 1, num_cpus: float = 1.0, num_gpus: float = 0.0,
-           max_batch_clips: int = 4, batch_wait_s: float = 0.05):
+def deploy(
+    *,
+    events_text: str,
+    data_dir: str,
+    replicas: int = 1,
+    num_cpus: float = 1.0,
+    num_gpus: float = 0.0,
+    max_batch_clips: int = 4,
+    batch_wait_s: float = 0.05,
+):
     """Start (or update) the detector pool in the connected Ray cluster; return its handle."""
     _start_serve()
     options = {"num_cpus": num_cpus}

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import ray
 
-from pipeline.config import Settings
-from pipeline.events import load_events
-from pipeline.source import classify
+from longwatch.pipeline.config import Settings
+from longwatch.pipeline.events import load_events
+from longwatch.pipeline.source import classify
 
 from . import model_pool
 from .controller import CONTROLLER_NAME, Controller
@@ -26,8 +26,13 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> bool
 
     for name in ("ray", "ray.serve"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    kwargs = dict(namespace="longwatch", include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
-                  logging_config=ray.LoggingConfig(log_level="WARNING"))
+    kwargs = dict(
+        namespace="longwatch",
+        include_dashboard=False,
+        ignore_reinit_error=True,
+        log_to_driver=False,
+        logging_config=ray.LoggingConfig(log_level="WARNING"),
+    )
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, **kwargs)
@@ -56,7 +61,7 @@ class Runtime:
     """The whole system in one object: ``start()``, ``add(uri)``, ``wait()``, ``close()``."""
 
     def __init__(self, settings: Settings | None = None, *, events_text: str | None = None):
-        from pipeline.events import default_events_path
+        from longwatch.pipeline.events import default_events_path
 
         self.settings = settings or Settings()
         self.events_text = events_text if events_text is not None else Path(default_events_path()).read_text()
@@ -67,34 +72,34 @@ class Runtime:
         self.controller = None
         self.stream_ids: list[str] = []
 
-    def start(self) -> "Runtime":
+    def start(self) -> Runtime:
         rt = self.settings.runtime
         Path(rt.data_dir).mkdir(parents=True, exist_ok=True)
         self.redis_url = rt.redis_url or os.environ.get("REDIS_URL")
         if not self.redis_url:
-            from pipeline.store import EmbeddedRedis
+            from longwatch.pipeline.store import EmbeddedRedis
 
             self._embedded = EmbeddedRedis(Path(rt.data_dir) / "redis").start()
             self.redis_url = self._embedded.url
         # Check model files on the driver first: a missing or wrong model fails here, before any stream.
         backends = {e.backend for e in self.events.events}
         if "detector" in backends:
-            from model.detector import DetectorWeights
+            from longwatch.model.detector import DetectorWeights
 
             DetectorWeights.locate(rt.data_dir)
         if "qwen2_5_vl" in backends:
-            from pipeline.errors import ConfigError
+            from longwatch.pipeline.errors import ConfigError
 
             if not self.settings.vlm.model:
                 raise ConfigError(
                     "events with backend qwen2_5_vl need a model: set vlm.model (LONGWATCH_VLM__MODEL=DIR or hub id)"
                 )
-            from model.qwen_vl import check_checkpoint
+            from longwatch.model.qwen_vl import check_checkpoint
 
             check_checkpoint(self.settings.vlm.model, local_files_only=self.settings.vlm.local_files_only)
         self._started_ray = init_ray(rt.ray_address)
         if self._embedded is not None and sum(1 for n in ray.nodes() if n.get("Alive")) > 1:
-            from pipeline.errors import ConfigError
+            from longwatch.pipeline.errors import ConfigError
 
             self._embedded.close()
             self._embedded = None
@@ -104,8 +109,12 @@ class Runtime:
             )
         if "detector" in backends:
             model_pool.deploy(
-                events_text=self.events_text, data_dir=str(Path(rt.data_dir).resolve()), replicas=rt.model_replicas,
-                num_cpus=rt.model_num_cpus, num_gpus=rt.model_num_gpus, max_batch_clips=rt.max_batch_clips,
+                events_text=self.events_text,
+                data_dir=str(Path(rt.data_dir).resolve()),
+                replicas=rt.model_replicas,
+                num_cpus=rt.model_num_cpus,
+                num_gpus=rt.model_num_gpus,
+                max_batch_clips=rt.max_batch_clips,
                 batch_wait_s=rt.batch_wait_s,
             )
         if "qwen2_5_vl" in backends:
@@ -154,7 +163,7 @@ class Runtime:
                 self._embedded.close()
                 self._embedded = None
 
-    def __enter__(self) -> "Runtime":
+    def __enter__(self) -> Runtime:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -10,16 +10,23 @@ import threading
 
 import ray
 
-from pipeline.config import Settings
-from pipeline.events import load_events
-from pipeline.store import SegmentStore
-from pipeline.worker import StreamProcessor
+from longwatch.pipeline.config import Settings
+from longwatch.pipeline.events import load_events
+from longwatch.pipeline.store import SegmentStore
+from longwatch.pipeline.worker import StreamProcessor
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=4)
 class StreamWorker:
-    def __init__(self, stream_id: str, uri: str, settings_json: str, events_text: str, redis_url: str,
-                 start_at: str | None = None):
+    def __init__(
+        self,
+        stream_id: str,
+        uri: str,
+        settings_json: str,
+        events_text: str,
+        redis_url: str,
+        start_at: str | None = None,
+    ):
         self.stream_id = stream_id
         self.uri = uri
         self.settings = Settings.model_validate_json(settings_json)
@@ -32,7 +39,7 @@ class StreamWorker:
 
     def _score_fn(self):
         """Send each clip to the pool of every backend its events use (concurrently); merge the scores."""
-        from actors import model_pool
+        from longwatch.actors import model_pool
 
         backends = {e.backend for e in self.events.events}
         pools = []
@@ -53,8 +60,13 @@ class StreamWorker:
     def run(self) -> dict:
         with self._lock:
             self._processor = StreamProcessor(
-                self.stream_id, self.uri, settings=self.settings, events=self.events, store=self.store,
-                score_fn=self._score_fn(), start_at=self.start_at,
+                self.stream_id,
+                self.uri,
+                settings=self.settings,
+                events=self.events,
+                store=self.store,
+                score_fn=self._score_fn(),
+                start_at=self.start_at,
                 max_pending_clips=self.settings.runtime.max_pending_clips,
             )
             if self._stopped:

@@ -55,7 +55,7 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,7 +157,7 @@ class CpuMeter:
                 pass
         return time.perf_counter(), busy, procs
 
-    def start(self) -> "CpuMeter":
+    def start(self) -> CpuMeter:
         self.a = self._snap()
         return self
 
@@ -192,10 +192,12 @@ def cpu_split(cpu: dict, keys=("stream workers", "model replica", "rtsp server",
 def gi_unavailable() -> str | None:
     if not Path(SYSTEM_PYTHON).exists():
         return f"{SYSTEM_PYTHON} not found"
-    check = ("import gi; gi.require_version('Gst','1.0'); gi.require_version('GstRtspServer','1.0'); "
-             "from gi.repository import Gst, GstRtspServer; Gst.init(None); "
-             "m=[e for e in ('qtdemux','h264parse','rtph264pay') if Gst.ElementFactory.find(e) is None]; "
-             "print('missing: '+','.join(m) if m else 'ok '+Gst.version_string())")
+    check = (
+        "import gi; gi.require_version('Gst','1.0'); gi.require_version('GstRtspServer','1.0'); "
+        "from gi.repository import Gst, GstRtspServer; Gst.init(None); "
+        "m=[e for e in ('qtdemux','h264parse','rtph264pay') if Gst.ElementFactory.find(e) is None]; "
+        "print('missing: '+','.join(m) if m else 'ok '+Gst.version_string())"
+    )
     try:
         out = subprocess.run([SYSTEM_PYTHON, "-c", check], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -204,8 +206,9 @@ def gi_unavailable() -> str | None:
     if out.returncode == 0 and lines and lines[-1].startswith("ok "):
         MountServer.gst_version = lines[-1][3:]
         return None
-    return (lines[-1] if lines else (out.stderr.strip().splitlines() or ["?"])[-1]) + \
-        " (install python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad)"
+    return (
+        lines[-1] if lines else (out.stderr.strip().splitlines() or ["?"])[-1]
+    ) + " (install python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad)"
 
 
 class MountServer:
@@ -218,12 +221,22 @@ class MountServer:
         self.proc: subprocess.Popen | None = None
         self.base = ""
 
-    def start(self, timeout: float = 30.0) -> "MountServer":
+    def start(self, timeout: float = 30.0) -> MountServer:
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
         self.proc = subprocess.Popen(
-            [SYSTEM_PYTHON, str(BENCH / "rtsp_mounts.py"), str(self.video), "--mounts", str(self.mounts),
-             "--exit-with-stdin"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            [
+                SYSTEM_PYTHON,
+                str(BENCH / "rtsp_mounts.py"),
+                str(self.video),
+                "--mounts",
+                str(self.mounts),
+                "--exit-with-stdin",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
         ready = threading.Event()
         tail: list[str] = []
@@ -270,7 +283,7 @@ class MountServer:
 def pool_stats() -> dict:
     from ray import serve
 
-    from actors.model_pool import APP_NAME
+    from longwatch.actors.model_pool import APP_NAME
 
     try:
         return serve.get_app_handle(APP_NAME).stats.remote().result(timeout_s=10)
@@ -311,18 +324,26 @@ def run_files(rt, label: str, items: list[tuple[str, Path]], say) -> dict:
     batches = s1["batches"] - s0["batches"]
     clips = s1["clips"] - s0["clips"]
     res = {
-        "label": label, "streams": len(items), "footage_s": footage, "wall_s": wall,
-        "total_x": footage / wall if wall > 0 else 0.0, "per_x": speeds, "cpu": cpu,
-        "clips": sum(int(s.get("clips") or 0) for s in per.values()), "batch_mean": clips / batches if batches else 0.0,
+        "label": label,
+        "streams": len(items),
+        "footage_s": footage,
+        "wall_s": wall,
+        "total_x": footage / wall if wall > 0 else 0.0,
+        "per_x": speeds,
+        "cpu": cpu,
+        "clips": sum(int(s.get("clips") or 0) for s in per.values()),
+        "batch_mean": clips / batches if batches else 0.0,
         "errors": {sid: f"{s.get('state')}: {s.get('error')}" for sid, s in bad.items()},
         "per": {sid: (float(s.get("footage_s") or 0), float(s.get("wall_s") or 0)) for sid, s in per.items()},
         "load": loadavg(),
     }
-    say(f"  {label}: {footage:.1f} s of footage in {wall:.1f} s = {res['total_x']:.1f}× total; per stream "
+    say(
+        f"  {label}: {footage:.1f} s of footage in {wall:.1f} s = {res['total_x']:.1f}× total; per stream "
         + ", ".join(f"{sid} {f / w:.1f}×" if w else f"{sid} ?" for sid, (f, w) in res["per"].items())
         + f"; machine {cpu['machine_cores']:.2f} cores busy ({cpu_split(cpu)}); "
         f"{res['clips']} clips, {res['batch_mean']:.2f} clips/model batch; load {res['load']}"
-        + (f"; FAILED {res['errors']}" if bad else ""))
+        + (f"; FAILED {res['errors']}" if bad else "")
+    )
     free_workers(rt, sids)
     return res
 
@@ -333,8 +354,20 @@ def run_files(rt, label: str, items: list[tuple[str, Path]], say) -> dict:
 
 def rtsp_step(rt, server: MountServer, n: int, warm_s: float, window_s: float, clip_s: float, store, say) -> dict:
     sids = [f"live{n}-{uuid.uuid4().hex[:4]}-cam{i}" for i in range(n)]
-    rec = {sid: {"last": 0, "lags": [], "ages": [], "states": set(), "drop0": None, "clips0": None, "epoch": None,
-                 "last_commit": None, "gap_max": 0.0} for sid in sids}
+    rec = {
+        sid: {
+            "last": 0,
+            "lags": [],
+            "ages": [],
+            "states": set(),
+            "drop0": None,
+            "clips0": None,
+            "epoch": None,
+            "last_commit": None,
+            "gap_max": 0.0,
+        }
+        for sid in sids
+    }
     t_add = time.perf_counter()
     for i, sid in enumerate(sids):
         rt.add(server.url(i), stream_id=sid)
@@ -352,7 +385,7 @@ def rtsp_step(rt, server: MountServer, n: int, warm_s: float, window_s: float, c
         if in_window and meter is None:
             meter = CpuMeter().start()
         st = rt.status()
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         last_st = st
         for sid in sids:
             s, r = st.get(sid, {}), rec[sid]
@@ -371,7 +404,9 @@ def rtsp_step(rt, server: MountServer, n: int, warm_s: float, window_s: float, c
                 else:
                     r["gap_max"] = max(r["gap_max"], now_p - r["last_commit"])
             if clips > r["last"] and lag not in ("", None):
-                (r["lags"] if in_window and r["clips0"] is not None and clips > r["clips0"] else warm_lags).append(float(lag))
+                (r["lags"] if in_window and r["clips0"] is not None and clips > r["clips0"] else warm_lags).append(
+                    float(lag)
+                )
             r["last"] = max(r["last"], clips)
             if in_window and clips > 0:
                 if r["epoch"] is None:
@@ -400,9 +435,14 @@ def rtsp_step(rt, server: MountServer, n: int, warm_s: float, window_s: float, c
     gap_max = max(r["gap_max"] for r in rec.values())
     why = []
     if not all_running:
-        why.append("a stream left 'running': " + ", ".join(
-            f"{sid}={sorted(map(str, r['states']))} {final.get(sid, {}).get('error', '')}" for sid, r in rec.items()
-            if r["states"] != {"running"})[:300])
+        why.append(
+            "a stream left 'running': "
+            + ", ".join(
+                f"{sid}={sorted(map(str, r['states']))} {final.get(sid, {}).get('error', '')}"
+                for sid, r in rec.items()
+                if r["states"] != {"running"}
+            )[:300]
+        )
     if lag_max is not None and lag_max >= TARGET_LAG_S:
         why.append(f"max lag {lag_max:.2f} s")
     if drops_win:
@@ -410,19 +450,37 @@ def rtsp_step(rt, server: MountServer, n: int, warm_s: float, window_s: float, c
     if got and min(got) < 0.9 * expected - 1:
         why.append(f"min {min(got)} clips of {expected:.0f}")
     res = {
-        "n": n, "lag_p50": pctl(lags, 50), "lag_p90": pctl(lags, 90), "lag_max": lag_max, "age_p50": pctl(ages, 50),
-        "age_max": age_max, "held_strict": held_strict, "gap_max": gap_max, "drops_win": drops_win, "drops_all": drops_all,
-        "clips_min": min(got) if got else 0, "clips_exp": expected, "cpu": cpu, "held": held, "why": "; ".join(why),
-        "add_s": add_s, "stop_s": stop_s, "stopped": stopped, "warm_lag_max": max(warm_lags) if warm_lags else None,
-        "samples": len(lags), "load": loadavg(),
+        "n": n,
+        "lag_p50": pctl(lags, 50),
+        "lag_p90": pctl(lags, 90),
+        "lag_max": lag_max,
+        "age_p50": pctl(ages, 50),
+        "age_max": age_max,
+        "held_strict": held_strict,
+        "gap_max": gap_max,
+        "drops_win": drops_win,
+        "drops_all": drops_all,
+        "clips_min": min(got) if got else 0,
+        "clips_exp": expected,
+        "cpu": cpu,
+        "held": held,
+        "why": "; ".join(why),
+        "add_s": add_s,
+        "stop_s": stop_s,
+        "stopped": stopped,
+        "warm_lag_max": max(warm_lags) if warm_lags else None,
+        "samples": len(lags),
+        "load": loadavg(),
     }
     f = lambda x: "—" if x is None else f"{x:.2f}"  # noqa: E731
-    say(f"  N={n}: lag p50 {f(res['lag_p50'])} s, p90 {f(res['lag_p90'])} s, max {f(lag_max)} s ({len(lags)} clips); "
+    say(
+        f"  N={n}: lag p50 {f(res['lag_p50'])} s, p90 {f(res['lag_p90'])} s, max {f(lag_max)} s ({len(lags)} clips); "
         f"data age p50 {f(res['age_p50'])} s, max {f(res['age_max'])} s; longest wait between commits {gap_max:.1f} s; dropped {drops_win} in window "
         f"({drops_all} in all); clips/stream min {res['clips_min']} of {expected:.1f}; "
         + (f"machine {cpu['machine_cores']:.2f} cores busy ({cpu_split(cpu)}); " if cpu else "")
         + f"stop {stop_s:.1f} s ({stopped}/{n} stopped); load {res['load']} → "
-        + ("HELD" if held else f"NOT held ({res['why']})"))
+        + ("HELD" if held else f"NOT held ({res['why']})")
+    )
     return res
 
 
@@ -433,7 +491,8 @@ def rtsp_step(rt, server: MountServer, n: int, warm_s: float, window_s: float, c
 def redis_part(n_segments: int, queries: int, rounds: int, checks: int, say) -> dict:
     import numpy as np
 
-    from pipeline.store import EmbeddedRedis, SegmentStore
+    from longwatch.pipeline.store import EmbeddedRedis, SegmentStore
+
     rq = bench_module("redis_query")
     EPOCH, make_table, pct, segments_of = rq.EPOCH, rq.make_table, rq.pct, rq.segments_of
 
@@ -488,18 +547,42 @@ def redis_part(n_segments: int, queries: int, rounds: int, checks: int, say) -> 
                         checked += 1
                 lat[kind] += this
                 round_p99[kind].append(pct(this, 99))
-        rows = [(w, m, pct(lat[(w, m)], 50), pct(lat[(w, m)], 99), min(round_p99[(w, m)]), max(lat[(w, m)]),
-                 float(np.mean(ks[(w, m)]))) for w, m in kinds]
+        rows = [
+            (
+                w,
+                m,
+                pct(lat[(w, m)], 50),
+                pct(lat[(w, m)], 99),
+                min(round_p99[(w, m)]),
+                max(lat[(w, m)]),
+                float(np.mean(ks[(w, m)])),
+            )
+            for w, m in kinds
+        ]
         all_lat = [x for v in lat.values() for x in v]
-        res = {"segments": loaded, "version": version, "load_s": load_s, "rows": rows, "checked": checked,
-               "mismatches": mismatches, "p50": pct(all_lat, 50), "p99": pct(all_lat, 99),
-               "worst_p99": max(r[3] for r in rows), "worst_best_p99": max(r[4] for r in rows),
-               "queries": rounds * queries * len(kinds), "load": loadavg()}
+        res = {
+            "segments": loaded,
+            "version": version,
+            "load_s": load_s,
+            "rows": rows,
+            "checked": checked,
+            "mismatches": mismatches,
+            "p50": pct(all_lat, 50),
+            "p99": pct(all_lat, 99),
+            "worst_p99": max(r[3] for r in rows),
+            "worst_best_p99": max(r[4] for r in rows),
+            "queries": rounds * queries * len(kinds),
+            "load": loadavg(),
+        }
         for w, m, p50, p99, bp99, mx, mk in rows:
-            say(f"  window {w:>4.0f} s, {'1 event ' if m == 'one' else 'all 4   '}: p50 {p50:.2f} ms, p99 {p99:.2f} ms "
-                f"(best round {bp99:.2f}), max {mx:.2f} ms, mean {mk:.1f} segments returned")
-        say(f"  {checked} queries checked against a brute-force scan: "
-            + ("all agree" if not mismatches else f"{mismatches} DISAGREE"))
+            say(
+                f"  window {w:>4.0f} s, {'1 event ' if m == 'one' else 'all 4   '}: p50 {p50:.2f} ms, p99 {p99:.2f} ms "
+                f"(best round {bp99:.2f}), max {mx:.2f} ms, mean {mk:.1f} segments returned"
+            )
+        say(
+            f"  {checked} queries checked against a brute-force scan: "
+            + ("all agree" if not mismatches else f"{mismatches} DISAGREE")
+        )
         return res
     finally:
         store.close()
@@ -525,16 +608,22 @@ def versions() -> str:
         parser = "no hiredis"
     libav = ".".join(str(x) for x in av.library_versions.get("libavcodec", ()))
     try:
-        ff = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout.splitlines()[0].split(" Copyright")[0]
+        ff = (
+            subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True)
+            .stdout.splitlines()[0]
+            .split(" Copyright")[0]
+        )
     except Exception:
         ff = "ffmpeg ?"
     try:
         rs = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2]
     except Exception:
         rs = "?"
-    return (f"Python {platform.python_version()}, ray {ray.__version__}, numpy {numpy.__version__}, "
-            f"PyAV {av.__version__} (libavcodec {libav}), OpenCV {cv2.__version__}, redis-py {redis_py.__version__} "
-            f"({parser}), redis-server {rs}, {ff}, GStreamer {MountServer.gst_version}")
+    return (
+        f"Python {platform.python_version()}, ray {ray.__version__}, numpy {numpy.__version__}, "
+        f"PyAV {av.__version__} (libavcodec {libav}), OpenCV {cv2.__version__}, redis-py {redis_py.__version__} "
+        f"({parser}), redis-server {rs}, {ff}, GStreamer {MountServer.gst_version}"
+    )
 
 
 def machine() -> str:
@@ -557,10 +646,18 @@ def machine() -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 file, N ≤ 4 cameras, 100k segments")
-    ap.add_argument("--max-streams", type=int, default=None, help="largest N for the RTSP sweep (default 16; --quick 4)")
-    ap.add_argument("--window", type=float, default=None, help="RTSP measuring window per step, s (default 30; --quick 15)")
-    ap.add_argument("--warmup", type=float, default=None, help="RTSP settle time before the window, s (default 8; --quick 6)")
-    ap.add_argument("--segments", type=int, default=None, help="segments for the Redis query part (default 1M; --quick 100k)")
+    ap.add_argument(
+        "--max-streams", type=int, default=None, help="largest N for the RTSP sweep (default 16; --quick 4)"
+    )
+    ap.add_argument(
+        "--window", type=float, default=None, help="RTSP measuring window per step, s (default 30; --quick 15)"
+    )
+    ap.add_argument(
+        "--warmup", type=float, default=None, help="RTSP settle time before the window, s (default 8; --quick 6)"
+    )
+    ap.add_argument(
+        "--segments", type=int, default=None, help="segments for the Redis query part (default 1M; --quick 100k)"
+    )
     ap.add_argument("--sweep-all", action="store_true", help="RTSP: run every N even after a step does not hold")
     ap.add_argument("--skip", action="append", default=[], choices=["files", "rtsp", "redis"], help="skip a part")
     args = ap.parse_args(argv)
@@ -569,12 +666,19 @@ def main(argv: list[str] | None = None) -> int:
     window_s = args.window or (15.0 if quick else 30.0)
     warm_s = args.warmup or (6.0 if quick else 8.0)
     n_segments = args.segments or (100_000 if quick else 1_000_000)
-    command = shlex.join([f".venv/bin/python" if ".venv" in sys.executable else Path(sys.executable).name,
-                          "bench/e2e.py", *(argv if argv is not None else sys.argv[1:])])
+    command = shlex.join(
+        [
+            ".venv/bin/python" if ".venv" in sys.executable else Path(sys.executable).name,
+            "bench/e2e.py",
+            *(argv if argv is not None else sys.argv[1:]),
+        ]
+    )
 
     if not FOOTAGE.is_dir() or not all((FOOTAGE / f).is_file() for f in MIXED):
-        print(f"bench/e2e.py: the shared footage is not at {FOOTAGE} (it lives in the team's shared/ folder, not in "
-              "the repo; set LONGWATCH_FOOTAGE to point elsewhere): nothing measured.")
+        print(
+            f"bench/e2e.py: the shared footage is not at {FOOTAGE} (it lives in the team's shared/ folder, not in "
+            "the repo; set LONGWATCH_FOOTAGE to point elsewhere): nothing measured."
+        )
         return 0
 
     # A private Ray: its own temp dir (short path: Unix socket names are limited), no auth, Linux only.
@@ -595,8 +699,10 @@ def main(argv: list[str] | None = None) -> int:
 
     gi_reason = gi_unavailable()
     load_start = loadavg()
-    console.print(f"[bold]longwatch end-to-end benchmark[/] ({'quick' if quick else 'full'}) — load average at start "
-                  f"{load_start} on {os.cpu_count()} CPUs")
+    console.print(
+        f"[bold]longwatch end-to-end benchmark[/] ({'quick' if quick else 'full'}) — load average at start "
+        f"{load_start} on {os.cpu_count()} CPUs"
+    )
     hd_s = 60 if quick else 240
     hd = None
     if ffmpeg_bin():
@@ -606,9 +712,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from actors.runtime import Runtime
-    from pipeline.config import RuntimeConfig, SamplerConfig, Settings
-    from pipeline.store import EmbeddedRedis, SegmentStore
+    from longwatch.actors.runtime import Runtime
+    from longwatch.pipeline.config import RuntimeConfig, SamplerConfig, Settings
+    from longwatch.pipeline.store import EmbeddedRedis, SegmentStore
 
     data_dir = tempfile.mkdtemp(prefix="lwe2e-data-", dir="/tmp")
     redis_dir = tempfile.mkdtemp(prefix="lwe2e-redis-", dir="/tmp")
@@ -629,34 +735,46 @@ def main(argv: list[str] | None = None) -> int:
             return Settings(runtime=rc, sampler=sampler or SamplerConfig())
 
         t = time.perf_counter()
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, namespace="longwatch", _temp_dir=ray_tmp,
-                 log_to_driver=False, logging_config=ray.LoggingConfig(log_level="WARNING"))
+        ray.init(
+            num_cpus=os.cpu_count(),
+            include_dashboard=False,
+            namespace="longwatch",
+            _temp_dir=ray_tmp,
+            log_to_driver=False,
+            logging_config=ray.LoggingConfig(log_level="WARNING"),
+        )
         startup["ray.init"] = time.perf_counter() - t
 
         # ---- part 1: files ------------------------------------------------------------------------
         if "files" not in args.skip:
-            console.print("\n[bold]1. files through the whole runtime[/] (CPU detector, default events, dynamic 0.5–2 fps)")
+            console.print(
+                "\n[bold]1. files through the whole runtime[/] (CPU detector, default events, dynamic 0.5–2 fps)"
+            )
             t = time.perf_counter()
             rt = Runtime(settings(f"e2e{uuid.uuid4().hex[:6]}")).start()
             startup["Runtime.start (Serve, model replica, controller)"] = time.perf_counter() - t
             t = time.perf_counter()
             rt.add(str(FOOTAGE / WARMUP), stream_id="warmup")
             w = rt.wait(timeout=300, stream_ids=["warmup"]).get("warmup", {})
-            startup[f"first file ({WARMUP}, {float(w.get('footage_s') or 0):.0f} s: first actor + detector warm-up)"] = (
-                time.perf_counter() - t)
+            startup[
+                f"first file ({WARMUP}, {float(w.get('footage_s') or 0):.0f} s: first actor + detector warm-up)"
+            ] = time.perf_counter() - t
             free_workers(rt, ["warmup"])
             say("  start-up: " + "; ".join(f"{k} {v:.1f} s" for k, v in startup.items()) + f"; load {loadavg()}")
             tag = uuid.uuid4().hex[:4]
             runs = [("1 file: person clip", [(f"p1-{tag}", FOOTAGE / PERSON)])]
             if not quick:
                 runs += [
-                    ("4 files: person, car, vtest, bikes", [(f"m4-{tag}-{Path(f).stem[:8]}", FOOTAGE / f) for f in MIXED]),
+                    (
+                        "4 files: person, car, vtest, bikes",
+                        [(f"m4-{tag}-{Path(f).stem[:8]}", FOOTAGE / f) for f in MIXED],
+                    ),
                     ("4 streams of the person clip", [(f"p4-{tag}-{i}", FOOTAGE / PERSON) for i in range(4)]),
                 ]
             if hd is not None:
                 runs.append((f"1 file: 720p30 ({hd_s} s)", [(f"hd1-{tag}", hd)]))
                 if not quick:
-                    runs.append((f"4 streams of the 720p30 file", [(f"hd4-{tag}-{i}", hd) for i in range(4)]))
+                    runs.append(("4 streams of the 720p30 file", [(f"hd4-{tag}-{i}", hd) for i in range(4)]))
             for label, items in runs:
                 files.append(run_files(rt, label, items, say))
             rt.close(shutdown_ray=False)
@@ -664,8 +782,10 @@ def main(argv: list[str] | None = None) -> int:
 
         # ---- part 2: live RTSP --------------------------------------------------------------------
         if "rtsp" not in args.skip:
-            console.print(f"\n[bold]2. live 720p30 RTSP streams at 1 fps[/] (clip_seconds 2; warm-up {warm_s:.0f} s, "
-                          f"window {window_s:.0f} s per step)")
+            console.print(
+                f"\n[bold]2. live 720p30 RTSP streams at 1 fps[/] (clip_seconds 2; warm-up {warm_s:.0f} s, "
+                f"window {window_s:.0f} s per step)"
+            )
             if gi_reason or hd is None:
                 notes.append(f"RTSP part skipped: {gi_reason or 'no 720p30 file (ffmpeg missing)'}")
                 say("  " + notes[-1])
@@ -674,8 +794,9 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"  RTSP server: {mserver.base}/cam0 … /cam{max_n - 1} serving {hd.name} (one process)")
                 clip_s = 2.0
                 t = time.perf_counter()
-                rt = Runtime(settings(f"e2e{uuid.uuid4().hex[:6]}",
-                                      SamplerConfig(min_fps=1, max_fps=1, clip_seconds=clip_s))).start()
+                rt = Runtime(
+                    settings(f"e2e{uuid.uuid4().hex[:6]}", SamplerConfig(min_fps=1, max_fps=1, clip_seconds=clip_s))
+                ).start()
                 startup["Runtime.start for the RTSP part"] = time.perf_counter() - t
                 store = SegmentStore.from_url(redis_srv.url, prefix=rt.settings.runtime.redis_prefix)
                 ns = [n for n in (2, 4, 8, 12, 16) if n <= max_n]
@@ -697,8 +818,10 @@ def main(argv: list[str] | None = None) -> int:
 
         # ---- part 3: Redis ------------------------------------------------------------------------
         if "redis" not in args.skip:
-            console.print(f"\n[bold]3. Redis overlap query at {n_segments:,} segments[/] (bench/redis_query.py's data, "
-                          "1 stream × 4 events, private redis-server, no persistence)")
+            console.print(
+                f"\n[bold]3. Redis overlap query at {n_segments:,} segments[/] (bench/redis_query.py's data, "
+                "1 stream × 4 events, private redis-server, no persistence)"
+            )
             q = 500 if quick else 1000
             rq = redis_part(n_segments, q, 3 if not quick else 2, 20, say)
     finally:
@@ -725,23 +848,55 @@ def main(argv: list[str] | None = None) -> int:
     # ---- summary ------------------------------------------------------------------------------
     console.print()
     t1 = Table(title="1. files: footage seconds per wall second (start-up excluded)", title_justify="left")
-    for col in ("run", "streams", "footage s", "wall s", "total ×", "per stream ×", "busy cores (ours: workers/model/other)", "load"):
+    for col in (
+        "run",
+        "streams",
+        "footage s",
+        "wall s",
+        "total ×",
+        "per stream ×",
+        "busy cores (ours: workers/model/other)",
+        "load",
+    ):
         t1.add_column(col, justify="left" if col in ("run", "load") else "right")
     for r in files:
         c = r["cpu"]
         g = c["groups_s"]
         wk, md = g.get("stream workers", 0.0) / c["wall"], g.get("model replica", 0.0) / c["wall"]
-        t1.add_row(r["label"], str(r["streams"]), f"{r['footage_s']:.0f}", f"{r['wall_s']:.1f}", fmt_x(r["total_x"]),
-                   ", ".join(f"{x:.1f}" for x in r["per_x"]) + ("  FAILED" if r["errors"] else ""),
-                   f"{c['machine_cores']:.2f} ({wk:.2f}/{md:.2f}/{c['ours_cores'] - wk - md:.2f})", r["load"])
+        t1.add_row(
+            r["label"],
+            str(r["streams"]),
+            f"{r['footage_s']:.0f}",
+            f"{r['wall_s']:.1f}",
+            fmt_x(r["total_x"]),
+            ", ".join(f"{x:.1f}" for x in r["per_x"]) + ("  FAILED" if r["errors"] else ""),
+            f"{c['machine_cores']:.2f} ({wk:.2f}/{md:.2f}/{c['ours_cores'] - wk - md:.2f})",
+            r["load"],
+        )
     if files:
         console.print(t1)
-        console.print("start-up (once, not in the figures above): " + "; ".join(f"{k} {v:.1f} s" for k, v in startup.items()))
+        console.print(
+            "start-up (once, not in the figures above): " + "; ".join(f"{k} {v:.1f} s" for k, v in startup.items())
+        )
     if steps:
-        t2 = Table(title="2. live 720p30 RTSP at 1 fps, clip 2 s (lag = status lag_s at each commit)", title_justify="left")
-        for col in ("N", "lag p50 s", "lag max s", "age p50 s", "age max s", "max commit gap s", "dropped",
-                    "clips/stream (min/exp)", "busy cores (ours: workers/model/rtsp/other)", "stop s", "held",
-                    "age < 2 s", "load"):
+        t2 = Table(
+            title="2. live 720p30 RTSP at 1 fps, clip 2 s (lag = status lag_s at each commit)", title_justify="left"
+        )
+        for col in (
+            "N",
+            "lag p50 s",
+            "lag max s",
+            "age p50 s",
+            "age max s",
+            "max commit gap s",
+            "dropped",
+            "clips/stream (min/exp)",
+            "busy cores (ours: workers/model/rtsp/other)",
+            "stop s",
+            "held",
+            "age < 2 s",
+            "load",
+        ):
             t2.add_column(col, justify="right")
         for s in steps:
             c = s["cpu"]
@@ -752,10 +907,21 @@ def main(argv: list[str] | None = None) -> int:
                 cores = f"{c['machine_cores']:.2f} ({'/'.join(f'{p:.2f}' for p in parts)}/{c['ours_cores'] - sum(parts):.2f})"
             else:
                 cores = "—"
-            t2.add_row(str(s["n"]), f(s["lag_p50"]), f(s["lag_max"]), f(s["age_p50"]), f(s["age_max"]),
-                       f"{s['gap_max']:.1f}", f"{s['drops_win']} ({s['drops_all']})",
-                       f"{s['clips_min']}/{s['clips_exp']:.1f}", cores, f"{s['stop_s']:.1f}",
-                       "yes" if s["held"] else "NO", "yes" if s["held_strict"] else "no", s["load"])
+            t2.add_row(
+                str(s["n"]),
+                f(s["lag_p50"]),
+                f(s["lag_max"]),
+                f(s["age_p50"]),
+                f(s["age_max"]),
+                f"{s['gap_max']:.1f}",
+                f"{s['drops_win']} ({s['drops_all']})",
+                f"{s['clips_min']}/{s['clips_exp']:.1f}",
+                cores,
+                f"{s['stop_s']:.1f}",
+                "yes" if s["held"] else "NO",
+                "yes" if s["held_strict"] else "no",
+                s["load"],
+            )
         console.print(t2)
         console.print(
             "lag = rt.status() lag_s, read at each 1-s poll for every stream whose clip counter moved (the worker "
@@ -764,14 +930,22 @@ def main(argv: list[str] | None = None) -> int:
             "and can be negative; of a burst of commits between two polls only the last lag is seen. age = now − "
             "end of the newest committed clip at each poll (adds the wait for the next clip; catches stalls). "
             "held: every stream running, max lag < 2 s, no drop, ≥ 90 % of the expected clips. dropped: in the "
-            "window (whole step). Measured after a warm-up; the RTSP server is one GStreamer process.")
+            "window (whole step). Measured after a warm-up; the RTSP server is one GStreamer process."
+        )
     if rq:
         t3 = Table(title=f"3. Redis overlap query, {rq['segments']:,} segments", title_justify="left")
         for col in ("window", "events", "p50 ms", "p99 ms", "best-round p99 ms", "max ms", "mean k"):
             t3.add_column(col, justify="right")
         for w, m, p50, p99, bp99, mx, mk in rq["rows"]:
-            t3.add_row(f"{w:.0f} s", "1" if m == "one" else "all 4", f"{p50:.2f}", f"{p99:.2f}", f"{bp99:.2f}",
-                       f"{mx:.2f}", f"{mk:.1f}")
+            t3.add_row(
+                f"{w:.0f} s",
+                "1" if m == "one" else "all 4",
+                f"{p50:.2f}",
+                f"{p99:.2f}",
+                f"{bp99:.2f}",
+                f"{mx:.2f}",
+                f"{mk:.1f}",
+            )
         console.print(t3)
 
     summ = Table(title="summary", title_justify="left")
@@ -780,29 +954,44 @@ def main(argv: list[str] | None = None) -> int:
     for r in files:
         tgt = f"≥ {TARGET_SPEED:.0f}× total" if r["streams"] == 4 else ""
         met = ("yes" if r["total_x"] >= TARGET_SPEED else "NO") if r["streams"] == 4 else ""
-        summ.add_row(f"× real time, {r['label']}", f"{r['total_x']:.1f}× total "
-                     f"({min(r['per_x']):.1f}–{max(r['per_x']):.1f}× per stream)" if r["per_x"] else "failed", tgt, met)
+        summ.add_row(
+            f"× real time, {r['label']}",
+            f"{r['total_x']:.1f}× total ({min(r['per_x']):.1f}–{max(r['per_x']):.1f}× per stream)"
+            if r["per_x"]
+            else "failed",
+            tgt,
+            met,
+        )
     if steps:
         held = [s["n"] for s in steps if s["held"]]
         best = max(held) if held else 0
         last = steps[-1]
         more = "" if not last["held"] else f" (sweep ended at N={last['n']} without a failure)"
-        summ.add_row("live 720p30 RTSP streams held at 1 fps, lag < 2 s", f"{best}{more}", f"≥ {TARGET_STREAMS}",
-                     "yes" if best >= TARGET_STREAMS else ("NO" if not quick else "n/a (--quick)"))
+        summ.add_row(
+            "live 720p30 RTSP streams held at 1 fps, lag < 2 s",
+            f"{best}{more}",
+            f"≥ {TARGET_STREAMS}",
+            "yes" if best >= TARGET_STREAMS else ("NO" if not quick else "n/a (--quick)"),
+        )
         strict = [s["n"] for s in steps if s["held_strict"]]
         summ.add_row("  … and data age < 2 s at every poll (stricter)", str(max(strict) if strict else 0), "", "")
     if rq:
-        summ.add_row(f"Redis overlap query at {rq['segments']:,} segments",
-                     f"p50 {rq['p50']:.2f} ms, p99 {rq['p99']:.2f} ms (worst kind {rq['worst_p99']:.2f}, "
-                     f"worst best-round {rq['worst_best_p99']:.2f})" + ("" if not rq["mismatches"] else " WRONG RESULTS"),
-                     f"p99 ≤ {TARGET_P99_MS:.0f} ms", "yes" if rq["p99"] <= TARGET_P99_MS and not rq["mismatches"] else "NO")
+        summ.add_row(
+            f"Redis overlap query at {rq['segments']:,} segments",
+            f"p50 {rq['p50']:.2f} ms, p99 {rq['p99']:.2f} ms (worst kind {rq['worst_p99']:.2f}, "
+            f"worst best-round {rq['worst_best_p99']:.2f})" + ("" if not rq["mismatches"] else " WRONG RESULTS"),
+            f"p99 ≤ {TARGET_P99_MS:.0f} ms",
+            "yes" if rq["p99"] <= TARGET_P99_MS and not rq["mismatches"] else "NO",
+        )
     console.print(summ)
     for n in notes:
         console.print(n)
     console.print(f"[bold]command[/] {command}   ({time.perf_counter() - t_all:.0f} s)")
     console.print(f"[bold]machine[/] {machine()}")
     console.print(f"[bold]versions[/] {versions()}")
-    console.print(f"[bold]load average[/] at start {load_start}, at end {loadavg()} (1/5/15 min; the machine may be shared)")
+    console.print(
+        f"[bold]load average[/] at start {load_start}, at end {loadavg()} (1/5/15 min; the machine may be shared)"
+    )
     return 0
 
 

@@ -68,7 +68,7 @@ def ffmpeg_bin() -> str | None:
 
 
 def run_quiet(cmd: list[str]) -> None:
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"command failed ({proc.returncode}): {shlex.join(cmd)}\n{proc.stderr[-2000:]}")
 
@@ -225,7 +225,7 @@ def bench_decord(path: Path, rate: float = 2.0) -> dict:
 
 
 def longwatch_config(rate: float | None):
-    from pipeline.config import SamplerConfig
+    from longwatch.pipeline.config import SamplerConfig
 
     if rate is None:
         return SamplerConfig()
@@ -233,9 +233,9 @@ def longwatch_config(rate: float | None):
 
 
 def bench_longwatch(path: Path, rate: float | None, *, patches: bool = False) -> dict:
-    from pipeline.patches import patchify
-    from pipeline.sampler import sample_clips
-    from pipeline.source import Source
+    from longwatch.pipeline.patches import patchify
+    from longwatch.pipeline.sampler import sample_clips
+    from longwatch.pipeline.source import Source
 
     cfg = longwatch_config(rate)
     clips = frames = tokens = 0
@@ -264,8 +264,8 @@ def bench_longwatch(path: Path, rate: float | None, *, patches: bool = False) ->
 
 
 def skip_mode(path: Path, rate: float | None) -> str:
-    from pipeline.sampler import choose_skip
-    from pipeline.source import Source
+    from longwatch.pipeline.sampler import choose_skip
+    from longwatch.pipeline.source import Source
 
     with Source.open(str(path)) as src:
         return choose_skip(src, longwatch_config(rate))
@@ -290,8 +290,8 @@ def _peak_rss_mb() -> dict:
 def child_main(kind: str, path: str) -> None:
     """Runs in a fresh interpreter; prints one JSON line: peak RSS after imports and after the work."""
     if kind == "longwatch":
-        import pipeline.sampler  # noqa: F401
-        import pipeline.source  # noqa: F401
+        import longwatch.pipeline.sampler
+        import longwatch.pipeline.source  # noqa: F401
     elif kind == "qwen":
         os.environ["FORCE_QWENVL_VIDEO_READER"] = "decord"
         import qwen_vl_utils  # noqa: F401
@@ -316,7 +316,7 @@ def run_child(kind: str, path: Path, timeout: float | None = None) -> dict:
     env = dict(os.environ)
     if kind == "qwen":
         env["FORCE_QWENVL_VIDEO_READER"] = "decord"
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout, env=env, cwd=ROOT)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
     if proc.returncode != 0:
         raise RuntimeError(f"child {kind} failed ({proc.returncode}): {proc.stderr[-1500:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -401,14 +401,23 @@ def main(argv: list[str] | None = None) -> int:
         child_main(*args.child)
         return 0
 
-    command = shlex.join([os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT)) else sys.executable,
-                          os.path.relpath(Path(__file__).resolve(), ROOT), *(argv if argv is not None else sys.argv[1:])])
+    command = shlex.join(
+        [
+            os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT)) else sys.executable,
+            os.path.relpath(Path(__file__).resolve(), ROOT),
+            *(argv if argv is not None else sys.argv[1:]),
+        ]
+    )
     if not (FOOTAGE / SOURCE_CLIP).is_file():
-        print(f"nothing measured: the real footage {SOURCE_CLIP} is not at {FOOTAGE} "
-              "(it lives in the team's shared/ folder, not in the repo; set LONGWATCH_FOOTAGE to point at it)")
+        print(
+            f"nothing measured: the real footage {SOURCE_CLIP} is not at {FOOTAGE} "
+            "(it lives in the team's shared/ folder, not in the repo; set LONGWATCH_FOOTAGE to point at it)"
+        )
         return 0
     if ffmpeg_bin() is None:
-        print("nothing measured: ffmpeg is not on PATH (it makes the test files and is the peer; `make apt` installs it)")
+        print(
+            "nothing measured: ffmpeg is not on PATH (it makes the test files and is the peer; `make apt` installs it)"
+        )
         return 0
 
     from rich.console import Console
@@ -428,36 +437,71 @@ def main(argv: list[str] | None = None) -> int:
     )
     if long is not None:
         li = probe(long)
-        console.print(f"[bold]long file[/] {long.relative_to(ROOT)}: {li['duration'] / 60:.1f} min, {li['frames']} frames, "
-                      f"{li['bytes'] / 1e6:.1f} MB")
+        console.print(
+            f"[bold]long file[/] {long.relative_to(ROOT)}: {li['duration'] / 60:.1f} min, {li['frames']} frames, "
+            f"{li['bytes'] / 1e6:.1f} MB"
+        )
 
     skips = {r: skip_mode(short, r) for r in (2.0, 0.5, None)}
 
     contenders = [
-        {"name": "ffmpeg -threads 2 full decode", "fn": lambda: bench_ffmpeg(short), "children": True,
-         "note": "peer (Debian ffmpeg)"},
+        {
+            "name": "ffmpeg -threads 2 full decode",
+            "fn": lambda: bench_ffmpeg(short),
+            "children": True,
+            "note": "peer (Debian ffmpeg)",
+        },
         {"name": "PyAV full decode (thread_type AUTO)", "fn": lambda: bench_pyav(short), "note": "no RGB"},
-        {"name": "decord 2 fps (num_threads=2)", "fn": lambda: bench_decord(short, 2.0),
-         "note": f"get_batch in chunks of {DECORD_CHUNK}"},
-        {"name": "longwatch ingest 2 fps", "fn": lambda: bench_longwatch(short, 2.0), "target": TARGET_SPEED_2FPS,
-         "note": f"skip={skips[2.0]}"},
-        {"name": "longwatch ingest 2 fps + patchify", "fn": lambda: bench_longwatch(short, 2.0, patches=True),
-         "note": f"skip={skips[2.0]}; float32 pixel_values"},
-        {"name": "longwatch ingest dynamic 0.5–2 fps", "fn": lambda: bench_longwatch(short, None),
-         "target": TARGET_SPEED_2FPS, "note": f"skip={skips[None]}"},
-        {"name": "longwatch ingest 0.5 fps", "fn": lambda: bench_longwatch(short, 0.5), "target": TARGET_SPEED_05FPS,
-         "note": f"skip={skips[0.5]}"},
+        {
+            "name": "decord 2 fps (num_threads=2)",
+            "fn": lambda: bench_decord(short, 2.0),
+            "note": f"get_batch in chunks of {DECORD_CHUNK}",
+        },
+        {
+            "name": "longwatch ingest 2 fps",
+            "fn": lambda: bench_longwatch(short, 2.0),
+            "target": TARGET_SPEED_2FPS,
+            "note": f"skip={skips[2.0]}",
+        },
+        {
+            "name": "longwatch ingest 2 fps + patchify",
+            "fn": lambda: bench_longwatch(short, 2.0, patches=True),
+            "note": f"skip={skips[2.0]}; float32 pixel_values",
+        },
+        {
+            "name": "longwatch ingest dynamic 0.5–2 fps",
+            "fn": lambda: bench_longwatch(short, None),
+            "target": TARGET_SPEED_2FPS,
+            "note": f"skip={skips[None]}",
+        },
+        {
+            "name": "longwatch ingest 0.5 fps",
+            "fn": lambda: bench_longwatch(short, 0.5),
+            "target": TARGET_SPEED_05FPS,
+            "note": f"skip={skips[0.5]}",
+        },
     ]
-    console.print(f"timing {len(contenders)} contenders × {repeats} rounds (interleaved); load average before: {loadavg()}")
+    console.print(
+        f"timing {len(contenders)} contenders × {repeats} rounds (interleaved); load average before: {loadavg()}"
+    )
     run_rounds(contenders, repeats, lambda msg: console.print(msg, highlight=False))
     console.print(f"load average after: {loadavg()} (on {os.cpu_count()} CPUs: other jobs inflate every wall time)")
 
     ff_speed = dur / contenders[0]["best"]["wall"]
-    t = Table(title=f"Ingest speed, {dur:.0f} s of {WIDTH}x{HEIGHT} {FPS} fps H.264 (× real time = footage s / wall s, "
-                    f"best of {repeats})")
-    for col, kw in (("what", {"no_wrap": True}), ("× real time", {"justify": "right"}), ("× ffmpeg", {"justify": "right"}),
-                    ("wall s", {"justify": "right"}), ("cpu s", {"justify": "right"}),
-                    ("cpu × ffmpeg", {"justify": "right"}), ("target", {"no_wrap": True}), ("details", {})):
+    t = Table(
+        title=f"Ingest speed, {dur:.0f} s of {WIDTH}x{HEIGHT} {FPS} fps H.264 (× real time = footage s / wall s, "
+        f"best of {repeats})"
+    )
+    for col, kw in (
+        ("what", {"no_wrap": True}),
+        ("× real time", {"justify": "right"}),
+        ("× ffmpeg", {"justify": "right"}),
+        ("wall s", {"justify": "right"}),
+        ("cpu s", {"justify": "right"}),
+        ("cpu × ffmpeg", {"justify": "right"}),
+        ("target", {"no_wrap": True}),
+        ("details", {}),
+    ):
         t.add_column(col, **kw)
     errors = []
     for c in contenders:
@@ -475,41 +519,71 @@ def main(argv: list[str] | None = None) -> int:
             out.append(f"{res['frames']} frames" + (f" {res['size']}" if "size" in res else ""))
         if "error" in res:
             out.append("[red]raised at the end[/] (below)")
-            errors.append(f"{name}: raised after {res['wall']:.2f} s, having yielded {res['clips']} clips: {res['error']}")
+            errors.append(
+                f"{name}: raised after {res['wall']:.2f} s, having yielded {res['clips']} clips: {res['error']}"
+            )
         verdict = ""
         if target is not None:
             verdict = f"≥ {target:g}× ffmpeg: " + ("[green]met[/]" if ratio >= target else "[red]MISSED[/]")
             if "error" in res:
                 verdict = f"[red]RAISED[/] (speed {'met' if ratio >= target else 'missed'})"
         cpu_ratio = contenders[0]["best"]["cpu"] / res["cpu"] if res["cpu"] > 0 else float("nan")
-        t.add_row(name, f"{speed:.1f}", f"{ratio:.2f}", f"{res['wall']:.2f}", f"{res['cpu']:.2f}", f"{cpu_ratio:.2f}",
-                  verdict, "; ".join([note, *out]) if note else "; ".join(out))
+        t.add_row(
+            name,
+            f"{speed:.1f}",
+            f"{ratio:.2f}",
+            f"{res['wall']:.2f}",
+            f"{res['cpu']:.2f}",
+            f"{cpu_ratio:.2f}",
+            verdict,
+            "; ".join([note, *out]) if note else "; ".join(out),
+        )
     console.print(t)
     for e in errors:
         console.print("  [red]error[/] " + e, highlight=False)
 
     # -- memory ---------------------------------------------------------------------------------
     m = Table(title="Peak RSS (fresh subprocess each; VmHWM)")
-    for col, kw in (("what", {}), ("file", {}), ("peak MB", {"justify": "right"}),
-                    ("after imports MB", {"justify": "right"}), ("wall s", {"justify": "right"}), ("notes", {})):
+    for col, kw in (
+        ("what", {}),
+        ("file", {}),
+        ("peak MB", {"justify": "right"}),
+        ("after imports MB", {"justify": "right"}),
+        ("wall s", {"justify": "right"}),
+        ("notes", {}),
+    ):
         m.add_column(col, **kw)
     console.print("  measuring peak RSS, longwatch 2 fps, short file ...")
     rs = run_child("longwatch", short)
-    m.add_row("longwatch ingest 2 fps", f"{dur / 60:.0f} min", f"{peak(rs):.0f}", f"{base(rs):.0f}", f"{rs['wall']:.1f}",
-              f"{rs['clips']} clips" + (f"; RAISED {rs['error'][:60]}" if "error" in rs else ""))
+    m.add_row(
+        "longwatch ingest 2 fps",
+        f"{dur / 60:.0f} min",
+        f"{peak(rs):.0f}",
+        f"{base(rs):.0f}",
+        f"{rs['wall']:.1f}",
+        f"{rs['clips']} clips" + (f"; RAISED {rs['error'][:60]}" if "error" in rs else ""),
+    )
     notes: list[str] = []
     if long is not None:
         console.print("  measuring peak RSS, longwatch 2 fps, long file ...")
         rl = run_child("longwatch", long)
         ratio = peak(rl) / peak(rs)
-        m.add_row("longwatch ingest 2 fps", f"{li['duration'] / 60:.0f} min", f"{peak(rl):.0f}", f"{base(rl):.0f}",
-                  f"{rl['wall']:.1f}", f"{rl['clips']} clips; {li['duration'] / rl['wall']:.1f}× real time"
-                  + (f"; RAISED {rl['error'][:60]}" if "error" in rl else ""))
+        m.add_row(
+            "longwatch ingest 2 fps",
+            f"{li['duration'] / 60:.0f} min",
+            f"{peak(rl):.0f}",
+            f"{base(rl):.0f}",
+            f"{rl['wall']:.1f}",
+            f"{rl['clips']} clips; {li['duration'] / rl['wall']:.1f}× real time"
+            + (f"; RAISED {rl['error'][:60]}" if "error" in rl else ""),
+        )
         ok_mb = max(peak(rs), peak(rl)) <= TARGET_RSS_MB
         ok_ratio = ratio <= TARGET_RSS_RATIO
-        notes.append(f"long/short peak RSS ratio: {ratio:.3f} (target ≤ {TARGET_RSS_RATIO}: "
-                     f"{'[green]met[/]' if ok_ratio else '[red]MISSED[/]'}); peak ≤ {TARGET_RSS_MB:.0f} MB: "
-                     f"{'[green]met[/]' if ok_mb else '[red]MISSED[/]'}")
+        notes.append(
+            f"long/short peak RSS ratio: {ratio:.3f} (target ≤ {TARGET_RSS_RATIO}: "
+            f"{'[green]met[/]' if ok_ratio else '[red]MISSED[/]'}); peak ≤ {TARGET_RSS_MB:.0f} MB: "
+            f"{'[green]met[/]' if ok_mb else '[red]MISSED[/]'}"
+        )
     else:
         notes.append("--quick: the 30-minute file and the long/short ratio are skipped")
     if args.quick or args.no_qwen:
@@ -518,15 +592,22 @@ def main(argv: list[str] | None = None) -> int:
         avail = mem_available_mb()
         need = QWEN_EXPECTED_MB * 1.3
         if avail is not None and avail < need:
-            notes.append(f"qwen-vl-utils fetch_video: skipped, {avail / 1024:.1f} GB available and it is expected to "
-                         f"take ~{QWEN_EXPECTED_MB / 1024:.1f} GB")
+            notes.append(
+                f"qwen-vl-utils fetch_video: skipped, {avail / 1024:.1f} GB available and it is expected to "
+                f"take ~{QWEN_EXPECTED_MB / 1024:.1f} GB"
+            )
         else:
             console.print("  measuring peak RSS, qwen-vl-utils fetch_video (decord) 2 fps, short file ...")
             try:
                 rq = run_child("qwen", short, timeout=QWEN_TIMEOUT_S)
-                m.add_row("qwen-vl-utils 0.0.14 fetch_video 2 fps (decord)", f"{dur / 60:.0f} min", f"{peak(rq):.0f}",
-                          f"{base(rq):.0f}", f"{rq['wall']:.1f}",
-                          f"{rq['shape']} {rq['dtype'].replace('torch.', '')}; {dur / rq['wall']:.1f}× real time")
+                m.add_row(
+                    "qwen-vl-utils 0.0.14 fetch_video 2 fps (decord)",
+                    f"{dur / 60:.0f} min",
+                    f"{peak(rq):.0f}",
+                    f"{base(rq):.0f}",
+                    f"{rq['wall']:.1f}",
+                    f"{rq['shape']} {rq['dtype'].replace('torch.', '')}; {dur / rq['wall']:.1f}× real time",
+                )
             except subprocess.TimeoutExpired:
                 notes.append(f"qwen-vl-utils fetch_video: skipped, it took longer than {QWEN_TIMEOUT_S} s")
             except Exception as exc:  # a benchmark reports, it does not fail on an optional peer
@@ -538,13 +619,19 @@ def main(argv: list[str] | None = None) -> int:
     # -- context --------------------------------------------------------------------------------
     mc = machine()
     console.print(f"[bold]command[/] {command}")
-    console.print(f"[bold]machine[/] nproc {mc['nproc']} (affinity {mc['affinity']}), CPU {mc['cpu']}, "
-                  f"{mc['mem_total_gb']:.0f} GB RAM, Linux {mc['kernel']}, Python {mc['python']}")
+    console.print(
+        f"[bold]machine[/] nproc {mc['nproc']} (affinity {mc['affinity']}), CPU {mc['cpu']}, "
+        f"{mc['mem_total_gb']:.0f} GB RAM, Linux {mc['kernel']}, Python {mc['python']}"
+    )
     console.print(f"[bold]versions[/] av {mc['av']}; {mc['ffmpeg']}; decord {mc['decord']}; numpy {mc['numpy']}")
-    console.print("[bold]targets[/] longwatch ingest ≥ 1× ffmpeg full-decode speed at ≤ 2 fps and ≥ 3× at ≤ 0.5 fps; "
-                  "peak RSS ≤ 1 GB and 30-min/4-min ratio ≤ 1.1. cpu × ffmpeg = ffmpeg's CPU seconds / this row's.")
-    console.print(f"[bold]skip modes[/] (pipeline.sampler.choose_skip): 2 fps → {skips[2.0]}, 0.5 fps → {skips[0.5]}, "
-                  f"dynamic 0.5–2 fps → {skips[None]}")
+    console.print(
+        "[bold]targets[/] longwatch ingest ≥ 1× ffmpeg full-decode speed at ≤ 2 fps and ≥ 3× at ≤ 0.5 fps; "
+        "peak RSS ≤ 1 GB and 30-min/4-min ratio ≤ 1.1. cpu × ffmpeg = ffmpeg's CPU seconds / this row's."
+    )
+    console.print(
+        f"[bold]skip modes[/] (pipeline.sampler.choose_skip): 2 fps → {skips[2.0]}, 0.5 fps → {skips[0.5]}, "
+        f"dynamic 0.5–2 fps → {skips[None]}"
+    )
     return 0
 
 

@@ -33,7 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -43,25 +43,34 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from model.qwen_vl import QwenVLBackend, make_tiny_checkpoint  # noqa: E402
-from pipeline.events import EventSpec  # noqa: E402
-from pipeline.types import Clip  # noqa: E402
+from longwatch.model.qwen_vl import QwenVLBackend, make_tiny_checkpoint  # noqa: E402
+from longwatch.pipeline.events import EventSpec  # noqa: E402
+from longwatch.pipeline.types import Clip  # noqa: E402
 
 PROMPTS = [
-    "a person falls to the ground", "a truck backs into the dock", "a person enters the room", "a door opens",
-    "a car parks", "two people shake hands", "a dog runs across", "someone leaves a bag behind",
+    "a person falls to the ground",
+    "a truck backs into the dock",
+    "a person enters the room",
+    "a door opens",
+    "a car parks",
+    "two people shake hands",
+    "a dog runs across",
+    "someone leaves a bag behind",
 ]
 
 
-def make_clips(n: int, *, seconds: float, fps: float, height: int, width: int, mixed: bool, seed: int = 0) -> list[Clip]:
+def make_clips(
+    n: int, *, seconds: float, fps: float, height: int, width: int, mixed: bool, seed: int = 0
+) -> list[Clip]:
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
         h, w = (height, width) if not mixed or i % 2 == 0 else (max(28, height - 56), width + 56)
         k = max(2, int(round(seconds * fps)))
         frames = rng.integers(0, 256, (k, h, w, 3), dtype=np.uint8)
-        out.append(Clip(f"cam{i % 4}", i, fps, 60.0 * i + np.arange(k) / fps, frames,
-                        epoch=datetime(2024, 1, 1, tzinfo=timezone.utc)))
+        out.append(
+            Clip(f"cam{i % 4}", i, fps, 60.0 * i + np.arange(k) / fps, frames, epoch=datetime(2024, 1, 1, tzinfo=UTC))
+        )
     return out
 
 
@@ -83,28 +92,36 @@ def run(backend: QwenVLBackend, clips: list[Clip], batch: int, strategy: str, re
         sync(dev)
         t0 = time.perf_counter()
         for k in range(0, len(clips), batch):
-            backend.score_many(clips[k:k + batch])
+            backend.score_many(clips[k : k + batch])
         sync(dev)
         times.append(time.perf_counter() - t0)
         vis.append((backend.stats["vision_patches"], backend.stats["vision_s"]))
     best = min(times)
     patches, vis_s = vis[times.index(best)]
     return {
-        "strategy": strategy, "batch": batch, "clips": len(clips), "events": len(backend.events),
-        "seconds": best, "median_s": statistics.median(times),
-        "clips_per_s": len(clips) / best, "vision_tokens_per_s": video_tokens / best,
+        "strategy": strategy,
+        "batch": batch,
+        "clips": len(clips),
+        "events": len(backend.events),
+        "seconds": best,
+        "median_s": statistics.median(times),
+        "clips_per_s": len(clips) / best,
+        "vision_tokens_per_s": video_tokens / best,
         "vit_patches_per_s": patches / vis_s if vis_s else None,  # None: the ViT ran inside forward
-        "ms_per_clip": 1000 * best / len(clips), "video_tokens_per_clip": video_tokens / len(clips),
+        "ms_per_clip": 1000 * best / len(clips),
+        "video_tokens_per_clip": video_tokens / len(clips),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", help="a Qwen2.5-VL checkpoint directory (default: a tiny random model, CPU)")
-    ap.add_argument("--device", default=None, help="cpu / cuda / auto (default: cpu for the tiny model, auto otherwise)")
+    ap.add_argument(
+        "--device", default=None, help="cpu / cuda / auto (default: cpu for the tiny model, auto otherwise)"
+    )
     ap.add_argument("--dtype", default=None, help="bf16 / fp16 / fp32 (default: fp32 on CPU, bf16 on GPU)")
     ap.add_argument("--attn", default="sdpa", choices=["sdpa", "flash_attention_2", "eager"])
-    ap.add_argument("--events", type=int, default=4, help="natural-language events per clip (max %d)" % len(PROMPTS))
+    ap.add_argument("--events", type=int, default=4, help=f"natural-language events per clip (max {len(PROMPTS)})")
     ap.add_argument("--clips", type=int, default=8, help="clips per measurement (a multiple of 4 is best)")
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--fps", type=float, default=2.0)
@@ -125,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         model_dir, which = args.model, f"checkpoint {args.model}"
         device = args.device or "auto"
         if device == "auto" and not torch.cuda.is_available():
-            print("note: no GPU here; a real checkpoint on CPU is slow — consider --clips 4 --repeats 1", file=sys.stderr)
+            print(
+                "note: no GPU here; a real checkpoint on CPU is slow — consider --clips 4 --repeats 1", file=sys.stderr
+            )
     else:
         tmp = tempfile.TemporaryDirectory(prefix="longwatch-tiny-qwen-")
         model_dir = make_tiny_checkpoint(tmp.name)
@@ -133,18 +152,25 @@ def main(argv: list[str] | None = None) -> int:
         device = args.device or "cpu"
     dev_is_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     dtype = args.dtype or ("bf16" if dev_is_cuda else "fp32")
-    backend = QwenVLBackend.load(model_dir, dtype=dtype, attn=args.attn, device=device,
-                                 max_batch_tokens=10**9)
-    backend.set_events([EventSpec(event=f"e{i}", backend="qwen2_5_vl", prompt=p, threshold=0.5)
-                        for i, p in enumerate(PROMPTS[: args.events])])
+    backend = QwenVLBackend.load(model_dir, dtype=dtype, attn=args.attn, device=device, max_batch_tokens=10**9)
+    backend.set_events(
+        [
+            EventSpec(event=f"e{i}", backend="qwen2_5_vl", prompt=p, threshold=0.5)
+            for i, p in enumerate(PROMPTS[: args.events])
+        ]
+    )
     clips = make_clips(args.clips, seconds=args.seconds, fps=args.fps, height=h, width=w, mixed=args.mixed)
     dev = backend.device
     gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else None
     print(f"model:   {which}")
-    print(f"device:  {dev}{' (' + gpu + ')' if gpu else ''}, dtype {dtype}, attn {args.attn}, "
-          f"torch {torch.__version__} ({torch.get_num_threads()} CPU threads), {platform.processor() or platform.machine()}")
-    print(f"clips:   {len(clips)} × {args.seconds:g} s at {args.fps:g} fps, {h}x{w}{' / mixed sizes' if args.mixed else ''}, "
-          f"{args.events} events each, grounding off")
+    print(
+        f"device:  {dev}{' (' + gpu + ')' if gpu else ''}, dtype {dtype}, attn {args.attn}, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} CPU threads), {platform.processor() or platform.machine()}"
+    )
+    print(
+        f"clips:   {len(clips)} × {args.seconds:g} s at {args.fps:g} fps, {h}x{w}{' / mixed sizes' if args.mixed else ''}, "
+        f"{args.events} events each, grounding off"
+    )
     results = []
     print(f"\n{'strategy':<9} {'batch':>5} {'clips/s':>9} {'vision tok/s':>13} {'ViT patches/s':>14} {'ms/clip':>9}")
     for strategy in args.strategies.split(","):
@@ -152,14 +178,20 @@ def main(argv: list[str] | None = None) -> int:
             r = run(backend, clips, batch, strategy, args.repeats)
             results.append(r)
             vit = "in forward" if r["vit_patches_per_s"] is None else f"{r['vit_patches_per_s']:.0f}"
-            print(f"{strategy:<9} {batch:>5} {r['clips_per_s']:>9.2f} {r['vision_tokens_per_s']:>13.0f} "
-                  f"{vit:>14} {r['ms_per_clip']:>9.1f}")
+            print(
+                f"{strategy:<9} {batch:>5} {r['clips_per_s']:>9.2f} {r['vision_tokens_per_s']:>13.0f} "
+                f"{vit:>14} {r['ms_per_clip']:>9.1f}"
+            )
     best = max(results, key=lambda r: r["clips_per_s"])
     print(f"\nfastest: {best['strategy']} at batch {best['batch']} ({best['clips_per_s']:.2f} clips/s)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"model": which, "device": str(dev), "gpu": gpu, "dtype": dtype, "attn": args.attn,
-                                         "results": results}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {"model": which, "device": str(dev), "gpu": gpu, "dtype": dtype, "attn": args.attn, "results": results},
+                indent=2,
+            )
+        )
     if tmp is not None:
         tmp.cleanup()
     return 0

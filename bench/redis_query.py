@@ -37,17 +37,17 @@ import resource
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.store import EmbeddedRedis, SegmentStore  # noqa: E402
-from pipeline.types import Segment  # noqa: E402
+from longwatch.pipeline.store import EmbeddedRedis, SegmentStore
+from longwatch.pipeline.types import Segment
 
-EPOCH = datetime(2024, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 EVENTS = ["person_present", "car_present", "dog_present", "activity", "scene_cut", "bicycle_present"]
 
 
@@ -107,8 +107,10 @@ def main() -> int:
         version = store.r.info("server")["redis_version"]
         for sid in store.stream_ids():
             store.drop_stream(sid)
-        print(f"# Redis overlap-query benchmark — {args.segments:,} segments, {args.streams} stream(s) × "
-              f"{args.events} events")
+        print(
+            f"# Redis overlap-query benchmark — {args.segments:,} segments, {args.streams} stream(s) × "
+            f"{args.events} events"
+        )
         try:
             import hiredis  # noqa: F401
 
@@ -118,8 +120,10 @@ def main() -> int:
         import redis as redis_py
 
         print(f"server: {where}, Redis {version}; client: redis-py {redis_py.__version__}, {parser}")
-        print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-              f"load average {os.getloadavg()[0]:.1f}")
+        print(
+            f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+            f"load average {os.getloadavg()[0]:.1f}"
+        )
         print()
 
         t = time.perf_counter()
@@ -135,11 +139,15 @@ def main() -> int:
         load_s = time.perf_counter() - t
         mem = int(store.r.info("memory")["used_memory"]) - mem0
         entries = sum(int(store.r.zcard(store.idx_key(sid, ev))) for sid, ev in table)
-        print(f"generated {loaded:,} segments over {horizon / 86400:.1f} days of stream time "
-              f"({n_long:,} of them 1–3 h long) in {gen_s:.1f} s")
+        print(
+            f"generated {loaded:,} segments over {horizon / 86400:.1f} days of stream time "
+            f"({n_long:,} of them 1–3 h long) in {gen_s:.1f} s"
+        )
         print(f"load (pipelined, {args.batch} per pipeline): {load_s:.1f} s = {loaded / load_s:,.0f} segments/s")
-        print(f"index entries: {entries:,}; Redis memory for the data: {mem / 2**20:,.0f} MiB "
-              f"({mem / loaded:.0f} B per segment)")
+        print(
+            f"index entries: {entries:,}; Redis memory for the data: {mem / 2**20:,.0f} MiB "
+            f"({mem / loaded:.0f} B per segment)"
+        )
         print()
 
         rng = np.random.default_rng(args.seed + 1)
@@ -189,25 +197,43 @@ def main() -> int:
         for kind in kinds:
             st = stats[kind]
             lat = st["lat"]
-            rows.append((*kind, pct(lat, 50), pct(lat, 99), min(st["round_p99"]), max(lat),
-                         st["cpu"] / len(lat) * 1000, float(np.mean(st["ks"])), max(st["ks"])))
+            rows.append(
+                (
+                    *kind,
+                    pct(lat, 50),
+                    pct(lat, 99),
+                    min(st["round_p99"]),
+                    max(lat),
+                    st["cpu"] / len(lat) * 1000,
+                    float(np.mean(st["ks"])),
+                    max(st["ks"]),
+                )
+            )
 
         if mismatches:
             print(f"ERROR: {mismatches} queries disagree with the brute-force scan; no figures printed")
             return 1
-        print(f"{'window':>8}  {'events':>6}  {'p50 ms':>7}  {'p99 ms':>7}  {'best-round p99':>14}  "
-              f"{'max ms':>7}  {'cpu ms/q':>8}  {'mean k':>7}  {'max k':>6}")
+        print(
+            f"{'window':>8}  {'events':>6}  {'p50 ms':>7}  {'p99 ms':>7}  {'best-round p99':>14}  "
+            f"{'max ms':>7}  {'cpu ms/q':>8}  {'mean k':>7}  {'max k':>6}"
+        )
         for width, ev_mode, p50, p99, bp99, mx, cpu, mk, xk in rows:
             label = "1" if ev_mode == "one" else f"all {len(events)}"
-            print(f"{width:>7.0f}s  {label:>6}  {p50:>7.2f}  {p99:>7.2f}  {bp99:>14.2f}  {mx:>7.2f}  "
-                  f"{cpu:>8.3f}  {mk:>7.1f}  {xk:>6}")
+            print(
+                f"{width:>7.0f}s  {label:>6}  {p50:>7.2f}  {p99:>7.2f}  {bp99:>14.2f}  {mx:>7.2f}  "
+                f"{cpu:>8.3f}  {mk:>7.1f}  {xk:>6}"
+            )
         worst = max(r[3] for r in rows)
         worst_best = max(r[4] for r in rows)
         print()
-        print(f"{args.rounds} rounds × {args.queries} timed queries per row; {checked} queries checked against "
-              f"brute force: all agree. Load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs.")
-        print(f"worst p99 over all rounds: {worst:.2f} ms, worst best-round p99: {worst_best:.2f} ms "
-              f"(target ≤ 5 ms): {'met' if worst <= 5.0 else 'met in the best round' if worst_best <= 5.0 else 'NOT met'}")
+        print(
+            f"{args.rounds} rounds × {args.queries} timed queries per row; {checked} queries checked against "
+            f"brute force: all agree. Load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs."
+        )
+        print(
+            f"worst p99 over all rounds: {worst:.2f} ms, worst best-round p99: {worst_best:.2f} ms "
+            f"(target ≤ 5 ms): {'met' if worst <= 5.0 else 'met in the best round' if worst_best <= 5.0 else 'NOT met'}"
+        )
         print(f"client peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
         print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
         return 0

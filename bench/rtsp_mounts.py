@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         GLib.unix_signal_add(GLib.PRIORITY_HIGH, sig, quit_)
     if args.exit_with_stdin:
+
         def on_stdin(fd, _cond):
             try:
                 data = os.read(fd, 4096)
@@ -78,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             loop.quit()
             return GLib.SOURCE_REMOVE
 
-        GLib.io_add_watch(sys.stdin.fileno(), GLib.PRIORITY_DEFAULT, GLib.IOCondition.IN | GLib.IOCondition.HUP, on_stdin)
+        GLib.io_add_watch(
+            sys.stdin.fileno(), GLib.PRIORITY_DEFAULT, GLib.IOCondition.IN | GLib.IOCondition.HUP, on_stdin
+        )
     print(f"READY rtsp://{HOST}:{server.get_bound_port()} {args.mounts}", flush=True)
     loop.run()
 

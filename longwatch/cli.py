@@ -6,19 +6,18 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from model.position_ids import temporal_ids
-from pipeline.config import QwenCompatConfig, SamplerConfig, Settings
-from pipeline.errors import LongwatchError
-from pipeline.patches import patchify
-from pipeline.sampler import choose_skip, sample_clips, sample_qwen
-from pipeline.source import Source
+from longwatch.model.position_ids import temporal_ids
+from longwatch.pipeline.config import QwenCompatConfig, SamplerConfig, Settings
+from longwatch.pipeline.errors import LongwatchError
+from longwatch.pipeline.patches import patchify
+from longwatch.pipeline.sampler import choose_skip, sample_clips, sample_qwen
+from longwatch.pipeline.source import Source
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="longwatch: watch long footage.")
 console = Console()
@@ -26,8 +25,12 @@ err_console = Console(stderr=True)
 
 
 @app.callback()
-def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="log source events (reconnects, PTS fixes)")) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+def main(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="log source events (reconnects, PTS fixes)"),
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 def clip_utc_hms(iso: str) -> str:
@@ -45,16 +48,16 @@ def _fmt_ids(ids, limit: int = 8) -> str:
 @app.command()
 def inspect(
     source: str = typer.Argument(..., help="file path, rtsp://, http(s):// (HLS too)"),
-    min_fps: Optional[float] = typer.Option(None, help="lowest sampling rate (default from config: 0.5)"),
-    max_fps: Optional[float] = typer.Option(None, help="highest sampling rate (default from config: 2)"),
-    clip_seconds: Optional[float] = typer.Option(None, help="clip length in seconds"),
-    overlap_seconds: Optional[float] = typer.Option(None, help="overlap between consecutive clips"),
-    max_pixels: Optional[int] = typer.Option(None, help="pixel budget per frame (smart_resize)"),
-    token_budget: Optional[float] = typer.Option(None, help="vision tokens per second of footage, per stream"),
+    min_fps: float | None = typer.Option(None, help="lowest sampling rate (default from config: 0.5)"),
+    max_fps: float | None = typer.Option(None, help="highest sampling rate (default from config: 2)"),
+    clip_seconds: float | None = typer.Option(None, help="clip length in seconds"),
+    overlap_seconds: float | None = typer.Option(None, help="overlap between consecutive clips"),
+    max_pixels: int | None = typer.Option(None, help="pixel budget per frame (smart_resize)"),
+    token_budget: float | None = typer.Option(None, help="vision tokens per second of footage, per stream"),
     qwen: bool = typer.Option(False, "--qwen", help="qwen-vl-utils 0.0.14 sampling (bounded files): one clip"),
     fps: float = typer.Option(2.0, help="with --qwen: frames per second to sample"),
-    start_at: Optional[str] = typer.Option(None, help="stream epoch: ISO 8601 UTC or Unix seconds"),
-    max_seconds: Optional[float] = typer.Option(None, help="stop after this many seconds of footage"),
+    start_at: str | None = typer.Option(None, help="stream epoch: ISO 8601 UTC or Unix seconds"),
+    max_seconds: float | None = typer.Option(None, help="stop after this many seconds of footage"),
     as_json: bool = typer.Option(False, "--json", help="print the plan as JSON lines"),
 ) -> None:
     """Print the clip / patch plan for SOURCE: rates, frames, grids, tokens, absolute times, MRoPE temporal ids."""
@@ -62,8 +65,12 @@ def inspect(
     overrides = {
         k: v
         for k, v in dict(
-            min_fps=min_fps, max_fps=max_fps, clip_seconds=clip_seconds, overlap_seconds=overlap_seconds,
-            max_pixels=max_pixels, tokens_per_second_budget=token_budget,
+            min_fps=min_fps,
+            max_fps=max_fps,
+            clip_seconds=clip_seconds,
+            overlap_seconds=overlap_seconds,
+            max_pixels=max_pixels,
+            tokens_per_second_budget=token_budget,
         ).items()
         if v is not None
     }
@@ -72,10 +79,10 @@ def inspect(
         src = Source.open(source, config=settings.source, start_at=start_at)
     except LongwatchError as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     except ValueError as exc:  # pydantic validation of the options
         err_console.print(f"[bold red]invalid options:[/] {exc}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
 
     kind = "live" if src.live else "file"
     (err_console if as_json else console).print(
@@ -94,8 +101,13 @@ def inspect(
             mode = f"dynamic, skip={choose_skip(src, sampler_cfg)}"
             clips = sample_clips(src, sampler_cfg, stream_id="inspect")
         total = src.duration if (src.duration and not src.live) else None
-        columns = [TextColumn("[progress.description]{task.description}"), BarColumn(), TextColumn("{task.fields[speed]}"),
-                   TimeElapsedColumn(), TimeRemainingColumn()]
+        columns = [
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[speed]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        ]
         with Progress(*columns, console=err_console, transient=True, disable=as_json) as progress:
             task = progress.add_task("ingest", total=total, speed="")
             for clip in clips:
@@ -120,14 +132,17 @@ def inspect(
                 if as_json:
                     print(json.dumps(row), flush=True)
                 wall = time.perf_counter() - started
-                progress.update(task, completed=min(footage, total) if total else footage,
-                                speed=f"{footage / wall:.1f}× real time" if wall > 0 else "")
+                progress.update(
+                    task,
+                    completed=min(footage, total) if total else footage,
+                    speed=f"{footage / wall:.1f}× real time" if wall > 0 else "",
+                )
                 if max_seconds is not None and footage >= max_seconds:
                     src.stop()
                     break
     except LongwatchError as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     except KeyboardInterrupt:
         src.stop()
         err_console.print("[yellow]stopped[/]")
@@ -142,8 +157,15 @@ def inspect(
         table.add_column(col, justify="left" if col in ("UTC", "MRoPE t") else "right", no_wrap=col != "MRoPE t")
     for r in rows:
         table.add_row(
-            str(r["clip"]), f"{r['start_s']:.2f}", f"{r['end_s']:.2f}", clip_utc_hms(r["start_utc"]), f"{r['fps']:.3g}",
-            str(r["frames"]), "x".join(map(str, r["grid_thw"])), str(r["tokens"]), f"{r['activity']:.2f}",
+            str(r["clip"]),
+            f"{r['start_s']:.2f}",
+            f"{r['end_s']:.2f}",
+            clip_utc_hms(r["start_utc"]),
+            f"{r['fps']:.3g}",
+            str(r["frames"]),
+            "x".join(map(str, r["grid_thw"])),
+            str(r["tokens"]),
+            f"{r['activity']:.2f}",
             _fmt_ids(r["temporal_ids"], 4),
         )
     console.print(table)
@@ -172,7 +194,7 @@ def _open_store(settings: Settings):
     """The configured Redis, or the embedded one in the data dir (attached if already running)."""
     import os
 
-    from pipeline.store import EmbeddedRedis, SegmentStore
+    from longwatch.pipeline.store import EmbeddedRedis, SegmentStore
 
     url = settings.runtime.redis_url or os.environ.get("REDIS_URL")
     embedded = None
@@ -182,54 +204,79 @@ def _open_store(settings: Settings):
     return SegmentStore.from_url(url, prefix=settings.runtime.redis_prefix), embedded
 
 
-def _parse_when(value: Optional[str]):
+def _parse_when(value: str | None):
     """Stream seconds (a number) or an absolute time (ISO 8601)."""
     if value is None:
         return None, None
     try:
         return float(value), None
     except ValueError:
-        from pipeline.timebase import parse_epoch
+        from longwatch.pipeline.timebase import parse_epoch
 
         try:
             return None, parse_epoch(value)
         except ValueError as exc:
-            raise typer.BadParameter(f"{value!r}: give stream seconds (e.g. 842.5) or an ISO time (2026-11-22T14:02:00Z)") from exc
+            raise typer.BadParameter(
+                f"{value!r}: give stream seconds (e.g. 842.5) or an ISO time (2026-11-22T14:02:00Z)"
+            ) from exc
 
 
 def _segments_table(segments, title: str) -> Table:
     table = Table(title=title, pad_edge=False)
-    for col, right in (("stream", False), ("event", False), ("start s", True), ("end s", True),
-                       ("start (UTC)", False), ("dur s", True), ("score", True)):
+    for col, right in (
+        ("stream", False),
+        ("event", False),
+        ("start s", True),
+        ("end s", True),
+        ("start (UTC)", False),
+        ("dur s", True),
+        ("score", True),
+    ):
         table.add_column(col, justify="right" if right else "left", no_wrap=True)
     for s in segments:
         open_mark = " (open)" if s.state == "open" else ""
-        table.add_row(s.stream_id, s.event.removesuffix("_present"), f"{s.start:.2f}", f"{s.end:.2f}{open_mark}",
-                      s.start_utc.strftime("%Y-%m-%d %H:%M:%S"), f"{s.duration:.1f}", f"{s.score:.2f}")
+        table.add_row(
+            s.stream_id,
+            s.event.removesuffix("_present"),
+            f"{s.start:.2f}",
+            f"{s.end:.2f}{open_mark}",
+            s.start_utc.strftime("%Y-%m-%d %H:%M:%S"),
+            f"{s.duration:.1f}",
+            f"{s.score:.2f}",
+        )
     return table
 
 
 def _segment_json(s) -> dict:
-    return {"id": s.id, "stream": s.stream_id, "event": s.event, "start_s": round(s.start, 3), "end_s": round(s.end, 3),
-            "start_utc": s.start_utc.isoformat(), "end_utc": s.end_utc.isoformat(), "score": round(s.score, 4), "state": s.state}
+    return {
+        "id": s.id,
+        "stream": s.stream_id,
+        "event": s.event,
+        "start_s": round(s.start, 3),
+        "end_s": round(s.end, 3),
+        "start_utc": s.start_utc.isoformat(),
+        "end_utc": s.end_utc.isoformat(),
+        "score": round(s.score, 4),
+        "state": s.state,
+    }
 
 
 @app.command()
 def run(
     sources: list[str] = typer.Argument(..., help="files, rtsp:// cameras, http(s):// streams"),
-    events: Optional[Path] = typer.Option(None, "--events", "-e", help="events YAML (default: the shipped one)"),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (or RAY_ADDRESS); default: local"),
-    redis_url: Optional[str] = typer.Option(None, "--redis-url", help="Redis URL (or REDIS_URL); default: embedded"),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="embedded Redis data and model cache"),
-    start_at: Optional[str] = typer.Option(None, help="epoch for files: ISO 8601 UTC or Unix seconds"),
-    stream_id: Optional[list[str]] = typer.Option(None, "--id", help="stream ids, in the order of SOURCES"),
+    events: Path | None = typer.Option(None, "--events", "-e", help="events YAML (default: the shipped one)"),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address (or RAY_ADDRESS); default: local"),
+    redis_url: str | None = typer.Option(None, "--redis-url", help="Redis URL (or REDIS_URL); default: embedded"),
+    data_dir: str | None = typer.Option(None, "--data-dir", help="embedded Redis data and model cache"),
+    start_at: str | None = typer.Option(None, help="epoch for files: ISO 8601 UTC or Unix seconds"),
+    stream_id: list[str] | None = typer.Option(None, "--id", help="stream ids, in the order of SOURCES"),
     show: bool = typer.Option(True, help="print the segments when the files are done"),
 ) -> None:
     """Process SOURCES: decode → sample → detect → segments in Redis. Files run to their end;
     cameras run until Ctrl-C (the watermark is saved after every clip)."""
-    from actors.runtime import Runtime, stream_id_for
-    from pipeline.events import default_events_path, load_events
-    from pipeline.source import classify
+    from longwatch.actors.runtime import Runtime, stream_id_for
+    from longwatch.pipeline.events import default_events_path, load_events
+    from longwatch.pipeline.source import classify
 
     settings = _settings(ray_address=address, redis_url=redis_url, data_dir=data_dir)
     try:
@@ -239,7 +286,7 @@ def run(
             classify(uri)
     except (LongwatchError, OSError) as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     ids: list[str] = []
     for i, uri in enumerate(sources):
         ids.append(stream_id[i] if stream_id and i < len(stream_id) else stream_id_for(uri, set(ids)))
@@ -262,7 +309,7 @@ def run(
         err_console.print("[yellow]stopping: watermarks are saved; run again to resume[/]")
     except LongwatchError as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     finally:
         status = {}
         try:
@@ -288,11 +335,16 @@ def run(
 
 def _watch(runtime, ids: list[str], durations: dict) -> None:
     """Progress bars for files (ETA, × real time), a live table for cameras; returns when files end."""
-    from rich.live import Live
     from rich.console import Group
+    from rich.live import Live
 
-    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
-               TimeElapsedColumn(), TimeRemainingColumn()]
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
     progress = Progress(*columns, console=err_console)
     tasks = {sid: progress.add_task(sid, total=durations[sid], info="") for sid in ids if durations.get(sid)}
     cams = [sid for sid in ids if sid not in tasks]
@@ -303,13 +355,21 @@ def _watch(runtime, ids: list[str], durations: dict) -> None:
             t.add_column(col)
         for sid in cams:
             st = status.get(sid, {})
-            t.add_row(sid, st.get("state", "?"), str(st.get("footage_s", "")), str(st.get("lag_s", "")),
-                      str(st.get("clips", "")), str(st.get("dropped_clips", "")), str(st.get("restarts", "")),
-                      (st.get("error") or "")[:60])
+            t.add_row(
+                sid,
+                st.get("state", "?"),
+                str(st.get("footage_s", "")),
+                str(st.get("lag_s", "")),
+                str(st.get("clips", "")),
+                str(st.get("dropped_clips", "")),
+                str(st.get("restarts", "")),
+                (st.get("error") or "")[:60],
+            )
         return t
 
-    with Live(Group(progress, cam_table({})) if cams else progress, console=err_console, refresh_per_second=4,
-              transient=False) as live:
+    with Live(
+        Group(progress, cam_table({})) if cams else progress, console=err_console, refresh_per_second=4, transient=False
+    ) as live:
         while True:
             status = runtime.wait(timeout=1.0, stream_ids=list(tasks) or None) if tasks else runtime.status()
             for sid, task in tasks.items():
@@ -318,7 +378,7 @@ def _watch(runtime, ids: list[str], durations: dict) -> None:
                 info = f"{st.get('speed', 0)}× real time" if st.get("state") == "running" else st.get("state", "")
                 progress.update(task, completed=durations[sid] if done else float(st.get("footage_s") or 0), info=info)
             if cams:
-                live.update(Group(progress, cam_table(status)) if tasks else Group(progress, cam_table(status)))
+                live.update(Group(progress, cam_table(status)))
             files_done = all(status.get(sid, {}).get("state") in ("done", "failed", "stopped") for sid in tasks)
             if tasks and files_done and not cams:
                 return
@@ -330,13 +390,13 @@ def _watch(runtime, ids: list[str], durations: dict) -> None:
 
 @app.command()
 def query(
-    stream: Optional[str] = typer.Option(None, "--stream", "-s", help="one stream id (default: all)"),
-    event: Optional[str] = typer.Option(None, "--event", "-e", help="one event (default: all)"),
-    from_: Optional[str] = typer.Option(None, "--from", help="stream seconds or ISO 8601 time"),
-    to: Optional[str] = typer.Option(None, "--to", help="stream seconds or ISO 8601 time"),
+    stream: str | None = typer.Option(None, "--stream", "-s", help="one stream id (default: all)"),
+    event: str | None = typer.Option(None, "--event", "-e", help="one event (default: all)"),
+    from_: str | None = typer.Option(None, "--from", help="stream seconds or ISO 8601 time"),
+    to: str | None = typer.Option(None, "--to", help="stream seconds or ISO 8601 time"),
     as_json: bool = typer.Option(False, "--json", help="JSON lines"),
-    redis_url: Optional[str] = typer.Option(None, "--redis-url"),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir"),
+    redis_url: str | None = typer.Option(None, "--redis-url"),
+    data_dir: str | None = typer.Option(None, "--data-dir"),
 ) -> None:
     """What happened between --from and --to: segments overlapping that window."""
     t0, u0 = _parse_when(from_)
@@ -364,8 +424,8 @@ def query(
 @app.command()
 def streams(
     as_json: bool = typer.Option(False, "--json"),
-    redis_url: Optional[str] = typer.Option(None, "--redis-url"),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir"),
+    redis_url: str | None = typer.Option(None, "--redis-url"),
+    data_dir: str | None = typer.Option(None, "--data-dir"),
 ) -> None:
     """Known streams: status, footage processed, lag, speed, restarts."""
     settings = _settings(redis_url=redis_url, data_dir=data_dir)
@@ -379,8 +439,16 @@ def streams(
     rows = []
     for info in infos:
         meta = info.meta or {}
-        rows.append({"stream": info.stream_id, "source": meta.get("source", ""), **{k: meta.get(k, "") for k in
-                     ("state", "footage_s", "lag_s", "fps", "speed", "clips", "dropped_clips", "error")}})
+        rows.append(
+            {
+                "stream": info.stream_id,
+                "source": meta.get("source", ""),
+                **{
+                    k: meta.get(k, "")
+                    for k in ("state", "footage_s", "lag_s", "fps", "speed", "clips", "dropped_clips", "error")
+                },
+            }
+        )
     if as_json:
         for r in rows:
             print(json.dumps(r, default=str))
@@ -389,8 +457,17 @@ def streams(
     for col in ("stream", "state", "footage s", "lag s", "speed ×", "clips", "dropped", "source", "error"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["stream"], str(r["state"]), str(r["footage_s"]), str(r["lag_s"]), str(r["speed"]),
-                      str(r["clips"]), str(r["dropped_clips"]), str(r["source"])[:40], str(r["error"])[:40])
+        table.add_row(
+            r["stream"],
+            str(r["state"]),
+            str(r["footage_s"]),
+            str(r["lag_s"]),
+            str(r["speed"]),
+            str(r["clips"]),
+            str(r["dropped_clips"]),
+            str(r["source"])[:40],
+            str(r["error"])[:40],
+        )
     console.print(table)
 
 

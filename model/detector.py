@@ -37,15 +37,15 @@ import logging
 import math
 import os
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
 
-from pipeline.errors import ModelError, ModelWeightsError
-from pipeline.events import COCO_CLASSES, EventSpec, EventsSpec
+from longwatch.pipeline.errors import ModelError, ModelWeightsError
+from longwatch.pipeline.events import COCO_CLASSES, EventSpec, EventsSpec
 
 log = logging.getLogger(__name__)
 
@@ -140,14 +140,14 @@ class DetectorWeights:
                 )
 
     @classmethod
-    def _from_dir(cls, d: Path) -> "DetectorWeights":
+    def _from_dir(cls, d: Path) -> DetectorWeights:
         names = tuple(n.strip() for n in (d / NAMES_NAME).read_text().splitlines() if n.strip())
         if names != COCO_CLASSES:
             raise ModelWeightsError(f"{d / NAMES_NAME} does not list the 80 COCO classes in darknet order")
         return cls(cfg=d / CFG_NAME, weights=d / WEIGHTS_NAME, names=d / NAMES_NAME, class_names=names)
 
     @classmethod
-    def from_dir(cls, directory: str | os.PathLike) -> "DetectorWeights":
+    def from_dir(cls, directory: str | os.PathLike) -> DetectorWeights:
         """Use the files in ``directory`` in place, after a full check."""
         cls.verify_files(directory)
         return cls._from_dir(Path(directory))
@@ -198,7 +198,7 @@ class DetectorWeights:
         *,
         package_dir: str | os.PathLike | None = None,
         full_check: bool = False,
-    ) -> "DetectorWeights":
+    ) -> DetectorWeights:
         """Find, verify and cache the YOLOv3-tiny files; return where the verified copies are.
 
         ``data_dir``: cache under ``<data_dir>/models/yolov3-tiny/`` (None: use the package's files in
@@ -246,8 +246,13 @@ class DetectorWeights:
                 raise ModelWeightsError(f"{src} holds no {name}. Install the weights with: {INSTALL_HINT}")
             cls._copy_verified(src / name, cache / name, want)
         st = (cache / WEIGHTS_NAME).stat()
-        stamp = {"sha256": WEIGHTS_SHA256, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "source": str(src),
-                 "package_version": _installed_version()}
+        stamp = {
+            "sha256": WEIGHTS_SHA256,
+            "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+            "source": str(src),
+            "package_version": _installed_version(),
+        }
         tmp = cache / f".{STAMP_NAME}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
         tmp.write_text(json.dumps(stamp, indent=1))
         os.replace(tmp, cache / STAMP_NAME)
@@ -339,7 +344,9 @@ class YoloDetector:
         try:
             self.net = cv2.dnn.readNetFromDarknet(str(weights.cfg), str(weights.weights))
         except cv2.error as exc:
-            raise ModelError(f"OpenCV could not load YOLOv3-tiny from {weights.cfg} / {weights.weights}: {exc}") from exc
+            raise ModelError(
+                f"OpenCV could not load YOLOv3-tiny from {weights.cfg} / {weights.weights}: {exc}"
+            ) from exc
         if self.net.empty():
             raise ModelError(f"OpenCV loaded an empty network from {weights.cfg}")
         self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
@@ -365,7 +372,7 @@ class YoloDetector:
         px, py = (W - nw) // 2, (H - nh) // 2
         out = np.full((H, W, 3), PAD_VALUE, np.uint8)
         interp = cv2.INTER_AREA if r < 1 else cv2.INTER_LINEAR
-        out[py:py + nh, px:px + nw] = cv2.resize(img, (nw, nh), interpolation=interp)
+        out[py : py + nh, px : px + nw] = cv2.resize(img, (nw, nh), interpolation=interp)
         return out, (float(px), float(py), float(nw), float(nh))
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
@@ -374,12 +381,14 @@ class YoloDetector:
         groups: dict[tuple[int, int], list[int]] = {}
         for i, img in enumerate(images):
             if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-                raise ModelError(f"detector input {i} must be an RGB uint8 (H, W, 3) array, got "
-                                 f"{getattr(img, 'shape', None)} {getattr(img, 'dtype', type(img).__name__)}")
+                raise ModelError(
+                    f"detector input {i} must be an RGB uint8 (H, W, 3) array, got "
+                    f"{getattr(img, 'shape', None)} {getattr(img, 'dtype', type(img).__name__)}"
+                )
             groups.setdefault(self.input_shape(img.shape[1], img.shape[0]), []).append(i)
         for (W, H), idx in groups.items():
             for k in range(0, len(idx), self.max_batch):
-                chunk = idx[k:k + self.max_batch]
+                chunk = idx[k : k + self.max_batch]
                 boxed, geo = [], []
                 for i in chunk:
                     lb, g = self._letterbox(images[i], W, H)
@@ -410,16 +419,21 @@ class YoloDetector:
         y1 = np.clip((cy * H + bh * H / 2 - py) / nh, 0.0, 1.0)
         keep = _nms_per_class(np.stack([x0, y0, x1, y1], axis=1), conf, c_idx, self.nms, self.contain)
         out = [
-            Detection(int(c_idx[k]), self.class_names[int(c_idx[k])], float(conf[k]),
-                      (float(x0[k]), float(y0[k]), float(x1[k]), float(y1[k])))
+            Detection(
+                int(c_idx[k]),
+                self.class_names[int(c_idx[k])],
+                float(conf[k]),
+                (float(x0[k]), float(y0[k]), float(x1[k]), float(y1[k])),
+            )
             for k in keep
         ]
         out.sort(key=lambda d: -d.score)
         return out
 
 
-def _nms_per_class(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float,
-                   contain: float | None = None) -> list[int]:
+def _nms_per_class(
+    boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float, contain: float | None = None
+) -> list[int]:
     """Greedy NMS within each class (boxes (N, 4) x0y0x1y1); indices kept. ``contain``: also drop boxes
     whose area lies at least this much inside a kept one."""
     keep: list[int] = []
@@ -481,9 +495,15 @@ class DetectorBackend:
     :class:`YoloDetector` (``input_size``, ``rect``, ``threads``, ``max_batch``, ``nms``).
     """
 
-    def __init__(self, events: EventsSpec, weights: DetectorWeights | None = None, *,
-                 detector: YoloDetector | None = None, data_dir: str | os.PathLike | None = None,
-                 **detector_kwargs):
+    def __init__(
+        self,
+        events: EventsSpec,
+        weights: DetectorWeights | None = None,
+        *,
+        detector: YoloDetector | None = None,
+        data_dir: str | os.PathLike | None = None,
+        **detector_kwargs,
+    ):
         self.events = [e for e in events.events if e.backend == "detector"]
         floors = [e.score_floor for e in self.events]
         if detector is None:
@@ -496,8 +516,11 @@ class DetectorBackend:
                 conf = min(conf, min(floors))
             detector = YoloDetector(weights, conf=conf, **detector_kwargs)
         elif floors and detector.conf > min(floors) + 1e-9:
-            log.warning("detector conf %.2f is above the lowest event floor %.2f; weaker boxes are lost",
-                        detector.conf, min(floors))
+            log.warning(
+                "detector conf %.2f is above the lowest event floor %.2f; weaker boxes are lost",
+                detector.conf,
+                min(floors),
+            )
         self.detector = detector
 
     @property
@@ -506,8 +529,7 @@ class DetectorBackend:
 
     def scores_from_detections(self, detections: Sequence[Sequence[Detection]]) -> dict[str, np.ndarray]:
         return {
-            ev.event: np.array([event_score(ev, dets) for dets in detections], dtype=np.float64)
-            for ev in self.events
+            ev.event: np.array([event_score(ev, dets) for dets in detections], dtype=np.float64) for ev in self.events
         }
 
     def detect_clip(self, clip) -> list[list[Detection]]:

@@ -13,13 +13,13 @@ Plain numpy: usable without torch; the model backend turns the result into a ten
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
-from pipeline.config import MERGE_SIZE, TEMPORAL_PATCH_SIZE, TOKENS_PER_SECOND
-from pipeline.errors import ClipError
+from longwatch.pipeline.config import MERGE_SIZE, TEMPORAL_PATCH_SIZE, TOKENS_PER_SECOND
+from longwatch.pipeline.errors import ClipError
 
 # Guard against float error in (ts[2k] − ts[0]) × tps landing a hair under an integer
 # (e.g. 3 × (2/3) × 2 = 3.9999999999999996); far below any real timing resolution.
@@ -43,7 +43,9 @@ def temporal_ids(
     return np.floor(rel + _EPS).astype(np.int64)
 
 
-def uniform_temporal_ids(grid_t: int, second_per_grid_t: float, *, tokens_per_second: float = TOKENS_PER_SECOND) -> np.ndarray:
+def uniform_temporal_ids(
+    grid_t: int, second_per_grid_t: float, *, tokens_per_second: float = TOKENS_PER_SECOND
+) -> np.ndarray:
     """The original Qwen2.5-VL rule for uniformly sampled frames: floor(k × spgt × tps)."""
     k = np.arange(grid_t, dtype=np.float64)
     return np.floor(k * float(second_per_grid_t) * float(tokens_per_second) + _EPS).astype(np.int64)

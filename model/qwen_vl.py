@@ -45,16 +45,24 @@ import os
 import re
 import time
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from pipeline.config import CLIP_MEAN, CLIP_STD, MERGE_SIZE, PATCH_SIZE, TEMPORAL_PATCH_SIZE, TOKENS_PER_SECOND
-from pipeline.errors import (
+from longwatch.pipeline.config import (
+    CLIP_MEAN,
+    CLIP_STD,
+    MERGE_SIZE,
+    PATCH_SIZE,
+    TEMPORAL_PATCH_SIZE,
+    TOKENS_PER_SECOND,
+)
+from longwatch.pipeline.errors import (
     ConfigError,
     ModelArchitectureError,
     ModelError,
@@ -62,9 +70,9 @@ from pipeline.errors import (
     ModelUnavailableError,
     ModelWeightsError,
 )
-from pipeline.events import EventSpec, EventsSpec
-from pipeline.patches import VideoPatches, patchify
-from pipeline.types import Clip
+from longwatch.pipeline.events import EventSpec, EventsSpec
+from longwatch.pipeline.patches import VideoPatches, patchify
+from longwatch.pipeline.types import Clip
 
 from .position_ids import VideoSpan, position_ids, temporal_ids
 
@@ -77,9 +85,14 @@ VIDEO_MARK = VISION_START + VIDEO_PAD + VISION_END
 TEXT, VIDEO = 0, 2  # mm_token_type_ids values (1 would be an image)
 
 DTYPES: dict[str, torch.dtype] = {
-    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
-    "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "half": torch.float16,
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "float": torch.float32,
 }
 ATTN_IMPLEMENTATIONS = ("sdpa", "flash_attention_2", "eager")
 STRATEGIES = ("prefix", "batched", "reencode")
@@ -202,7 +215,9 @@ def _seconds(tok: Any) -> float | None:
         return v if math.isfinite(v) else None
     if not isinstance(tok, str):
         return None
-    tok = tok.strip().lower().removesuffix("seconds").removesuffix("second").removesuffix("sec").removesuffix("s").strip()
+    tok = (
+        tok.strip().lower().removesuffix("seconds").removesuffix("second").removesuffix("sec").removesuffix("s").strip()
+    )
     m = re.fullmatch(_TIME, tok)
     if not m:
         return None
@@ -256,7 +271,7 @@ def parse_span(text: Any) -> tuple[float, float] | None:
         if span is not None:
             return span
         nums = [v for v in (_seconds(m.group(1)) for m in _TIME_RE.finditer(text)) if v is not None]
-    except Exception:  # noqa: BLE001 - model text must never crash the actor
+    except Exception:
         return None
     if len(nums) < 2:
         return None
@@ -300,7 +315,8 @@ def frame_scores(clip: Clip, prob: float, spans: Sequence[GroundedSpan]) -> np.n
 
 def _env_offline() -> bool:
     return any(
-        os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on") for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+        os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+        for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
     )
 
 
@@ -327,7 +343,9 @@ class _Files:
         path = Path(model).expanduser()
         if path.exists():
             if not path.is_dir():
-                raise ModelNotFoundError(f"model path {path} is a file; pass the checkpoint directory that holds config.json")
+                raise ModelNotFoundError(
+                    f"model path {path} is a file; pass the checkpoint directory that holds config.json"
+                )
             if not (path / "config.json").is_file():
                 raise ModelNotFoundError(
                     f"model directory {path} has no config.json: not a transformers checkpoint "
@@ -346,7 +364,8 @@ class _Files:
         except Exception as exc:  # OSError / EnvironmentError / hub errors
             how = (
                 "downloads are off (local_files_only=True or HF_HUB_OFFLINE=1) and it is not in the local hub cache"
-                if offline else f"it could not be fetched ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+                if offline
+                else f"it could not be fetched ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
             )
             raise ModelUnavailableError(
                 f"model {model!r} is not a local directory, and as a hub id {how}. Download it first "
@@ -364,8 +383,10 @@ class _Files:
         from transformers.utils import cached_file
 
         try:
-            return cached_file(self.model, name, local_files_only=self.offline, _raise_exceptions_for_missing_entries=False)
-        except Exception:  # noqa: BLE001 - an optional file that cannot be had is simply absent
+            return cached_file(
+                self.model, name, local_files_only=self.offline, _raise_exceptions_for_missing_entries=False
+            )
+        except Exception:
             return None
 
     def json(self, name: str) -> dict | None:
@@ -436,8 +457,12 @@ def _constants(files: _Files, cfg: dict) -> VisionConstants:
     if mean != CLIP_MEAN or std != CLIP_STD:
         log.info("%s normalises with mean %s std %s (not the Qwen2.5-VL defaults)", files.where, mean, std)
     if tps != TOKENS_PER_SECOND:
-        log.info("%s uses tokens_per_second=%s (released Qwen2.5-VL checkpoints use %s)", files.where, tps, TOKENS_PER_SECOND)
-    return VisionConstants(mean, std, sizes["patch_size"], sizes["merge_size"], sizes["temporal_patch_size"], float(tps))
+        log.info(
+            "%s uses tokens_per_second=%s (released Qwen2.5-VL checkpoints use %s)", files.where, tps, TOKENS_PER_SECOND
+        )
+    return VisionConstants(
+        mean, std, sizes["patch_size"], sizes["merge_size"], sizes["temporal_patch_size"], float(tps)
+    )
 
 
 def _resolve_device(device: str) -> torch.device:
@@ -504,9 +529,15 @@ class QwenVLBackend:
         cfg = model.config
         vocab = tokenizer.get_vocab()
         ids = {}
-        for tok, key in ((VISION_START, "vision_start_token_id"), (VIDEO_PAD, "video_token_id"), (VISION_END, "vision_end_token_id")):
+        for tok, key in (
+            (VISION_START, "vision_start_token_id"),
+            (VIDEO_PAD, "video_token_id"),
+            (VISION_END, "vision_end_token_id"),
+        ):
             if tok not in vocab:
-                raise ModelArchitectureError(f"{self.name}: the tokenizer has no {tok} token: not a Qwen2.5-VL tokenizer")
+                raise ModelArchitectureError(
+                    f"{self.name}: the tokenizer has no {tok} token: not a Qwen2.5-VL tokenizer"
+                )
             ids[tok] = vocab[tok]
             want = getattr(cfg, key, None)
             if want is not None and want != vocab[tok]:
@@ -515,7 +546,15 @@ class QwenVLBackend:
                 )
         self.vision_start_id, self.video_id, self.vision_end_id = ids[VISION_START], ids[VIDEO_PAD], ids[VISION_END]
         self.pad_id = next(
-            (i for i in (tokenizer.pad_token_id, getattr(cfg.text_config, "pad_token_id", None), tokenizer.eos_token_id) if i is not None),
+            (
+                i
+                for i in (
+                    tokenizer.pad_token_id,
+                    getattr(cfg.text_config, "pad_token_id", None),
+                    tokenizer.eos_token_id,
+                )
+                if i is not None
+            ),
             0,
         )
         self.yes_ids = self._answer_ids(_YES)
@@ -532,7 +571,10 @@ class QwenVLBackend:
         head_a, _ = self._render_split("a")
         head_b, _ = self._render_split("b c")
         if head_a != head_b and self.strategy == "prefix":
-            log.warning("%s: the chat template puts question-dependent text before the video; using strategy 'batched'", self.name)
+            log.warning(
+                "%s: the chat template puts question-dependent text before the video; using strategy 'batched'",
+                self.name,
+            )
             self.strategy = "batched"
         self.events: list[EventSpec] = []
         if events is not None:
@@ -551,7 +593,7 @@ class QwenVLBackend:
         device: str = "auto",
         local_files_only: bool = True,
         **options,
-    ) -> "QwenVLBackend":
+    ) -> QwenVLBackend:
         """Load a Qwen2.5-VL checkpoint (local directory or hub id) with its tokenizer and chat template.
 
         Raises, before any stream is touched: :class:`~pipeline.errors.ModelNotFoundError` (a path that does not
@@ -572,7 +614,9 @@ class QwenVLBackend:
             try:
                 import flash_attn  # noqa: F401
             except ImportError:
-                raise ModelError("attn='flash_attention_2' needs the flash-attn package (pip install flash-attn); or use 'sdpa'") from None
+                raise ModelError(
+                    "attn='flash_attention_2' needs the flash-attn package (pip install flash-attn); or use 'sdpa'"
+                ) from None
         torch_dtype = DTYPES[dtype]
         offline = bool(local_files_only) or _env_offline()
         model = os.fspath(model)
@@ -585,8 +629,10 @@ class QwenVLBackend:
 
         try:
             tokenizer = AutoTokenizer.from_pretrained(files.where, local_files_only=offline)
-        except Exception as exc:  # noqa: BLE001
-            raise ModelWeightsError(f"{files.where}: the tokenizer cannot be loaded: {type(exc).__name__}: {exc}") from None
+        except Exception as exc:
+            raise ModelWeightsError(
+                f"{files.where}: the tokenizer cannot be loaded: {type(exc).__name__}: {exc}"
+            ) from None
         template = getattr(tokenizer, "chat_template", None)
         if not template:
             cj = files.json("chat_template.json")
@@ -596,22 +642,34 @@ class QwenVLBackend:
         t0 = time.perf_counter()
         try:
             net, info = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-                files.where, dtype=torch_dtype, attn_implementation=attn, local_files_only=offline, output_loading_info=True,
+                files.where,
+                dtype=torch_dtype,
+                attn_implementation=attn,
+                local_files_only=offline,
+                output_loading_info=True,
             )
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             raise ModelWeightsError(
                 f"{files.where}: Qwen2.5-VL weights cannot be loaded: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             ) from None
-        missing = [k for k in info.get("missing_keys", []) if not k.startswith("lm_head") or not cfg.get("tie_word_embeddings")]
+        missing = [
+            k for k in info.get("missing_keys", []) if not k.startswith("lm_head") or not cfg.get("tie_word_embeddings")
+        ]
         mismatched = info.get("mismatched_keys", [])
         if missing or mismatched:
-            what = f"{len(missing)} missing (e.g. {list(missing)[:3]})" if missing else f"{len(mismatched)} of the wrong shape"
+            what = (
+                f"{len(missing)} missing (e.g. {list(missing)[:3]})"
+                if missing
+                else f"{len(mismatched)} of the wrong shape"
+            )
             raise ModelWeightsError(
                 f"{files.where}: the weights do not fit a Qwen2.5-VL model: {what}; they would be random. Are they the right checkpoint?"
             )
         net = net.to(dev).eval()
         log.info("loaded %s (%s, %s, %s) in %.1f s", files.where, dtype, attn, dev, time.perf_counter() - t0)
-        return cls(net, tokenizer, events=events, constants=constants, chat_template=template, name=files.where, **options)
+        return cls(
+            net, tokenizer, events=events, constants=constants, chat_template=template, name=files.where, **options
+        )
 
     def set_events(self, events: EventsSpec | Sequence[EventSpec]) -> None:
         """Use the ``qwen2_5_vl`` events of an events file (others belong to other backends)."""
@@ -640,10 +698,14 @@ class QwenVLBackend:
     def render(self, question: str) -> str:
         """The full prompt text for one video + question, with ONE ``<|video_pad|>`` (as a processor expects)."""
         msgs = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
-        text = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True, chat_template=self.chat_template)
+        text = self.tokenizer.apply_chat_template(
+            msgs, tokenize=False, add_generation_prompt=True, chat_template=self.chat_template
+        )
         if text.count(VIDEO_MARK) != 1:
             msgs = [{"role": "user", "content": VIDEO_MARK + question}]
-            text = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True, chat_template=self.chat_template)
+            text = self.tokenizer.apply_chat_template(
+                msgs, tokenize=False, add_generation_prompt=True, chat_template=self.chat_template
+            )
         if text.count(VIDEO_MARK) != 1 or text.count(VIDEO_PAD) != 1:
             raise ModelArchitectureError(f"{self.name}: the chat template does not place one {VIDEO_MARK} for a video")
         return text
@@ -673,9 +735,17 @@ class QwenVLBackend:
     def prepare(self, clip: Clip) -> PreparedClip:
         """Patches (normalised with the model's constants) and the temporal ids of a clip."""
         c = self.constants
-        patches = patchify(clip, mean=c.image_mean, std=c.image_std, patch_size=c.patch_size,
-                           merge_size=c.merge_size, temporal_patch_size=c.temporal_patch_size)
-        t_ids = temporal_ids(clip.times, tokens_per_second=c.tokens_per_second, temporal_patch_size=c.temporal_patch_size)
+        patches = patchify(
+            clip,
+            mean=c.image_mean,
+            std=c.image_std,
+            patch_size=c.patch_size,
+            merge_size=c.merge_size,
+            temporal_patch_size=c.temporal_patch_size,
+        )
+        t_ids = temporal_ids(
+            clip.times, tokens_per_second=c.tokens_per_second, temporal_patch_size=c.temporal_patch_size
+        )
         return PreparedClip(clip, patches, VideoSpan(patches.grid_thw, t_ids, merge_size=c.merge_size))
 
     def _row(self, prepared: PreparedClip, question: str, clip_idx: int) -> _Row:
@@ -697,7 +767,7 @@ class QwenVLBackend:
             ids[b, off:] = torch.tensor(r.ids, dtype=torch.long)
             mask[b, off:] = 1
             pos[:, b, off:] = torch.from_numpy(r.pos)
-            mm[b, off + r.video_start: off + r.video_start + r.n_video] = VIDEO
+            mm[b, off + r.video_start : off + r.video_start + r.n_video] = VIDEO
         dev = self.device
         return ids.to(dev), mask.to(dev), pos.to(dev), mm.to(dev)
 
@@ -717,7 +787,9 @@ class QwenVLBackend:
             "position_ids": pos,
             "mm_token_type_ids": mm,
             "pixel_values_videos": torch.from_numpy(pv).to(dev, vis_dtype),
-            "video_grid_thw": torch.tensor([prepared[r.clip].patches.grid_thw for r in rows], dtype=torch.long, device=dev),
+            "video_grid_thw": torch.tensor(
+                [prepared[r.clip].patches.grid_thw for r in rows], dtype=torch.long, device=dev
+            ),
             "second_per_grid_ts": torch.tensor(
                 [prepared[r.clip].patches.second_per_grid_t for r in rows], dtype=torch.float32, device=dev
             ),
@@ -728,7 +800,9 @@ class QwenVLBackend:
     def _forward(self, *, position_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs):
         """The one door to the model: always OUR (3, B, L) position ids, so transformers' rope index never runs."""
         if position_ids is None or position_ids.ndim != 3 or position_ids.shape[0] != 3:
-            raise ModelError(f"position_ids must be (3, B, L), got {None if position_ids is None else tuple(position_ids.shape)}")
+            raise ModelError(
+                f"position_ids must be (3, B, L), got {None if position_ids is None else tuple(position_ids.shape)}"
+            )
         ref = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else kwargs["inputs_embeds"]
         if tuple(position_ids.shape[1:]) != tuple(ref.shape[:2]):
             raise ModelError(f"position_ids {tuple(position_ids.shape)} do not match the inputs {tuple(ref.shape[:2])}")
@@ -758,13 +832,15 @@ class QwenVLBackend:
         """Left-padded (inputs_embeds, attention_mask, position_ids) with each row's clip embeddings in its video
         slots; ``prefix_only`` keeps each row's shared prefix (template head + video) only."""
         if prefix_only:
-            rows = [_Row(r.ids[: r.prefix_len], r.pos[:, : r.prefix_len], r.video_start, r.n_video, r.clip) for r in rows]
+            rows = [
+                _Row(r.ids[: r.prefix_len], r.pos[:, : r.prefix_len], r.video_start, r.n_video, r.clip) for r in rows
+            ]
         ids, mask, pos, _ = self._pad(rows)
         emb = self.model.get_input_embeddings()(ids)
         L = ids.shape[1]
         for b, r in enumerate(rows):
             s = L - len(r) + r.video_start
-            emb[b, s: s + r.n_video] = video_embeds[r.clip].to(emb.dtype)
+            emb[b, s : s + r.n_video] = video_embeds[r.clip].to(emb.dtype)
         return emb, mask, pos
 
     def _p_yes(self, logits: torch.Tensor) -> np.ndarray:
@@ -775,8 +851,9 @@ class QwenVLBackend:
         return torch.sigmoid(yes - no).cpu().numpy().astype(np.float64)
 
     @torch.inference_mode()
-    def _question_logits(self, prepared: Sequence[PreparedClip], questions: Sequence[str],
-                         embeds: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+    def _question_logits(
+        self, prepared: Sequence[PreparedClip], questions: Sequence[str], embeds: Sequence[torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """Next-token logits (n_clips, n_questions, V), float32, for clips that go in ONE batch."""
         n, E = len(prepared), len(questions)
         t0 = time.perf_counter()
@@ -786,7 +863,11 @@ class QwenVLBackend:
                 inputs = self.build_inputs(prepared, [q])
                 pos = inputs.pop("position_ids")
                 mask = inputs.pop("attention_mask")
-                lg = self._forward(position_ids=pos, attention_mask=mask, logits_to_keep=1, **inputs).logits[:, -1].float()
+                lg = (
+                    self._forward(position_ids=pos, attention_mask=mask, logits_to_keep=1, **inputs)
+                    .logits[:, -1]
+                    .float()
+                )
                 if qi == 0:
                     out = torch.empty((n, E, lg.shape[-1]), dtype=torch.float32, device=lg.device)
                 out[:, qi] = lg
@@ -797,24 +878,40 @@ class QwenVLBackend:
         if self.strategy == "batched":
             rows = [self._row(p, q, i) for i, p in enumerate(prepared) for q in questions]
             emb, mask, pos = self._embed(rows, embeds)
-            lg = self._forward(inputs_embeds=emb, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits[:, -1].float()
+            lg = (
+                self._forward(inputs_embeds=emb, attention_mask=mask, position_ids=pos, logits_to_keep=1)
+                .logits[:, -1]
+                .float()
+            )
             self.stats["llm_s"] += time.perf_counter() - t0
             return lg.view(n, E, -1)
         # prefix: the shared part once (KV cache), then each question's suffix over it
         rows0 = [self._row(p, questions[0], i) for i, p in enumerate(prepared)]
         emb, pmask, ppos = self._embed(rows0, embeds, prefix_only=True)
-        res = self._forward(inputs_embeds=emb, attention_mask=pmask, position_ids=ppos, use_cache=True, logits_to_keep=1)
+        res = self._forward(
+            inputs_embeds=emb, attention_mask=pmask, position_ids=ppos, use_cache=True, logits_to_keep=1
+        )
         cache = res.past_key_values
         out = None
         for qi, q in enumerate(questions):
             rows = [self._row(p, q, i) for i, p in enumerate(prepared)]
-            suffix = [r.ids[r.prefix_len:] for r in rows]
+            suffix = [r.ids[r.prefix_len :] for r in rows]
             Ls = len(suffix[0])
             ids = torch.tensor(suffix, dtype=torch.long, device=self.device)
-            spos = torch.from_numpy(np.stack([r.pos[:, r.prefix_len:] for r in rows], axis=1)).to(self.device)
+            spos = torch.from_numpy(np.stack([r.pos[:, r.prefix_len :] for r in rows], axis=1)).to(self.device)
             mask = torch.cat([pmask, torch.ones((n, Ls), dtype=pmask.dtype, device=pmask.device)], dim=1)
-            lg = self._forward(input_ids=ids, attention_mask=mask, position_ids=spos, past_key_values=cache,
-                               use_cache=True, logits_to_keep=1).logits[:, -1].float()
+            lg = (
+                self._forward(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=spos,
+                    past_key_values=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+                .logits[:, -1]
+                .float()
+            )
             cache.crop(-Ls)
             if out is None:
                 out = torch.empty((n, E, lg.shape[-1]), dtype=torch.float32, device=lg.device)
@@ -847,7 +944,9 @@ class QwenVLBackend:
                 break
             mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=mask.device)], dim=1)
             p = (next_pos + step).view(1, B, 1).expand(3, B, 1)
-            res = self._forward(input_ids=tok[:, None], attention_mask=mask, position_ids=p, past_key_values=cache, use_cache=True)
+            res = self._forward(
+                input_ids=tok[:, None], attention_mask=mask, position_ids=p, past_key_values=cache, use_cache=True
+            )
             cache = res.past_key_values
             logits = res.logits[:, -1]
         self.stats["generate_s"] += time.perf_counter() - t0
@@ -871,7 +970,10 @@ class QwenVLBackend:
         cur: list[int] = []
         for i, p in enumerate(prepared):
             trial = cur + [i]
-            if cur and (len(trial) > self.max_batch_clips or self._cost([prepared[j] for j in trial], n_questions) > self.max_batch_tokens):
+            if cur and (
+                len(trial) > self.max_batch_clips
+                or self._cost([prepared[j] for j in trial], n_questions) > self.max_batch_tokens
+            ):
                 batches.append(cur)
                 trial = [i]
             cur = trial
@@ -903,8 +1005,14 @@ class QwenVLBackend:
             out[batch] = self._p_yes(lg)
         return out
 
-    def ground(self, clips: Sequence[Clip | PreparedClip], prompts: Sequence[str], *,
-               events: Sequence[str] | None = None, probs: np.ndarray | None = None) -> list[list[list[GroundedSpan]]]:
+    def ground(
+        self,
+        clips: Sequence[Clip | PreparedClip],
+        prompts: Sequence[str],
+        *,
+        events: Sequence[str] | None = None,
+        probs: np.ndarray | None = None,
+    ) -> list[list[list[GroundedSpan]]]:
         """Ask for start/end seconds of every prompt in every clip: ``[clip][prompt] → spans`` (0 or 1 each)."""
         prepared = [c if isinstance(c, PreparedClip) else self.prepare(c) for c in clips]
         names = list(events) if events is not None else list(prompts)
@@ -928,9 +1036,11 @@ class QwenVLBackend:
         longest = max(len(r) for r in rows) + self.max_new_tokens
         step = max(1, self.max_batch_tokens // longest)
         for a in range(0, len(rows), step):
-            texts = self._generate(rows[a: a + step], embeds)
-            for (i, j), text in zip(pairs[a: a + step], texts):
-                span = self._span_from_text(prepared[i].clip, names[j], text, 1.0 if probs is None else float(probs[i, j]))
+            texts = self._generate(rows[a : a + step], embeds)
+            for (i, j), text in zip(pairs[a : a + step], texts):
+                span = self._span_from_text(
+                    prepared[i].clip, names[j], text, 1.0 if probs is None else float(probs[i, j])
+                )
                 if span is not None:
                     result[i][j].append(span)
 
@@ -942,27 +1052,44 @@ class QwenVLBackend:
             if parsed is None:
                 self.stats["absent" if says_absent(text) else "malformed"] += 1
                 if not says_absent(text):
-                    log.debug("unparseable grounding answer for %s clip %s/%d: %r", event, clip.stream_id, clip.index, text[:200])
+                    log.debug(
+                        "unparseable grounding answer for %s clip %s/%d: %r",
+                        event,
+                        clip.stream_id,
+                        clip.index,
+                        text[:200],
+                    )
                 return None
             clamped = clip_span(clip, *parsed)
             if clamped is None:
                 self.stats["malformed"] += 1
-                log.debug("grounding answer outside the clip for %s clip %s/%d: %r", event, clip.stream_id, clip.index, text[:200])
+                log.debug(
+                    "grounding answer outside the clip for %s clip %s/%d: %r",
+                    event,
+                    clip.stream_id,
+                    clip.index,
+                    text[:200],
+                )
                 return None
             rs, re_ = clamped
             s, e = clip.stream_seconds(rs), clip.stream_seconds(re_)
             s, e = max(clip.start, min(s, clip.end)), max(clip.start, min(e, clip.end))
             self.stats["grounded"] += 1
-            return GroundedSpan(event, clip.stream_id, clip.index, rs, re_, s, e, clip.utc(rs), clip.utc(re_), prob, text)
-        except Exception:  # noqa: BLE001 - model text never crashes the actor
+            return GroundedSpan(
+                event, clip.stream_id, clip.index, rs, re_, s, e, clip.utc(rs), clip.utc(re_), prob, text
+            )
+        except Exception:
             self.stats["malformed"] += 1
             log.debug("grounding answer could not be placed: %r", text, exc_info=True)
             return None
 
     def infer(self, clips: Sequence[Clip], events: EventsSpec | Sequence[EventSpec] | None = None) -> list[ClipResult]:
         """Clip-level P(yes), grounded spans and per-frame scores for every qwen2_5_vl event on every clip."""
-        evs = self.events if events is None else [e for e in (events.events if isinstance(events, EventsSpec) else events)
-                                                   if e.backend == "qwen2_5_vl"]
+        evs = (
+            self.events
+            if events is None
+            else [e for e in (events.events if isinstance(events, EventsSpec) else events) if e.backend == "qwen2_5_vl"]
+        )
         results = [ClipResult(c.stream_id, c.index) for c in clips]
         if not evs or not clips:
             return results
@@ -979,14 +1106,26 @@ class QwenVLBackend:
             self.stats["batches"] += 1
             if self.ground_mode == "never":
                 continue
-            pairs = [(i, j) for i in batch for j, ev in enumerate(evs)
-                     if self.ground_mode == "always" or probs[i, j] >= float(ev.on)]
+            pairs = [
+                (i, j)
+                for i in batch
+                for j, ev in enumerate(evs)
+                if self.ground_mode == "always" or probs[i, j] >= float(ev.on)
+            ]
             if pairs:
                 if embeds is None:
                     embeds = self.encode_videos(sub)
                 spans: list[list[list[GroundedSpan]]] = [[[] for _ in evs] for _ in clips]
-                self._ground_pairs(prepared, embeds, {i: k for k, i in enumerate(batch)}, pairs, prompts,
-                                   [e.event for e in evs], probs, spans)
+                self._ground_pairs(
+                    prepared,
+                    embeds,
+                    {i: k for k, i in enumerate(batch)},
+                    pairs,
+                    prompts,
+                    [e.event for e in evs],
+                    probs,
+                    spans,
+                )
                 for i, j in pairs:
                     if spans[i][j]:
                         results[i].spans[evs[j].event] = spans[i][j]
@@ -1030,8 +1169,9 @@ def check_checkpoint(model: str | os.PathLike, *, local_files_only: bool = True)
     return files.where
 
 
-def make_tiny_checkpoint(path: str | os.PathLike, *, seed: int = 0, tokens_per_second: float = 2,
-                         text_layers: int = 2, vision_depth: int = 2) -> Path:
+def make_tiny_checkpoint(
+    path: str | os.PathLike, *, seed: int = 0, tokens_per_second: float = 2, text_layers: int = 2, vision_depth: int = 2
+) -> Path:
     """Write a tiny randomly initialised Qwen2.5-VL checkpoint (config, weights, a WordLevel tokenizer with the
     Qwen special tokens and chat template, the Qwen2-VL image/video processor configs) to ``path``."""
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -1047,24 +1187,45 @@ def make_tiny_checkpoint(path: str | os.PathLike, *, seed: int = 0, tokens_per_s
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", eos_token="<|im_end|>", pad_token="<|endoftext|>",
-        additional_special_tokens=special, chat_template=DEFAULT_CHAT_TEMPLATE,
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=special,
+        chat_template=DEFAULT_CHAT_TEMPLATE,
     )
     ids = {t: fast.convert_tokens_to_ids(t) for t in special}
     cfg = Qwen2_5_VLConfig(
         text_config=dict(
-            vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=text_layers,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
+            vocab_size=len(fast),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=text_layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=8192,
             rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e6},
-            bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+            bos_token_id=ids["<|endoftext|>"],
+            eos_token_id=ids["<|im_end|>"],
+            pad_token_id=ids["<|endoftext|>"],
         ),
         vision_config=dict(
-            depth=vision_depth, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
-            patch_size=PATCH_SIZE, spatial_merge_size=MERGE_SIZE, temporal_patch_size=TEMPORAL_PATCH_SIZE,
-            tokens_per_second=tokens_per_second, window_size=56, fullatt_block_indexes=[vision_depth - 1],
+            depth=vision_depth,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=64,
+            patch_size=PATCH_SIZE,
+            spatial_merge_size=MERGE_SIZE,
+            temporal_patch_size=TEMPORAL_PATCH_SIZE,
+            tokens_per_second=tokens_per_second,
+            window_size=56,
+            fullatt_block_indexes=[vision_depth - 1],
         ),
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids[VIDEO_PAD],
-        vision_start_token_id=ids[VISION_START], vision_end_token_id=ids[VISION_END],
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids[VIDEO_PAD],
+        vision_start_token_id=ids[VISION_START],
+        vision_end_token_id=ids[VISION_END],
         architectures=[ARCHITECTURE],
     )
     torch.manual_seed(seed)

@@ -54,7 +54,9 @@ class SamplerConfig(_Model):
     tokens_per_second_budget: float | None = Field(
         None, gt=0, description="vision tokens per second of footage a stream may cost; None = no cap"
     )
-    activity_low: float = Field(0.004, ge=0, description="mean abs frame difference (0..1) at or below which min_fps is used")
+    activity_low: float = Field(
+        0.004, ge=0, description="mean abs frame difference (0..1) at or below which min_fps is used"
+    )
     activity_high: float = Field(0.04, gt=0, description="... at or above which max_fps is used")
     thumb_width: int = Field(64, ge=8)
     scene_cuts: bool = Field(True, description="detect hard cuts on the decoded stream (event 'scene_cut')")
@@ -62,7 +64,7 @@ class SamplerConfig(_Model):
     skip: str = Field("auto", pattern="^(auto|DEFAULT|NONREF|NONKEY)$")
 
     @model_validator(mode="after")
-    def _check(self) -> "SamplerConfig":
+    def _check(self) -> SamplerConfig:
         if self.min_fps > self.max_fps:
             raise ValueError(f"min_fps ({self.min_fps}) > max_fps ({self.max_fps})")
         if self.min_pixels > self.max_pixels:
@@ -104,7 +106,9 @@ class RuntimeConfig(_Model):
     batch_wait_s: float = Field(0.05, ge=0, description="longest a clip waits for a batch to fill")
     max_pending_clips: int = Field(4, ge=1, description="clips a stream may have decoded but not scored")
     max_worker_restarts: int = Field(10, ge=0, description="crashes of one stream worker survived by resuming")
-    retention_s: float | None = Field(None, gt=0, description="keep segments this long (stream seconds); None = forever")
+    retention_s: float | None = Field(
+        None, gt=0, description="keep segments this long (stream seconds); None = forever"
+    )
 
 
 class VLMConfig(_Model):

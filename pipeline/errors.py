@@ -76,8 +76,9 @@ class StoreKeyError(LongwatchError, ValueError):
 class EventsFileError(ConfigError):
     """The events file (YAML) is malformed or invalid. ``path``, ``line`` and ``problems`` say where and what."""
 
-    def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
-                 problems: list[str] | None = None):
+    def __init__(
+        self, message: str, *, path: str | None = None, line: int | None = None, problems: list[str] | None = None
+    ):
         super().__init__(message)
         self.path = path
         self.line = line

@@ -37,8 +37,9 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -48,25 +49,113 @@ from .errors import EventsFileError
 # The 80 COCO classes in darknet's coco.names order and spelling (the file YOLOv3-tiny ships with);
 # the index is the detector's class id.
 COCO_CLASSES: tuple[str, ...] = (
-    "person", "bicycle", "car", "motorbike", "aeroplane", "bus", "train", "truck", "boat",
-    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
-    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
-    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
-    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
-    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
-    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "sofa", "pottedplant", "bed",
-    "diningtable", "toilet", "tvmonitor", "laptop", "mouse", "remote", "keyboard", "cell phone",
-    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
-    "teddy bear", "hair drier", "toothbrush",
+    "person",
+    "bicycle",
+    "car",
+    "motorbike",
+    "aeroplane",
+    "bus",
+    "train",
+    "truck",
+    "boat",
+    "traffic light",
+    "fire hydrant",
+    "stop sign",
+    "parking meter",
+    "bench",
+    "bird",
+    "cat",
+    "dog",
+    "horse",
+    "sheep",
+    "cow",
+    "elephant",
+    "bear",
+    "zebra",
+    "giraffe",
+    "backpack",
+    "umbrella",
+    "handbag",
+    "tie",
+    "suitcase",
+    "frisbee",
+    "skis",
+    "snowboard",
+    "sports ball",
+    "kite",
+    "baseball bat",
+    "baseball glove",
+    "skateboard",
+    "surfboard",
+    "tennis racket",
+    "bottle",
+    "wine glass",
+    "cup",
+    "fork",
+    "knife",
+    "spoon",
+    "bowl",
+    "banana",
+    "apple",
+    "sandwich",
+    "orange",
+    "broccoli",
+    "carrot",
+    "hot dog",
+    "pizza",
+    "donut",
+    "cake",
+    "chair",
+    "sofa",
+    "pottedplant",
+    "bed",
+    "diningtable",
+    "toilet",
+    "tvmonitor",
+    "laptop",
+    "mouse",
+    "remote",
+    "keyboard",
+    "cell phone",
+    "microwave",
+    "oven",
+    "toaster",
+    "sink",
+    "refrigerator",
+    "book",
+    "clock",
+    "vase",
+    "scissors",
+    "teddy bear",
+    "hair drier",
+    "toothbrush",
 )
 # Other common spellings of the same classes (torchvision / ultralytics / plain English).
 COCO_ALIASES: dict[str, str] = {
-    "motorcycle": "motorbike", "airplane": "aeroplane", "aircraft": "aeroplane", "plane": "aeroplane",
-    "couch": "sofa", "potted plant": "pottedplant", "dining table": "diningtable", "table": "diningtable",
-    "tv": "tvmonitor", "tv monitor": "tvmonitor", "television": "tvmonitor", "monitor": "tvmonitor",
-    "hair dryer": "hair drier", "cellphone": "cell phone", "mobile phone": "cell phone", "phone": "cell phone",
-    "doughnut": "donut", "fridge": "refrigerator", "bike": "bicycle", "pedestrian": "person",
-    "people": "person", "ball": "sports ball", "hotdog": "hot dog", "laptop computer": "laptop",
+    "motorcycle": "motorbike",
+    "airplane": "aeroplane",
+    "aircraft": "aeroplane",
+    "plane": "aeroplane",
+    "couch": "sofa",
+    "potted plant": "pottedplant",
+    "dining table": "diningtable",
+    "table": "diningtable",
+    "tv": "tvmonitor",
+    "tv monitor": "tvmonitor",
+    "television": "tvmonitor",
+    "monitor": "tvmonitor",
+    "hair dryer": "hair drier",
+    "cellphone": "cell phone",
+    "mobile phone": "cell phone",
+    "phone": "cell phone",
+    "doughnut": "donut",
+    "fridge": "refrigerator",
+    "bike": "bicycle",
+    "pedestrian": "person",
+    "people": "person",
+    "ball": "sports ball",
+    "hotdog": "hot dog",
+    "laptop computer": "laptop",
 }
 _COCO_INDEX = {name: i for i, name in enumerate(COCO_CLASSES)}
 
@@ -103,7 +192,11 @@ def suggest_classes(name: str, n: int = 3) -> list[str]:
         if canon not in out:
             out.append(canon)
     if not out:  # a word of a multi-word class ("light" → "traffic light")
-        out = [c for c in COCO_CLASSES if key and any(w.startswith(key) or key.startswith(w) for w in c.split() if len(w) > 2)]
+        out = [
+            c
+            for c in COCO_CLASSES
+            if key and any(w.startswith(key) or key.startswith(w) for w in c.split() if len(w) > 2)
+        ]
     return out[:n]
 
 
@@ -139,8 +232,10 @@ class DetectorParams(_Strict):
     def _roi_shape(cls, v: Any) -> Any:
         if v is None:
             return v
-        if not isinstance(v, (list, tuple)) or len(v) != 4 or not all(
-            isinstance(x, (int, float)) and not isinstance(x, bool) for x in v
+        if (
+            not isinstance(v, (list, tuple))
+            or len(v) != 4
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
         ):
             raise ValueError(f"must be four numbers [x0, y0, x1, y1] (fractions of the frame), got {v!r}")
         return [float(x) for x in v]
@@ -200,7 +295,7 @@ class EventSpec(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _backend_fields(self) -> "EventSpec":
+    def _backend_fields(self) -> EventSpec:
         if self.backend == "detector":
             if self.detector is None:
                 raise ValueError("backend 'detector' needs a 'detector:' block, e.g. detector: {class: person}")
@@ -242,7 +337,7 @@ class EventsSpec(BaseModel):
     source: str | None = Field(None, exclude=True)
 
     @model_validator(mode="after")
-    def _unique(self) -> "EventsSpec":
+    def _unique(self) -> EventsSpec:
         seen: dict[str, int] = {}
         for i, ev in enumerate(self.events):
             if ev.event in seen:
@@ -314,7 +409,9 @@ def _yaml_error(exc: yaml.YAMLError, source: str) -> EventsFileError:
     what = " ".join(x for x in (getattr(exc, "context", None), getattr(exc, "problem", None)) if x) or str(exc)
     where = f"line {line}, column {mark.column + 1}: " if mark is not None else ""
     return EventsFileError(
-        f"events file {source}: {where}malformed YAML: {what}", path=source, line=line,
+        f"events file {source}: {where}malformed YAML: {what}",
+        path=source,
+        line=line,
         problems=[f"{where}malformed YAML: {what}"],
     )
 
@@ -374,7 +471,8 @@ def parse_events(text: str | bytes, *, source: str = "<string>") -> EventsSpec:
     if data is None:
         raise EventsFileError(
             f"events file {source} is empty: it needs a list of events, e.g. "
-            "'- event: person_present\\n  detector: {class: person}'", path=source,
+            "'- event: person_present\\n  detector: {class: person}'",
+            path=source,
         )
     lines: dict[tuple, int] = {}
     dups: list[tuple[tuple, int]] = []
@@ -387,7 +485,9 @@ def parse_events(text: str | bytes, *, source: str = "<string>") -> EventsSpec:
             line = lines.get((extra[0],)) if extra else 1
             raise EventsFileError(
                 f"events file {source}: line {line}: {what}; the file is a list of events, "
-                "or a mapping with the single key 'events'", path=source, line=line,
+                "or a mapping with the single key 'events'",
+                path=source,
+                line=line,
             )
         items = data["events"]
         lines = {k[1:]: v for k, v in lines.items() if k[:1] == ("events",)}
@@ -398,7 +498,8 @@ def parse_events(text: str | bytes, *, source: str = "<string>") -> EventsSpec:
         raise EventsFileError(
             f"events file {source}: line 1: must be a list of events (each '- event: name …'), "
             f"got {type(items).__name__}",
-            path=source, line=1,
+            path=source,
+            line=1,
         )
 
     problems: list[tuple[int, str]] = []
@@ -418,8 +519,12 @@ def parse_events(text: str | bytes, *, source: str = "<string>") -> EventsSpec:
         name = item.get("event") if isinstance(item, dict) else None
         if isinstance(name, str):
             if name in first:
-                problems.append((lines.get((i,), 0) or 0,
-                                 f"event #{i + 1}: duplicate event name {name!r} (first used by event #{first[name] + 1})"))
+                problems.append(
+                    (
+                        lines.get((i,), 0) or 0,
+                        f"event #{i + 1}: duplicate event name {name!r} (first used by event #{first[name] + 1})",
+                    )
+                )
             else:
                 first[name] = i
 
@@ -444,8 +549,10 @@ def parse_events(text: str | bytes, *, source: str = "<string>") -> EventsSpec:
         texts = [(f"line {ln}: " if ln else "") + msg for ln, msg in problems]
         head = f"events file {source} is invalid ({len(texts)} problem{'s' if len(texts) > 1 else ''}):"
         raise EventsFileError(
-            head + "\n  " + "\n  ".join(texts), path=source,
-            line=next((ln for ln, _ in problems if ln), None), problems=texts,
+            head + "\n  " + "\n  ".join(texts),
+            path=source,
+            line=next((ln for ln, _ in problems if ln), None),
+            problems=texts,
         )
     assert spec is not None
     return spec

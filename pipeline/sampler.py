@@ -20,9 +20,10 @@ Memory is bounded by the candidate buffer: ``clip_seconds × max_fps`` frames at
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterator, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -45,7 +46,7 @@ class _Candidate:
     """A grid slot's frame. Kept in the decoder's format until a clip picks it (lazy RGB)."""
 
     t: float
-    frame: "FrameLike"
+    frame: FrameLike
     thumb: np.ndarray
     slot: int
     motion: float = 0.0
@@ -191,9 +192,7 @@ class DynamicSampler:
         """90th percentile of the mean abs thumbnail difference between consecutive candidates (0..1)."""
         if len(cands) < 2:
             return 0.0
-        diffs = [
-            float(np.mean(cv2.absdiff(a.thumb, b.thumb))) / 255.0 for a, b in zip(cands[:-1], cands[1:])
-        ]
+        diffs = [float(np.mean(cv2.absdiff(a.thumb, b.thumb))) / 255.0 for a, b in zip(cands[:-1], cands[1:])]
         return float(np.percentile(diffs, 90))
 
     def choose_rate(self, activity: float) -> float:
@@ -347,7 +346,9 @@ class _Cuts:
         if hasattr(frame, "av_frame"):  # swscale straight from YUV to a 64-px RGB thumbnail
             w = 64
             h = max(8, round(w * frame.height / frame.width))
-            small = frame.av_frame.reformat(width=w, height=h, format="rgb24", interpolation=_CUT_INTERPOLATION).to_ndarray()
+            small = frame.av_frame.reformat(
+                width=w, height=h, format="rgb24", interpolation=_CUT_INTERPOLATION
+            ).to_ndarray()
         else:
             small = frame.to_rgb()
         self.found.extend(self.detector.push(t, small))
@@ -376,13 +377,20 @@ def sample_qwen(source, config: QwenCompatConfig | None = None, *, stream_id: st
     if not total or not fps:
         raise EmptySourceError("no frame count or frame rate to sample from", uri=source.uri)
     n = smart_nframes(
-        total, fps, fps=None if config.nframes else config.fps, nframes=config.nframes,
-        min_frames=config.min_frames, max_frames=config.max_frames,
+        total,
+        fps,
+        fps=None if config.nframes else config.fps,
+        nframes=config.nframes,
+        min_frames=config.min_frames,
+        max_frames=config.max_frames,
     )
     wanted = qwen_frame_indices(total, n)
     max_pixels = qwen_video_max_pixels(
-        n, min_pixels=config.min_pixels, max_pixels=config.max_pixels,
-        total_pixels=config.total_pixels, model_seq_len=config.model_seq_len,
+        n,
+        min_pixels=config.min_pixels,
+        max_pixels=config.max_pixels,
+        total_pixels=config.total_pixels,
+        model_seq_len=config.model_seq_len,
     )
     h, w = smart_resize(source.height, source.width, min_pixels=config.min_pixels, max_pixels=max_pixels)
     want = iter(wanted)

@@ -213,9 +213,7 @@ class Segmenter:
             if not math.isfinite(e):
                 raise SegmenterError(f"flush end_t must be finite, got {end_t!r}")
             if self._last_t is not None and e < self._last_t:
-                raise SegmenterError(
-                    f"flush end_t {e} precedes the last processed sample at {self._last_t}"
-                )
+                raise SegmenterError(f"flush end_t {e} precedes the last processed sample at {self._last_t}")
         out: list[SegmentUpdate] = []
         seg = self._seg
         if seg is not None:
@@ -246,7 +244,7 @@ class Segmenter:
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "Segmenter":
+    def from_state(cls, state: dict[str, Any]) -> Segmenter:
         """Rebuild a segmenter from :meth:`state` (after a JSON round-trip or not)."""
         if not isinstance(state, dict):
             raise SegmenterStateError(f"segmenter state must be a dict, got {type(state).__name__}")
@@ -310,8 +308,7 @@ class Segmenter:
             raise SegmenterError(f"{self.stream_id}/{self.event}: scores must be finite (got NaN or inf)")
         if len(s_arr) and (s_arr.min() < 0.0 or s_arr.max() > 1.0):
             raise SegmenterError(
-                f"{self.stream_id}/{self.event}: scores must be in [0, 1], got range "
-                f"[{s_arr.min()}, {s_arr.max()}]"
+                f"{self.stream_id}/{self.event}: scores must be in [0, 1], got range [{s_arr.min()}, {s_arr.max()}]"
             )
         return t_arr, s_arr
 

@@ -25,8 +25,8 @@ Scene cuts
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -48,8 +48,9 @@ def _gray_thumb(image: np.ndarray, width: int = THUMB_WIDTH) -> np.ndarray:
     return t if t.ndim == 2 else cv2.cvtColor(t, cv2.COLOR_RGB2GRAY)
 
 
-def frame_activity(frames: Sequence[np.ndarray] | np.ndarray, *, prev: np.ndarray | None = None,
-                   thumb_width: int = THUMB_WIDTH) -> np.ndarray:
+def frame_activity(
+    frames: Sequence[np.ndarray] | np.ndarray, *, prev: np.ndarray | None = None, thumb_width: int = THUMB_WIDTH
+) -> np.ndarray:
     """Per-frame activity (0..1) of RGB (or grey) frames: mean |Δ| of grey thumbnails, /255.
 
     ``prev``: the frame before ``frames[0]`` (e.g. the last frame of the previous clip), to give the
@@ -96,9 +97,9 @@ def histogram_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 @dataclass
 class _Pair:
-    t: float          # time of the later frame (the first frame of a new shot, if this is a cut)
-    d: float          # histogram distance to the frame before
-    d_before: float   # distance of the adjacent pair before (0 after a hole or at the start)
+    t: float  # time of the later frame (the first frame of a new shot, if this is a cut)
+    d: float  # histogram distance to the frame before
+    d_before: float  # distance of the adjacent pair before (0 after a hole or at the start)
 
 
 class CutDetector:
@@ -112,22 +113,33 @@ class CutDetector:
     frames further apart are not compared. ``min_shot_s``: a second cut this soon after one is ignored.
     """
 
-    def __init__(self, *, threshold: float = 0.4, ratio: float = 2.0, peak_ratio: float = 1.5, eps: float = 0.02,
-                 window: int = 10, lookahead: int = 2, max_gap_s: float = 0.2, min_shot_s: float = 0.3,
-                 thumb_width: int = THUMB_WIDTH):
-        if (not (0 < threshold <= 1) or ratio < 1 or peak_ratio < 1 or window < 1 or lookahead < 1
-                or max_gap_s <= 0):
-            raise ValueError("CutDetector: need 0 < threshold ≤ 1, ratio ≥ 1, peak_ratio ≥ 1, window ≥ 1, "
-                             "lookahead ≥ 1, max_gap_s > 0")
+    def __init__(
+        self,
+        *,
+        threshold: float = 0.4,
+        ratio: float = 2.0,
+        peak_ratio: float = 1.5,
+        eps: float = 0.02,
+        window: int = 10,
+        lookahead: int = 2,
+        max_gap_s: float = 0.2,
+        min_shot_s: float = 0.3,
+        thumb_width: int = THUMB_WIDTH,
+    ):
+        if not (0 < threshold <= 1) or ratio < 1 or peak_ratio < 1 or window < 1 or lookahead < 1 or max_gap_s <= 0:
+            raise ValueError(
+                "CutDetector: need 0 < threshold ≤ 1, ratio ≥ 1, peak_ratio ≥ 1, window ≥ 1, "
+                "lookahead ≥ 1, max_gap_s > 0"
+            )
         self.threshold, self.ratio, self.peak_ratio, self.eps = threshold, ratio, peak_ratio, eps
         self.window, self.lookahead = window, lookahead
         self.max_gap_s, self.min_shot_s = max_gap_s, min_shot_s
         self.thumb_width = thumb_width
         self._prev_hist: np.ndarray | None = None
         self._prev_t: float | None = None
-        self._past: deque[float] = deque(maxlen=window)   # distances of judged, decided, non-cut pairs
-        self._pending: deque[_Pair] = deque()              # pairs waiting for their lookahead
-        self._last_d = 0.0                                 # distance of the latest judged pair
+        self._past: deque[float] = deque(maxlen=window)  # distances of judged, decided, non-cut pairs
+        self._pending: deque[_Pair] = deque()  # pairs waiting for their lookahead
+        self._last_d = 0.0  # distance of the latest judged pair
         self._last_cut: float | None = None
         self.cuts: list[float] = []
         self.unjudged = 0  # pairs skipped because the frames were too far apart

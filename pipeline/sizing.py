@@ -25,7 +25,12 @@ def _floor_by(x: float, f: int) -> int:
 
 
 def smart_resize(
-    height: int, width: int, *, factor: int = FACTOR, min_pixels: int = VIDEO_MIN_PIXELS, max_pixels: int = VIDEO_MAX_PIXELS
+    height: int,
+    width: int,
+    *,
+    factor: int = FACTOR,
+    min_pixels: int = VIDEO_MIN_PIXELS,
+    max_pixels: int = VIDEO_MAX_PIXELS,
 ) -> tuple[int, int]:
     """(height, width): both multiples of ``factor``, area within [min_pixels, max_pixels], aspect kept."""
     if height <= 0 or width <= 0:
@@ -33,7 +38,9 @@ def smart_resize(
     if max_pixels < min_pixels:
         raise ClipError(f"max_pixels ({max_pixels}) < min_pixels ({min_pixels})")
     if max(height, width) / min(height, width) > MAX_RATIO:
-        raise ClipError(f"absolute aspect ratio must be smaller than {MAX_RATIO}, got {max(height, width) / min(height, width)}")
+        raise ClipError(
+            f"absolute aspect ratio must be smaller than {MAX_RATIO}, got {max(height, width) / min(height, width)}"
+        )
     h_bar = max(factor, _round_by(height, factor))
     w_bar = max(factor, _round_by(width, factor))
     if h_bar * w_bar > max_pixels:
@@ -93,8 +100,12 @@ def qwen_frame_indices(total_frames: int, nframes: int, start: int = 0, end: int
 
 
 def qwen_video_max_pixels(
-    nframes: int, *, min_pixels: int = VIDEO_MIN_PIXELS, max_pixels: int | None = None,
-    total_pixels: int | None = None, model_seq_len: int = 128000,
+    nframes: int,
+    *,
+    min_pixels: int = VIDEO_MIN_PIXELS,
+    max_pixels: int | None = None,
+    total_pixels: int | None = None,
+    model_seq_len: int = 128000,
 ) -> float:
     """The per-frame pixel cap qwen-vl-utils derives from the total-video budget."""
     total = total_pixels if total_pixels is not None else model_seq_len * FACTOR * FACTOR * 0.9

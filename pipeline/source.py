@@ -13,16 +13,14 @@ moving forward. Files treat end-of-stream as the end.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from fractions import Fraction
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlparse
 
 import av
@@ -36,7 +34,6 @@ from .errors import (
     InvalidVideoError,
     NoVideoStreamError,
     ResolutionError,
-    SourceError,
     SourceNotFoundError,
     SourceTimeoutError,
     SourceUnreachableError,
@@ -178,7 +175,7 @@ class Source:
         *,
         config: SourceConfig | None = None,
         start_at: str | datetime | float | None = None,
-    ) -> "Source":
+    ) -> Source:
         """Open and probe a source. Raises a :class:`~pipeline.errors.SourceError` subclass on bad input."""
         kind, target = classify(uri)
         config = config or SourceConfig()
@@ -208,7 +205,7 @@ class Source:
         if self.kind == "rtsp":
             options["rtsp_transport"] = cfg.rtsp_transport
         timeout = None if self.kind == "file" else (cfg.open_timeout_s, cfg.read_timeout_s)
-        self._connect_started_at = datetime.now(timezone.utc)
+        self._connect_started_at = datetime.now(UTC)
         return av.open(self.target, mode="r", options=options, timeout=timeout)
 
     def _connect(self, *, attempts: int | None) -> av.container.InputContainer:
@@ -280,10 +277,10 @@ class Source:
         if self.live:
             realtime = container.start_time_realtime
             if realtime and realtime > 0:
-                self.epoch = datetime.fromtimestamp(realtime / 1e6, tz=timezone.utc)
+                self.epoch = datetime.fromtimestamp(realtime / 1e6, tz=UTC)
                 self._epoch_from_stream = True
             else:
-                self.epoch = datetime.now(timezone.utc)  # refined to the first frame's arrival below
+                self.epoch = datetime.now(UTC)  # refined to the first frame's arrival below
         else:
             self.epoch = self._start_at or _creation_time(container, stream) or UNIX_EPOCH
         if self._start_at is not None:
@@ -357,7 +354,7 @@ class Source:
             finally:
                 self._container = None
 
-    def __enter__(self) -> "Source":
+    def __enter__(self) -> Source:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -393,7 +390,9 @@ class Source:
         stream.codec_context.skip_frame = skip
         return stream
 
-    def _decode_session(self, container, stream, *, start_s: float | None, skip: str = "DEFAULT") -> Iterator[DecodedFrame]:
+    def _decode_session(
+        self, container, stream, *, start_s: float | None, skip: str = "DEFAULT"
+    ) -> Iterator[DecodedFrame]:
         """Decode one container until EOF; corrupt packets are counted and skipped.
 
         Records the time of the last demuxed packet (``_last_packet_t``), which says how far the
@@ -459,7 +458,7 @@ class Source:
         base_s = float(stream.start_time * tb) if (stream.start_time is not None and tb) else None
         self.clock.begin_session(anchor_s=0.0, base_s=base_s)
         if start_s is not None and start_s > 0 and tb:
-            target = int(((start_s + (base_s or 0.0)) / tb))
+            target = int((start_s + (base_s or 0.0)) / tb)
             container.seek(target, stream=stream, backward=True, any_frame=False)
             self.clock.last_t = None  # times restart from the seek point; PTS still map absolutely
         try:
@@ -538,13 +537,19 @@ class Source:
                 self.stats.disconnects += 1
             self.stats.last_error = reason
             failures += 1
-            limit = cfg.max_reconnects if cfg.reconnect_forever else min(cfg.max_reconnects or cfg.connect_attempts, cfg.connect_attempts)
+            limit = (
+                cfg.max_reconnects
+                if cfg.reconnect_forever
+                else min(cfg.max_reconnects or cfg.connect_attempts, cfg.connect_attempts)
+            )
             if limit is not None and failures > limit:
                 raise SourceUnreachableError(
                     f"gave up after {failures} failed reconnect attempt(s) (last: {reason})", uri=self.uri
                 ) from err
             delay = self._backoff(failures)
-            log.warning("%s: disconnected (%s) after %d frames; reconnecting in %.1fs", self.uri, reason, got_frames, delay)
+            log.warning(
+                "%s: disconnected (%s) after %d frames; reconnecting in %.1fs", self.uri, reason, got_frames, delay
+            )
             if self._stop.wait(delay):
                 return
 
@@ -552,7 +557,7 @@ class Source:
         tb = frame.time_base or stream.time_base
         base_s = float(frame.pts * tb) if (frame.pts is not None and tb) else None
         realtime = container.start_time_realtime
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         # The first frame reached us while av.open was still probing (FFmpeg reads seconds of packets
         # before it returns), so the time it is handed out is late by the whole probe. The start of
         # this connection is a lower bound on its arrival and far closer to it.
@@ -563,11 +568,13 @@ class Source:
             if not self._epoch_from_stream:
                 self.epoch = now
                 self.clock.epoch = now
-            anchor = 0.0 if not (realtime and realtime > 0) else (
-                datetime.fromtimestamp(realtime / 1e6, tz=timezone.utc) - self.epoch
-            ).total_seconds()
+            anchor = (
+                0.0
+                if not (realtime and realtime > 0)
+                else (datetime.fromtimestamp(realtime / 1e6, tz=UTC) - self.epoch).total_seconds()
+            )
         elif realtime and realtime > 0:
-            anchor = (datetime.fromtimestamp(realtime / 1e6, tz=timezone.utc) - self.epoch).total_seconds()
+            anchor = (datetime.fromtimestamp(realtime / 1e6, tz=UTC) - self.epoch).total_seconds()
         else:
             anchor = (now - self.epoch).total_seconds()
         anchor = max(anchor, 0.0)

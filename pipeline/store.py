@@ -49,10 +49,11 @@ import subprocess
 import threading
 import time
 import weakref
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, TypeVar
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -130,7 +131,7 @@ def _parse_dt(text: str) -> datetime:
 
 
 def _iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).isoformat()
+    return dt.astimezone(UTC).isoformat()
 
 
 def _num(x: float) -> str:
@@ -284,7 +285,7 @@ class SegmentStore:
         socket_connect_timeout: float = 2.0,
         health_check_interval: int = 5,
         **kw: Any,
-    ) -> "SegmentStore":
+    ) -> SegmentStore:
         """A store on ``redis://…`` (``rediss://``, ``unix://``), or a Redis Cluster with ``cluster=True``.
 
         redis-py retries every command on connection errors and timeouts with exponential backoff
@@ -318,7 +319,7 @@ class SegmentStore:
         except Exception:  # pragma: no cover - best effort
             pass
 
-    def __enter__(self) -> "SegmentStore":
+    def __enter__(self) -> SegmentStore:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -559,8 +560,12 @@ class SegmentStore:
                 pipe.delete(wm_key)
                 if wm_mapping:
                     pipe.hset(wm_key, mapping=wm_mapping)
-            result.update(written=written, unchanged=unchanged, head=head,
-                          retention=json.loads(retention_raw) if retention_raw else None)
+            result.update(
+                written=written,
+                unchanged=unchanged,
+                head=head,
+                retention=json.loads(retention_raw) if retention_raw else None,
+            )
 
         self._retrying(lambda: self.r.transaction(txn, *seg_keys))
         if result.get("register_error") is not None:
@@ -570,8 +575,9 @@ class SegmentStore:
             expired = self.expire_before(stream_id, result["head"] - float(result["retention"]))
         return CommitResult(result["written"], result["unchanged"], expired)
 
-    def bulk_load(self, stream_id: str, segments: Iterable[Segment], *, batch: int = 5000,
-                  epoch: datetime | None = None) -> int:
+    def bulk_load(
+        self, stream_id: str, segments: Iterable[Segment], *, batch: int = 5000, epoch: datetime | None = None
+    ) -> int:
         """Pipelined writes of many segments that the stream does not hold yet (imports, benchmarks):
         no transaction, no feed records, no stale-entry cleanup. Returns the number written."""
         _check_name("stream id", stream_id)
@@ -685,8 +691,9 @@ class SegmentStore:
 
         return self._retrying(run)
 
-    def _query(self, stream: str | None, event: str | None,
-               windows: dict[str | None, tuple[float, float]], limit: int | None) -> list[Segment]:
+    def _query(
+        self, stream: str | None, event: str | None, windows: dict[str | None, tuple[float, float]], limit: int | None
+    ) -> list[Segment]:
         """``windows`` maps stream → (lo, hi); the key None means "the given stream, or all"."""
         if None in windows:
             lo_hi = windows[None]
@@ -758,7 +765,7 @@ class SegmentStore:
         while True:
             remaining = int((deadline - time.monotonic()) * 1000)
             blk = None if block_ms is None else max(1, min(slice_ms, remaining))
-            res = self._retrying(lambda: self.r.xread({feed_key: last_id}, count=count, block=blk))
+            res = self._retrying(lambda blk=blk: self.r.xread({feed_key: last_id}, count=count, block=blk))
             if res or block_ms is None or time.monotonic() >= deadline:
                 break
         out = []
@@ -784,7 +791,9 @@ class SegmentStore:
             page = 5000
             while True:
                 members = self._retrying(
-                    lambda: self.r.zrangebyscore(idx, "-inf", f"({_num(t)}", start=offset, num=page)
+                    lambda idx=idx, offset=offset, page=page: self.r.zrangebyscore(
+                        idx, "-inf", f"({_num(t)}", start=offset, num=page
+                    )
                 )
                 for m in members:
                     seg_id, end = _member_id_end(_s(m))
@@ -866,8 +875,13 @@ def _pid_alive(pid: int) -> bool:
 
 def _ping(port: int, timeout: float = 0.5) -> bool:
     try:
-        c = redis.Redis(host="127.0.0.1", port=port, socket_timeout=timeout, socket_connect_timeout=timeout,
-                        retry=Retry(ExponentialBackoff(), 0))
+        c = redis.Redis(
+            host="127.0.0.1",
+            port=port,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(ExponentialBackoff(), 0),
+        )
         try:
             return bool(c.ping())
         finally:
@@ -876,7 +890,7 @@ def _ping(port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-_LIVE: "weakref.WeakSet[EmbeddedRedis]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[EmbeddedRedis] = weakref.WeakSet()
 
 
 @atexit.register
@@ -982,11 +996,10 @@ class EmbeddedRedis:
 
     def _write_state(self, pid: int) -> None:
         tmp = self._state_path().with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": pid, "port": self.port, "owner": os.getpid(),
-                                   "binary": self.binary}))
+        tmp.write_text(json.dumps({"pid": pid, "port": self.port, "owner": os.getpid(), "binary": self.binary}))
         tmp.replace(self._state_path())
 
-    def start(self) -> "EmbeddedRedis":
+    def start(self) -> EmbeddedRedis:
         with self._lock:
             if self.running:
                 return self
@@ -1012,20 +1025,29 @@ class EmbeddedRedis:
             port = self.port if fixed_port else _free_port()
             args = [
                 binary,
-                "--port", str(port),
-                "--bind", "127.0.0.1",
-                "--dir", str(self.data_dir),
-                "--daemonize", "no",
-                "--logfile", str(self.log_path),
-                "--appendonly", "yes" if self.appendonly else "no",
-                "--appendfsync", "everysec",
-                "--dbfilename", "dump.rdb",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.data_dir),
+                "--daemonize",
+                "no",
+                "--logfile",
+                str(self.log_path),
+                "--appendonly",
+                "yes" if self.appendonly else "no",
+                "--appendfsync",
+                "everysec",
+                "--dbfilename",
+                "dump.rdb",
                 *self.extra_args,
             ]
             # a session of its own: a Ctrl-C meant for us does not kill the server before we save
             with open(self.data_dir / "redis.stderr", "wb") as err_file:
-                proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=err_file, start_new_session=True)
+                proc = subprocess.Popen(
+                    args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_file, start_new_session=True
+                )
             deadline = time.monotonic() + self.start_timeout_s
             while time.monotonic() < deadline:
                 if proc.poll() is not None:
@@ -1100,7 +1122,7 @@ class EmbeddedRedis:
         finally:
             self.reuse = reuse
 
-    def __enter__(self) -> "EmbeddedRedis":
+    def __enter__(self) -> EmbeddedRedis:
         return self.start()
 
     def __exit__(self, *exc) -> None:

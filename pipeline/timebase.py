@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
-UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def to_utc(epoch: datetime, stream_seconds: float) -> datetime:
@@ -42,7 +42,7 @@ def parse_epoch(value: str | datetime | float | int | None) -> datetime | None:
     if value is None or value == "":
         return None
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, (int, float)):
         return UNIX_EPOCH + timedelta(seconds=float(value))
     text = str(value).strip()
@@ -54,7 +54,7 @@ def parse_epoch(value: str | datetime | float | int | None) -> datetime | None:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
         raise ValueError(f"not an ISO 8601 time or Unix seconds: {value!r}") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def clip_to_stream_seconds(clip_start: float, clip_relative: float) -> float:

@@ -78,9 +78,7 @@ class Clip:
             raise ClipError("clip frame times must be strictly increasing")
         f = self.frames
         if not isinstance(f, np.ndarray) or f.ndim != 4 or f.shape[3] != 3 or f.dtype != np.uint8:
-            raise ClipError(
-                f"clip frames must be an (N, H, W, 3) uint8 array, got {getattr(f, 'shape', None)}"
-            )
+            raise ClipError(f"clip frames must be an (N, H, W, 3) uint8 array, got {getattr(f, 'shape', None)}")
         if f.shape[0] != len(times):
             raise ClipError(f"{f.shape[0]} frames but {len(times)} times")
         if self.epoch.tzinfo is None:

@@ -21,9 +21,9 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Callable
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -59,10 +59,15 @@ class StreamReport:
 
     def as_status(self) -> dict:
         return {
-            "state": self.state, "clips": self.clips, "footage_s": round(self.footage_s, 3),
-            "wall_s": round(self.wall_s, 3), "dropped_clips": self.dropped_clips,
-            "segments_committed": self.segments_committed, "error": self.error or "",
-            "lag_s": "" if self.lag_s is None else round(self.lag_s, 3), "fps": round(self.fps, 3),
+            "state": self.state,
+            "clips": self.clips,
+            "footage_s": round(self.footage_s, 3),
+            "wall_s": round(self.wall_s, 3),
+            "dropped_clips": self.dropped_clips,
+            "segments_committed": self.segments_committed,
+            "error": self.error or "",
+            "lag_s": "" if self.lag_s is None else round(self.lag_s, 3),
+            "fps": round(self.fps, 3),
             "speed": round(self.footage_s / self.wall_s, 2) if self.wall_s > 0 else 0.0,
         }
 
@@ -110,8 +115,14 @@ class StreamProcessor:
                 out[ev.event] = Segmenter.from_state(saved[ev.event])
             else:
                 out[ev.event] = Segmenter(
-                    self.stream_id, ev.event, on=ev.on, off=ev.off, min_duration_s=ev.min_duration_s,
-                    merge_gap_s=ev.merge_gap_s, max_sample_gap_s=ev.max_sample_gap_s, epoch=epoch,
+                    self.stream_id,
+                    ev.event,
+                    on=ev.on,
+                    off=ev.off,
+                    min_duration_s=ev.min_duration_s,
+                    merge_gap_s=ev.merge_gap_s,
+                    max_sample_gap_s=ev.max_sample_gap_s,
+                    epoch=epoch,
                 )
         return out
 
@@ -159,8 +170,12 @@ class StreamProcessor:
         def produce() -> None:
             try:
                 for clip in sample_clips(
-                    src, self.settings.sampler, stream_id=self.stream_id, start_index=start_index,
-                    resume_at=resume_at, on_sampler=lambda s: holder.setdefault("sampler", s),
+                    src,
+                    self.settings.sampler,
+                    stream_id=self.stream_id,
+                    start_index=start_index,
+                    resume_at=resume_at,
+                    on_sampler=lambda s: holder.setdefault("sampler", s),
                 ):
                     item = (clip, holder["sampler"].next_clip_t)
                     while not self._stop.is_set():
@@ -207,11 +222,18 @@ class StreamProcessor:
             updates: list[SegmentUpdate] = []
             for seg in segmenters.values():
                 updates.extend(seg.flush(end_t))
-            self._commit(updates, {
-                "clip_index": rep.clips + start_index - 1, "next_clip_t": end_t, "done": True,
-                "footage_s": end_t, "segmenters": {k: s.state() for k, s in segmenters.items()},
-                "holds": self._holds,
-            }, src.epoch)
+            self._commit(
+                updates,
+                {
+                    "clip_index": rep.clips + start_index - 1,
+                    "next_clip_t": end_t,
+                    "done": True,
+                    "footage_s": end_t,
+                    "segmenters": {k: s.state() for k, s in segmenters.items()},
+                    "holds": self._holds,
+                },
+                src.epoch,
+            )
             rep.state = "done"
         except LongwatchError as exc:
             rep.state, rep.error = "failed", str(exc)
@@ -236,19 +258,27 @@ class StreamProcessor:
                 continue
             values = self._hold_on_motion(name, clip, np.asarray(values, dtype=np.float64))
             updates.extend(seg.push(clip.times, values))
-        cuts = [Segment(self.stream_id, "scene_cut", t, t, epoch=clip.epoch, score=1.0)
-                for t in clip.meta.get("cuts", ())]
-        self._commit(updates, {
-            "clip_index": clip.index, "next_clip_t": next_clip_t if next_clip_t is not None else clip.end,
-            "footage_s": clip.end, "segmenters": {k: s.state() for k, s in segmenters.items()},
-            "holds": self._holds,
-        }, clip.epoch, cuts)
+        cuts = [
+            Segment(self.stream_id, "scene_cut", t, t, epoch=clip.epoch, score=1.0) for t in clip.meta.get("cuts", ())
+        ]
+        self._commit(
+            updates,
+            {
+                "clip_index": clip.index,
+                "next_clip_t": next_clip_t if next_clip_t is not None else clip.end,
+                "footage_s": clip.end,
+                "segmenters": {k: s.state() for k, s in segmenters.items()},
+                "holds": self._holds,
+            },
+            clip.epoch,
+            cuts,
+        )
         rep.clips += 1
         rep.footage_s = clip.end
         dt = time.perf_counter() - t0
         rep.fps = clip.n / dt if dt > 0 else 0.0
         if src.live:
-            rep.lag_s = (datetime.now(timezone.utc) - clip.utc(clip.end - clip.start)).total_seconds()
+            rep.lag_s = (datetime.now(UTC) - clip.utc(clip.end - clip.start)).total_seconds()
         if rep.clips % 5 == 1:
             self._status()
 
@@ -260,12 +290,18 @@ class StreamProcessor:
                 return self.score_fn(clip)
             except LongwatchError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - whatever the transport raised
+            except Exception as exc:
                 if attempt == attempts - 1 or self._stop.is_set():
                     raise
                 delay = min(8.0, 0.5 * 2**attempt)
-                log.warning("%s: scoring clip %d failed (%s: %s); retrying in %.1fs",
-                            self.stream_id, clip.index, type(exc).__name__, exc, delay)
+                log.warning(
+                    "%s: scoring clip %d failed (%s: %s); retrying in %.1fs",
+                    self.stream_id,
+                    clip.index,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
                 self.report.extra["score_retries"] = self.report.extra.get("score_retries", 0) + 1
                 time.sleep(delay)
         raise AssertionError("unreachable")
@@ -285,8 +321,9 @@ class StreamProcessor:
         self._holds[name] = last
         return out
 
-    def _commit(self, updates: list[SegmentUpdate], watermark: dict, epoch: datetime,
-                extra: list[Segment] = ()) -> None:
+    def _commit(
+        self, updates: list[SegmentUpdate], watermark: dict, epoch: datetime, extra: list[Segment] = ()
+    ) -> None:
         latest: dict[str, Segment] = {}
         for u in updates:
             latest[u.segment.id] = u.segment

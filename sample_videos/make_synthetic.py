@@ -71,7 +71,9 @@ def event_on(image: np.ndarray) -> bool:
     return bool((band > 230).mean(axis=0).max() > 0.9)
 
 
-def write(spec: Synthetic, *, codec: str = "libx264", rate: int = 30, gop: int | None = None, options: dict | None = None) -> Synthetic:
+def write(
+    spec: Synthetic, *, codec: str = "libx264", rate: int = 30, gop: int | None = None, options: dict | None = None
+) -> Synthetic:
     """Encode ``spec`` to ``spec.path`` with explicit PTS (time base 1/1000 s)."""
     path = Path(spec.path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,7 +109,9 @@ def standard_set(out_dir: str | Path) -> dict[str, Synthetic]:
     rng = np.random.default_rng(7)
     made: dict[str, Synthetic] = {}
     # 30 fps constant rate, two events.
-    made["cfr"] = write(Synthetic(str(out / "cfr30.mp4"), cfr_times(20, 30), [(5.0, 9.0), (13.5, 16.0)], note="30 fps CFR"), gop=30)
+    made["cfr"] = write(
+        Synthetic(str(out / "cfr30.mp4"), cfr_times(20, 30), [(5.0, 9.0), (13.5, 16.0)], note="30 fps CFR"), gop=30
+    )
     # Variable frame rate: intervals drawn from 20..90 ms.
     vfr, t = [], 0.0
     while t < 12.0:
@@ -116,9 +120,17 @@ def standard_set(out_dir: str | Path) -> dict[str, Synthetic]:
     made["vfr"] = write(Synthetic(str(out / "vfr.mkv"), vfr, [(3.0, 6.0)], note="VFR 11-50 fps"), rate=30)
     # A PTS jump: 8 s, a 30 s hole, 8 more s (a camera that stopped recording).
     jump = cfr_times(8, 25) + cfr_times(8, 25, start=38.0)
-    made["jump"] = write(Synthetic(str(out / "pts_jump.mkv"), jump, [(2.0, 4.0), (40.0, 43.0)], note="25 fps, +30 s PTS jump at 8 s"), rate=25)
+    made["jump"] = write(
+        Synthetic(str(out / "pts_jump.mkv"), jump, [(2.0, 4.0), (40.0, 43.0)], note="25 fps, +30 s PTS jump at 8 s"),
+        rate=25,
+    )
     # Long GOP 10 fps file for keyframe-aware sampling (keyframe every 1 s).
-    made["gop"] = write(Synthetic(str(out / "gop10.mp4"), cfr_times(30, 10), [(10.0, 20.0)], note="10 fps, keyframe every 1 s"), rate=10, gop=10, options={"bframes": "0", "sc_threshold": "0"})
+    made["gop"] = write(
+        Synthetic(str(out / "gop10.mp4"), cfr_times(30, 10), [(10.0, 20.0)], note="10 fps, keyframe every 1 s"),
+        rate=10,
+        gop=10,
+        options={"bframes": "0", "sc_threshold": "0"},
+    )
     return made
 
 
@@ -126,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     out = Path(argv[0] if argv else Path(__file__).parent / "generated")
     made = standard_set(out)
-    manifest = {k: {**asdict(v), "times": f"{len(v.times)} frames {v.times[0]}..{v.times[-1]}"} for k, v in made.items()}
+    manifest = {
+        k: {**asdict(v), "times": f"{len(v.times)} frames {v.times[0]}..{v.times[-1]}"} for k, v in made.items()
+    }
     print(json.dumps(manifest, indent=2))
     return 0
 

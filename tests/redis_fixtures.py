@@ -14,8 +14,8 @@ import uuid
 
 import pytest
 
-from pipeline.errors import StoreError
-from pipeline.store import EmbeddedRedis, SegmentStore, find_redis_server
+from longwatch.pipeline.errors import StoreError
+from longwatch.pipeline.store import EmbeddedRedis, SegmentStore, find_redis_server
 
 
 @pytest.fixture(scope="session")

@@ -58,12 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0 = any free port)")
     parser.add_argument("--mount", default="/stream", help="mount point, e.g. /cam")
     parser.add_argument(
-        "--rtcp-interval", type=float, default=None,
+        "--rtcp-interval",
+        type=float,
+        default=None,
         help="minimum seconds between RTCP sender reports (default: GStreamer's, 5 s); a large value "
         "keeps the first report from reaching a client before it has started playing",
     )
     parser.add_argument(
-        "--exit-with-stdin", action="store_true",
+        "--exit-with-stdin",
+        action="store_true",
         help="exit when stdin reaches end of file (the parent that holds the pipe has gone away)",
     )
     args = parser.parse_args(argv)
@@ -129,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
             loop.quit()
             return GLib.SOURCE_REMOVE
 
-        GLib.io_add_watch(sys.stdin.fileno(), GLib.PRIORITY_DEFAULT, GLib.IOCondition.IN | GLib.IOCondition.HUP, on_stdin)
+        GLib.io_add_watch(
+            sys.stdin.fileno(), GLib.PRIORITY_DEFAULT, GLib.IOCondition.IN | GLib.IOCondition.HUP, on_stdin
+        )
     print(f"READY rtsp://{HOST}:{port}{mount}", flush=True)
     loop.run()
 
@@ -156,9 +161,7 @@ def gi_rtsp_unavailable() -> str | None:
             _availability = f"{SYSTEM_PYTHON} not found (GStreamer's RTSP server runs under the system python3)"
         else:
             try:
-                proc = subprocess.run(
-                    [SYSTEM_PYTHON, "-c", _GI_CHECK], capture_output=True, text=True, timeout=60
-                )
+                proc = subprocess.run([SYSTEM_PYTHON, "-c", _GI_CHECK], capture_output=True, text=True, timeout=60)
                 out = proc.stdout.strip().splitlines()
                 if proc.returncode == 0 and out and out[-1] == "ok":
                     _availability = "ok"
@@ -225,7 +228,7 @@ class RtspServer:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def start(self) -> "RtspServer":
+    def start(self) -> RtspServer:
         """Start (or restart, on the same port) and wait until it listens."""
         if self.running:
             return self
@@ -254,8 +257,14 @@ class RtspServer:
 
     def _spawn(self, deadline: float) -> tuple[str | None, str]:
         cmd = [
-            SYSTEM_PYTHON, str(SCRIPT), str(self.video),
-            "--port", str(self.port or 0), "--mount", self.mount, "--exit-with-stdin",
+            SYSTEM_PYTHON,
+            str(SCRIPT),
+            str(self.video),
+            "--port",
+            str(self.port or 0),
+            "--mount",
+            self.mount,
+            "--exit-with-stdin",
         ]
         if self.rtcp_interval_s is not None:
             cmd += ["--rtcp-interval", repr(float(self.rtcp_interval_s))]
@@ -271,7 +280,7 @@ class RtspServer:
             start_new_session=True,  # our SIGINT (Ctrl-C on pytest) does not hit it half-way
         )
         self.proc = proc
-        lines: "queue.Queue[str | None]" = queue.Queue()
+        lines: queue.Queue[str | None] = queue.Queue()
         reader = threading.Thread(target=self._drain, args=(proc, lines), daemon=True)
         reader.start()
         seen: list[str] = []
@@ -288,7 +297,7 @@ class RtspServer:
         self._terminate()
         return None, "\n".join(seen)
 
-    def _drain(self, proc: subprocess.Popen, lines: "queue.Queue[str | None]") -> None:
+    def _drain(self, proc: subprocess.Popen, lines: queue.Queue[str | None]) -> None:
         """Read the server's output for its whole life (a full pipe would block it); keep a tail."""
         assert proc.stdout is not None
         try:
@@ -322,7 +331,7 @@ class RtspServer:
         """Stop the server process (SIGTERM, then SIGKILL); connected clients see the connection drop."""
         self._terminate()
 
-    def __enter__(self) -> "RtspServer":
+    def __enter__(self) -> RtspServer:
         try:
             return self.start()
         except BaseException:

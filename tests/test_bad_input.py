@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import wave
+from pathlib import Path
 
-import av
 import numpy as np
 import pytest
-
 from conftest import footage_file
-from pipeline import (
+
+from longwatch.pipeline import (
     EmptySourceError,
     InvalidVideoError,
     NoVideoStreamError,
@@ -23,7 +22,7 @@ from pipeline import (
     SourceUnreachableError,
     UnsupportedSourceError,
 )
-from pipeline.sampler import sample_clips
+from longwatch.pipeline.sampler import sample_clips
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -69,16 +68,15 @@ def test_truncated_body_delivers_what_is_there_then_says_so(tmp_path):
     p = tmp_path / "cut-body.mp4"
     p.write_bytes(data[: len(data) // 2])
     got = []
-    with pytest.raises(InvalidVideoError, match="truncated"):
-        with Source.open(p) as src:
-            for f in src.frames():
-                got.append(f.t)
+    with pytest.raises(InvalidVideoError, match="truncated"), Source.open(p) as src:
+        for f in src.frames():
+            got.append(f.t)
     assert len(got) > 100  # the frames before the cut were delivered, not lost
     assert got[-1] < 139.0
 
 
 def test_truncated_mkv(synthetic, tmp_path):
-    data = open(synthetic["cfr"].path.replace("cfr30.mp4", "vfr.mkv"), "rb").read()
+    data = Path(synthetic["cfr"].path.replace("cfr30.mp4", "vfr.mkv")).read_bytes()
     p = tmp_path / "cut.mkv"
     p.write_bytes(data[: len(data) * 2 // 3])
     with pytest.raises(InvalidVideoError, match="truncated"):
@@ -137,7 +135,7 @@ def test_unreachable_url(scheme):
 
 def test_corrupt_packets_in_the_middle_are_survived(tmp_path, synthetic):
     # Overwrite a run of bytes in the middle of the stream: the decoder must go on after it.
-    data = bytearray(open(synthetic["cfr"].path, "rb").read())
+    data = bytearray(Path(synthetic["cfr"].path).read_bytes())
     mid = len(data) // 2
     data[mid : mid + 3000] = np.random.default_rng(3).integers(0, 256, 3000, dtype=np.uint8).tobytes()
     p = tmp_path / "damaged.mp4"
@@ -152,6 +150,13 @@ def test_corrupt_packets_in_the_middle_are_survived(tmp_path, synthetic):
 
 
 def test_all_errors_share_one_base():
-    for cls in (EmptySourceError, InvalidVideoError, NoVideoStreamError, ResolutionError,
-                SourceNotFoundError, SourceUnreachableError, UnsupportedSourceError):
+    for cls in (
+        EmptySourceError,
+        InvalidVideoError,
+        NoVideoStreamError,
+        ResolutionError,
+        SourceNotFoundError,
+        SourceUnreachableError,
+        UnsupportedSourceError,
+    ):
         assert issubclass(cls, SourceError)

@@ -17,8 +17,19 @@ def run(*args, env=None):
 
 
 def test_inspect_json_plan(synthetic):
-    out = run("inspect", synthetic["cfr"].path, "--json", "--min-fps", "1", "--max-fps", "4", "--clip-seconds", "4",
-              "--start-at", "2026-11-22T14:02:00Z")
+    out = run(
+        "inspect",
+        synthetic["cfr"].path,
+        "--json",
+        "--min-fps",
+        "1",
+        "--max-fps",
+        "4",
+        "--clip-seconds",
+        "4",
+        "--start-at",
+        "2026-11-22T14:02:00Z",
+    )
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert len(rows) >= 4
@@ -65,9 +76,12 @@ def _runtime_env(tmp_path):
     import tempfile
 
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "RAY_ADDRESS")}
-    env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="disabled",
-               RAY_TMPDIR=tempfile.mkdtemp(prefix="lwcli-", dir="/tmp"),
-               LONGWATCH_RUNTIME__DATA_DIR=str(tmp_path / "data"))
+    env.update(
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+        RAY_AUTH_MODE="disabled",
+        RAY_TMPDIR=tempfile.mkdtemp(prefix="lwcli-", dir="/tmp"),
+        LONGWATCH_RUNTIME__DATA_DIR=str(tmp_path / "data"),
+    )
     return env
 
 
@@ -81,19 +95,30 @@ def test_run_then_query_and_streams(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "segments" in out.stdout and "person" in out.stdout  # street scene: people are found
     # The data stayed in the embedded Redis's data dir: a later query restarts it and reads it back.
-    q = subprocess.run(LONGWATCH + ["query", "--event", "person_present", "--json"], capture_output=True, text=True,
-                       timeout=60, env=env)
+    q = subprocess.run(
+        LONGWATCH + ["query", "--event", "person_present", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert q.returncode == 0, q.stderr
     rows = [json.loads(line) for line in q.stdout.splitlines()]
     assert rows and all(r["stream"] == "bikes" and r["event"] == "person_present" for r in rows)
     assert all(0.0 <= r["start_s"] <= r["end_s"] <= 10.5 for r in rows)
     # Absolute-time query: the clip has no creation time, so its epoch is 1970-01-01T00:00:00Z.
-    q = subprocess.run(LONGWATCH + ["query", "--from", "1970-01-01T00:00:30Z", "--json"], capture_output=True,
-                       text=True, timeout=60, env=env)
+    q = subprocess.run(
+        LONGWATCH + ["query", "--from", "1970-01-01T00:00:30Z", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert q.returncode == 0 and q.stdout.strip() == ""  # nothing after the clip's end
     # Scene cuts are a signal every stream gets: bikes.mp4 is edited footage with hard cuts.
-    q = subprocess.run(LONGWATCH + ["query", "--event", "scene_cut", "--json"], capture_output=True, text=True,
-                       timeout=60, env=env)
+    q = subprocess.run(
+        LONGWATCH + ["query", "--event", "scene_cut", "--json"], capture_output=True, text=True, timeout=60, env=env
+    )
     cuts = [json.loads(line)["start_s"] for line in q.stdout.splitlines()]
     assert len(cuts) >= 3 and all(0 < t < 10 for t in cuts), cuts
     s = subprocess.run(LONGWATCH + ["streams", "--json"], capture_output=True, text=True, timeout=60, env=env)
@@ -105,21 +130,28 @@ def test_run_rejects_bad_events_before_starting(tmp_path):
     env = _runtime_env(tmp_path)
     bad = tmp_path / "events.yaml"
     bad.write_text("- event: person_present\n  detector: {class: persn}\n")
-    out = subprocess.run(LONGWATCH + ["run", "--events", str(bad), "x.mp4"], capture_output=True, text=True,
-                         timeout=60, env=env)
+    out = subprocess.run(
+        LONGWATCH + ["run", "--events", str(bad), "x.mp4"], capture_output=True, text=True, timeout=60, env=env
+    )
     assert out.returncode == 2
     assert "did you mean 'person'" in out.stderr and "line 2" in out.stderr
     bad.write_text("- event: [unclosed\n")
-    out = subprocess.run(LONGWATCH + ["run", "--events", str(bad), "x.mp4"], capture_output=True, text=True,
-                         timeout=60, env=env)
+    out = subprocess.run(
+        LONGWATCH + ["run", "--events", str(bad), "x.mp4"], capture_output=True, text=True, timeout=60, env=env
+    )
     assert out.returncode == 2 and "events file" in out.stderr
     assert not (tmp_path / "data").exists()  # nothing was started: no Redis data dir, no Ray
 
 
 def test_query_rejects_mixed_time_kinds(tmp_path):
     env = _runtime_env(tmp_path)
-    out = subprocess.run(LONGWATCH + ["query", "--from", "3", "--to", "2026-01-01T00:00:00Z"], capture_output=True,
-                         text=True, timeout=60, env=env)
+    out = subprocess.run(
+        LONGWATCH + ["query", "--from", "3", "--to", "2026-01-01T00:00:00Z"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert out.returncode == 2 and "both" in out.stderr
 
 
@@ -132,9 +164,9 @@ def test_ctrl_c_saves_the_watermark_and_a_second_run_resumes(tmp_path):
 
     clip = footage_file("one-by-one-person-detection.mp4")
     env = _runtime_env(tmp_path)
-    proc = subprocess.Popen(LONGWATCH + ["run", str(clip), "--no-show"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
-    wm_file = None
+    proc = subprocess.Popen(
+        LONGWATCH + ["run", str(clip), "--no-show"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     deadline = time.time() + 120
     progressed = False
     while time.time() < deadline and proc.poll() is None:
@@ -146,7 +178,7 @@ def test_ctrl_c_saves_the_watermark_and_a_second_run_resumes(tmp_path):
         time.sleep(1)
     assert progressed, "the run never got going"
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    _out, err = proc.communicate(timeout=120)
     assert "stopping" in err
     s = subprocess.run(LONGWATCH + ["streams", "--json"], capture_output=True, text=True, timeout=60, env=env)
     first = json.loads(s.stdout.splitlines()[0])
@@ -154,21 +186,33 @@ def test_ctrl_c_saves_the_watermark_and_a_second_run_resumes(tmp_path):
     # Run again: it resumes from the watermark and finishes; the segments are whole.
     again = subprocess.run(LONGWATCH + ["run", str(clip)], capture_output=True, text=True, timeout=300, env=env)
     assert again.returncode == 0, again.stderr[-2000:]
-    q = subprocess.run(LONGWATCH + ["query", "--event", "person_present", "--json"], capture_output=True,
-                       text=True, timeout=60, env=env)
+    q = subprocess.run(
+        LONGWATCH + ["query", "--event", "person_present", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     segs = [json.loads(line) for line in q.stdout.splitlines()]
     assert len(segs) == 6 and all(r["state"] == "closed" for r in segs)
 
 
-@pytest.mark.parametrize("model,message", [("/nonexistent/qwen-dir", "does not exist"),
-                                           ("Qwen/Qwen2.5-VL-3B-Instruct", "not a local directory")])
+@pytest.mark.parametrize(
+    "model,message",
+    [("/nonexistent/qwen-dir", "does not exist"), ("Qwen/Qwen2.5-VL-3B-Instruct", "not a local directory")],
+)
 def test_run_rejects_an_unusable_vlm_before_any_stream(tmp_path, model, message):
     pytest.importorskip("torch")
     env = _runtime_env(tmp_path)
     env.update(LONGWATCH_VLM__MODEL=model, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
     events = tmp_path / "events.yaml"
     events.write_text("- event: fall\n  backend: qwen2_5_vl\n  prompt: a person falls\n  threshold: 0.5\n")
-    out = subprocess.run(LONGWATCH + ["run", "--events", str(events), "--no-show", "x.mp4"], capture_output=True,
-                         text=True, timeout=120, env=env)
+    out = subprocess.run(
+        LONGWATCH + ["run", "--events", str(events), "--no-show", "x.mp4"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert out.returncode == 2, out.stderr[-2000:]
     assert message in out.stderr

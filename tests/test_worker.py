@@ -7,11 +7,11 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import footage_file
-from pipeline.config import SamplerConfig, Settings
-from pipeline.events import load_events
-from pipeline.worker import StreamProcessor
+
+from longwatch.pipeline.config import Settings
+from longwatch.pipeline.events import load_events
+from longwatch.pipeline.worker import StreamProcessor
 
 EVENTS = load_events("- event: person_present\n  detector: {class: person, min_score: 0.4}\n")
 
@@ -36,8 +36,15 @@ def _settings(**sampler):
 def test_slow_model_slows_a_file_and_loses_nothing(synthetic, store):
     seen: list = []
     settings = _settings(min_fps=2, max_fps=2, clip_seconds=1)
-    proc = StreamProcessor("file", synthetic["gop"].path, settings=settings, events=EVENTS, store=store,
-                           score_fn=slow_model(0.05, seen), max_pending_clips=2)
+    proc = StreamProcessor(
+        "file",
+        synthetic["gop"].path,
+        settings=settings,
+        events=EVENTS,
+        store=store,
+        score_fn=slow_model(0.05, seen),
+        max_pending_clips=2,
+    )
     rep = proc.run()
     assert rep.state == "done" and rep.dropped_clips == 0
     # 30 s at 1 s per clip (+ the last frame, 29.9 s, in a final short clip), in order, none lost.
@@ -54,8 +61,15 @@ def test_slow_model_on_a_live_stream_sheds_counted_clips(store):
     seen: list = []
     settings = _settings(min_fps=2, max_fps=2, clip_seconds=1)
     with RtspServer(footage_file("one-by-one-person-detection.mp4"), mount="/slow") as cam:
-        proc = StreamProcessor("cam", cam.url, settings=settings, events=EVENTS, store=store,
-                               score_fn=slow_model(3.0, seen), max_pending_clips=2)
+        proc = StreamProcessor(
+            "cam",
+            cam.url,
+            settings=settings,
+            events=EVENTS,
+            store=store,
+            score_fn=slow_model(3.0, seen),
+            max_pending_clips=2,
+        )
         runner = threading.Thread(target=proc.run, daemon=True)
         runner.start()
         time.sleep(14)
