@@ -24,7 +24,8 @@ class DetectorPool:
     """CPU COCO detector over the clips of many streams, batched."""
 
     def __init__(self, events_text: str, data_dir: str, max_batch_clips: int = 4, batch_wait_s: float = 0.05):
-        from longwatch.model.detector import DetectorBackend, DetectorWeights
+        from longwatch.model.detector import DetectorBackend
+        from longwatch.model.weights import DetectorWeights
         from longwatch.pipeline.events import load_events
 
         spec = load_events(events_text)

@@ -84,7 +84,7 @@ class Runtime:
         # Check model files on the driver first: a missing or wrong model fails here, before any stream.
         backends = {e.backend for e in self.events.events}
         if "detector" in backends:
-            from longwatch.model.detector import DetectorWeights
+            from longwatch.model.weights import DetectorWeights
 
             DetectorWeights.locate(rt.data_dir)
         if "qwen2_5_vl" in backends:

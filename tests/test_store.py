@@ -490,8 +490,8 @@ def test_embedded_server_left_by_a_crashed_owner_is_adopted(tmp_path):
     data = tmp_path / "data"
     child = (
         "import os, sys; sys.path.insert(0, sys.argv[2]);"
-        "from pipeline.store import embedded_redis, SegmentStore;"
-        "from pipeline.types import Segment;"
+        "from longwatch.pipeline.store import embedded_redis, SegmentStore;"
+        "from longwatch.pipeline.types import Segment;"
         "url, h = embedded_redis(sys.argv[1]);"
         "SegmentStore.from_url(url).commit('cam3', [Segment('cam3', 'person', 1.0, 2.0)], watermark={'clip': 1});"
         "print(h.proc.pid, flush=True); os._exit(0)"  # dies like a crash: no stop(), no atexit
