@@ -77,7 +77,7 @@ class Runtime:
         Path(rt.data_dir).mkdir(parents=True, exist_ok=True)
         self.redis_url = rt.redis_url or os.environ.get("REDIS_URL")
         if not self.redis_url:
-            from longwatch.pipeline.store import EmbeddedRedis
+            from longwatch.pipeline.redis_server import EmbeddedRedis
 
             self._embedded = EmbeddedRedis(Path(rt.data_dir) / "redis").start()
             self.redis_url = self._embedded.url

@@ -491,7 +491,8 @@ def rtsp_step(rt, server: MountServer, n: int, warm_s: float, window_s: float, c
 def redis_part(n_segments: int, queries: int, rounds: int, checks: int, say) -> dict:
     import numpy as np
 
-    from longwatch.pipeline.store import EmbeddedRedis, SegmentStore
+    from longwatch.pipeline.redis_server import EmbeddedRedis
+    from longwatch.pipeline.store import SegmentStore
 
     rq = bench_module("redis_query")
     EPOCH, make_table, pct, segments_of = rq.EPOCH, rq.make_table, rq.pct, rq.segments_of
@@ -714,7 +715,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from longwatch.actors.runtime import Runtime
     from longwatch.pipeline.config import RuntimeConfig, SamplerConfig, Settings
-    from longwatch.pipeline.store import EmbeddedRedis, SegmentStore
+    from longwatch.pipeline.redis_server import EmbeddedRedis
+    from longwatch.pipeline.store import SegmentStore
 
     data_dir = tempfile.mkdtemp(prefix="lwe2e-data-", dir="/tmp")
     redis_dir = tempfile.mkdtemp(prefix="lwe2e-redis-", dir="/tmp")

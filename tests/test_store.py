@@ -13,13 +13,9 @@ import pytest
 import redis
 
 from longwatch.pipeline.errors import StoreError, StoreKeyError
-from longwatch.pipeline.store import (
-    EmbeddedRedis,
-    SegmentStore,
-    embedded_redis,
-    find_redis_server,
-    key_slot,
-)
+from longwatch.pipeline.keys import key_slot
+from longwatch.pipeline.redis_server import EmbeddedRedis, embedded_redis, find_redis_server
+from longwatch.pipeline.store import SegmentStore
 from longwatch.pipeline.types import Segment
 
 EPOCH = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -412,7 +408,7 @@ def test_commits_survive_a_redis_outage(store, redis_server):
 
 
 def test_unreachable_server_raises_store_error(tmp_path):
-    from longwatch.pipeline.store import _free_port
+    from longwatch.pipeline.redis_server import _free_port
 
     st = SegmentStore.from_url(f"redis://127.0.0.1:{_free_port()}/0", retries=1, retry_deadline_s=0.5)
     with pytest.raises(StoreError) as info:
@@ -490,7 +486,8 @@ def test_embedded_server_left_by_a_crashed_owner_is_adopted(tmp_path):
     data = tmp_path / "data"
     child = (
         "import os, sys; sys.path.insert(0, sys.argv[2]);"
-        "from longwatch.pipeline.store import embedded_redis, SegmentStore;"
+        "from longwatch.pipeline.redis_server import embedded_redis;"
+        "from longwatch.pipeline.store import SegmentStore;"
         "from longwatch.pipeline.types import Segment;"
         "url, h = embedded_redis(sys.argv[1]);"
         "SegmentStore.from_url(url).commit('cam3', [Segment('cam3', 'person', 1.0, 2.0)], watermark={'clip': 1});"
