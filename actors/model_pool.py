@@ -1,35 +1,64 @@
-"""The model pools: Ray Serve deployments that batch clips across streams.
+"""The model pool: one Ray Serve deployment, :class:`BackendPool`, that batches clips across streams into a
+model backend (any :class:`~longwatch.model.backend.Backend`, built by
+:func:`~longwatch.model.backend.load_backend` from its kind and constructor options).
 
 Why Serve: ``@serve.batch`` gives cross-stream batching by size and max wait, replicas restart on
 failure, ``num_replicas``/autoscaling and ``num_gpus`` fractions come with it, and handles apply
 backpressure (``max_ongoing_requests``). Each replica is a thin shell over ``model/``.
 
-Two applications: ``longwatch-models`` (the CPU detector, for ``backend: detector`` events) and
-``longwatch-vlm`` (Qwen2.5-VL, for ``backend: qwen2_5_vl`` events), each deployed only if an event
-needs it.
+One Serve application per backend kind (:data:`APP_NAMES`), each deployed only if an event needs it, so
+the kinds run side by side, each with its own replicas, CPUs/GPUs and batch size/wait:
+``longwatch-models`` (the CPU detector, for ``backend: detector`` events, settings ``runtime.model_*``,
+``runtime.max_batch_clips``, ``runtime.batch_wait_s``) and ``longwatch-vlm`` (Qwen2.5-VL, for
+``backend: qwen2_5_vl`` events, settings ``vlm.*``). :func:`deploy` starts one, :func:`handle` finds it
+from any process of the cluster.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from typing import Any
 
 from ray import serve
 
-APP_NAME = "longwatch-models"
-VLM_APP_NAME = "longwatch-vlm"
+from longwatch.model.backend import DETECTOR, KINDS, QWEN2_5_VL
+from longwatch.pipeline.config import Settings
+from longwatch.pipeline.errors import ConfigError
+
+APP_NAMES = {DETECTOR: "longwatch-models", QWEN2_5_VL: "longwatch-vlm"}
+APP_NAME = APP_NAMES[DETECTOR]  # the detector pool's application (the embedded default)
+
+# The VLM settings that go to QwenVLBackend.load; the rest of ``vlm`` sizes the pool.
+_VLM_OPTIONS = {
+    "model",
+    "dtype",
+    "attn",
+    "device",
+    "local_files_only",
+    "strategy",
+    "ground",
+    "max_batch_tokens",
+    "max_batch_clips",
+}
 
 
-@serve.deployment(name="detector", max_ongoing_requests=16)
-class DetectorPool:
-    """CPU COCO detector over the clips of many streams, batched."""
+@serve.deployment(max_ongoing_requests=16)
+class BackendPool:
+    """One backend of ``kind`` (``detector``, ``qwen2_5_vl``) over the clips of many streams, batched.
 
-    def __init__(self, events_text: str, data_dir: str, max_batch_clips: int = 4, batch_wait_s: float = 0.05):
-        from longwatch.model.detector import DetectorBackend
-        from longwatch.model.weights import DetectorWeights
+    ``options`` go to the backend's constructor (see :func:`~longwatch.model.backend.load_backend`);
+    ``max_batch_clips`` and ``batch_wait_s`` set this deployment's ``@serve.batch``.
+    """
+
+    def __init__(
+        self, kind: str, events_text: str, options: dict, max_batch_clips: int = 4, batch_wait_s: float = 0.05
+    ):
+        from longwatch.model.backend import load_backend
         from longwatch.pipeline.events import load_events
 
-        spec = load_events(events_text)
-        self.backend = DetectorBackend(spec, DetectorWeights.locate(data_dir))
+        self.kind = kind
+        self.backend = load_backend(kind, load_events(events_text), **options)
         self.score.set_max_batch_size(max_batch_clips)
         self.score.set_batch_wait_timeout_s(batch_wait_s)
         self.batches = 0
@@ -39,46 +68,19 @@ class DetectorPool:
     async def score(self, clips: list) -> list[dict]:
         self.batches += 1
         self.clips += len(clips)
-        return self.backend.score_many(clips)
+        return self.backend.score(clips)
 
     async def stats(self) -> dict:
-        return {"batches": self.batches, "clips": self.clips}
+        """Batches and clips this replica scored, and the backend's own counters where it keeps some."""
+        own = getattr(self.backend, "stats", None) or {}
+        return {"batches": self.batches, "clips": self.clips, **{k: int(v) for k, v in own.items()}}
 
 
-@serve.deployment(name="qwen2_5_vl", max_ongoing_requests=16)
-class VLMPool:
-    """Qwen2.5-VL over the clips of many streams: one vision encoding per clip shared by every event."""
-
-    def __init__(self, events_text: str, vlm: dict):
-        from longwatch.model.qwen_vl import QwenVLBackend
-        from longwatch.pipeline.events import load_events
-
-        spec = load_events(events_text)
-        self.backend = QwenVLBackend.load(
-            vlm["model"],
-            events=spec,
-            dtype=vlm["dtype"],
-            attn=vlm["attn"],
-            device=vlm["device"],
-            local_files_only=vlm["local_files_only"],
-            strategy=vlm["strategy"],
-            ground=vlm["ground"],
-            max_batch_tokens=vlm["max_batch_tokens"],
-            max_batch_clips=vlm["max_batch_clips"],
-        )
-        self.score.set_max_batch_size(vlm["max_batch_clips"])
-        self.score.set_batch_wait_timeout_s(vlm["batch_wait_s"])
-        self.batches = 0
-        self.clips = 0
-
-    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.1)
-    async def score(self, clips: list) -> list[dict]:
-        self.batches += 1
-        self.clips += len(clips)
-        return self.backend.score_many(clips)
-
-    async def stats(self) -> dict:
-        return {"batches": self.batches, "clips": self.clips, **{k: int(v) for k, v in self.backend.stats.items()}}
+def _app_name(kind: str) -> str:
+    try:
+        return APP_NAMES[kind]
+    except KeyError:
+        raise ConfigError(f"no model pool for backend {kind!r}; known: {', '.join(KINDS)}") from None
 
 
 def _start_serve() -> None:
@@ -86,41 +88,56 @@ def _start_serve() -> None:
     serve.start(proxy_location="Disabled")
 
 
+def pool_settings(kind: str, settings: Settings) -> dict[str, Any]:
+    """:func:`deploy`'s keywords for the pool of ``kind`` from the settings."""
+    if kind == DETECTOR:
+        rt = settings.runtime
+        return dict(
+            options={"data_dir": str(Path(rt.data_dir).resolve())},
+            replicas=rt.model_replicas,
+            num_cpus=rt.model_num_cpus,
+            num_gpus=rt.model_num_gpus,
+            max_batch_clips=rt.max_batch_clips,
+            batch_wait_s=rt.batch_wait_s,
+        )
+    if kind == QWEN2_5_VL:
+        vlm = settings.vlm
+        return dict(
+            options=vlm.model_dump(include=_VLM_OPTIONS),
+            replicas=vlm.replicas,
+            num_cpus=vlm.num_cpus,
+            num_gpus=vlm.num_gpus,
+            max_batch_clips=vlm.max_batch_clips,
+            batch_wait_s=vlm.batch_wait_s,
+        )
+    raise ConfigError(f"no model pool for backend {kind!r}; known: {', '.join(KINDS)}")
+
+
 def deploy(
+    kind: str,
     *,
     events_text: str,
-    data_dir: str,
+    options: dict | None = None,
     replicas: int = 1,
     num_cpus: float = 1.0,
     num_gpus: float = 0.0,
     max_batch_clips: int = 4,
     batch_wait_s: float = 0.05,
 ):
-    """Start (or update) the detector pool in the connected Ray cluster; return its handle."""
+    """Start (or update) the pool of one backend kind, as its own Serve application, in the connected Ray
+    cluster; return its handle. ``options`` go to the backend's constructor (:func:`pool_settings` builds
+    them all from :class:`~longwatch.pipeline.config.Settings`)."""
+    name = _app_name(kind)
     _start_serve()
-    options = {"num_cpus": num_cpus}
+    actor_options: dict[str, float] = {"num_cpus": num_cpus}
     if num_gpus:
-        options["num_gpus"] = num_gpus
-    app = DetectorPool.options(num_replicas=replicas, ray_actor_options=options).bind(
-        events_text, data_dir, max_batch_clips, batch_wait_s
+        actor_options["num_gpus"] = num_gpus
+    app = BackendPool.options(name=kind, num_replicas=replicas, ray_actor_options=actor_options).bind(
+        kind, events_text, dict(options or {}), max_batch_clips, batch_wait_s
     )
-    return serve.run(app, name=APP_NAME, route_prefix=None)
+    return serve.run(app, name=name, route_prefix=None)
 
 
-def deploy_vlm(*, events_text: str, vlm) -> object:
-    """Start (or update) the Qwen2.5-VL pool; ``vlm`` is a :class:`pipeline.config.VLMConfig`."""
-    _start_serve()
-    options = {"num_cpus": vlm.num_cpus}
-    if vlm.num_gpus:
-        options["num_gpus"] = vlm.num_gpus
-    app = VLMPool.options(num_replicas=vlm.replicas, ray_actor_options=options).bind(events_text, vlm.model_dump())
-    return serve.run(app, name=VLM_APP_NAME, route_prefix=None)
-
-
-def handle():
-    """The detector pool's handle from any process of the cluster (stream workers call this)."""
-    return serve.get_app_handle(APP_NAME)
-
-
-def vlm_handle():
-    return serve.get_app_handle(VLM_APP_NAME)
+def handle(kind: str = DETECTOR):
+    """The pool of ``kind``'s handle from any process of the cluster (stream workers call this)."""
+    return serve.get_app_handle(_app_name(kind))

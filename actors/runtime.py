@@ -94,7 +94,7 @@ class Runtime:
                 raise ConfigError(
                     "events with backend qwen2_5_vl need a model: set vlm.model (LONGWATCH_VLM__MODEL=DIR or hub id)"
                 )
-            from longwatch.model.qwen_vl import check_checkpoint
+            from longwatch.model.checkpoint import check_checkpoint
 
             check_checkpoint(self.settings.vlm.model, local_files_only=self.settings.vlm.local_files_only)
         self._started_ray = init_ray(rt.ray_address)
@@ -107,18 +107,8 @@ class Runtime:
                 "this Ray cluster has several nodes, but no REDIS_URL is set: the embedded Redis listens on "
                 "127.0.0.1 and other nodes cannot reach it. Set REDIS_URL (or LONGWATCH_RUNTIME__REDIS_URL)."
             )
-        if "detector" in backends:
-            model_pool.deploy(
-                events_text=self.events_text,
-                data_dir=str(Path(rt.data_dir).resolve()),
-                replicas=rt.model_replicas,
-                num_cpus=rt.model_num_cpus,
-                num_gpus=rt.model_num_gpus,
-                max_batch_clips=rt.max_batch_clips,
-                batch_wait_s=rt.batch_wait_s,
-            )
-        if "qwen2_5_vl" in backends:
-            model_pool.deploy_vlm(events_text=self.events_text, vlm=self.settings.vlm)
+        for kind in sorted(backends):  # one pool (Serve app) per backend kind the events use
+            model_pool.deploy(kind, events_text=self.events_text, **model_pool.pool_settings(kind, self.settings))
         self.controller = Controller.options(name=CONTROLLER_NAME, get_if_exists=True).remote(
             self.settings.model_dump_json(), self.events_text, self.redis_url
         )
@@ -152,7 +142,7 @@ class Runtime:
                 self.controller = None
             from ray import serve
 
-            for app in (model_pool.APP_NAME, model_pool.VLM_APP_NAME):
+            for app in model_pool.APP_NAMES.values():
                 try:
                     serve.delete(app)
                 except Exception:

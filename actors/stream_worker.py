@@ -41,12 +41,7 @@ class StreamWorker:
         """Send each clip to the pool of every backend its events use (concurrently); merge the scores."""
         from longwatch.actors import model_pool
 
-        backends = {e.backend for e in self.events.events}
-        pools = []
-        if "detector" in backends:
-            pools.append(model_pool.handle())
-        if "qwen2_5_vl" in backends:
-            pools.append(model_pool.vlm_handle())
+        pools = [model_pool.handle(kind) for kind in sorted({e.backend for e in self.events.events})]
 
         def score(clip):
             pending = [pool.score.remote(clip) for pool in pools]

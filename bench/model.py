@@ -43,9 +43,10 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from longwatch.model.qwen_vl import QwenVLBackend, make_tiny_checkpoint  # noqa: E402
+from longwatch.model.qwen_vl import QwenVLBackend  # noqa: E402
 from longwatch.pipeline.events import EventSpec  # noqa: E402
 from longwatch.pipeline.types import Clip  # noqa: E402
+from tests.tiny_qwen import make_tiny_checkpoint  # noqa: E402
 
 PROMPTS = [
     "a person falls to the ground",
@@ -85,14 +86,14 @@ def run(backend: QwenVLBackend, clips: list[Clip], batch: int, strategy: str, re
     backend.ground_mode = "never"
     dev = backend.device
     video_tokens = sum(backend.prepare(c).num_tokens for c in clips)
-    backend.score_many(clips[:batch])  # warm-up (allocator, kernels)
+    backend.score(clips[:batch])  # warm-up (allocator, kernels)
     times, vis = [], []
     for _ in range(repeats):
         backend.stats.clear()
         sync(dev)
         t0 = time.perf_counter()
         for k in range(0, len(clips), batch):
-            backend.score_many(clips[k : k + batch])
+            backend.score(clips[k : k + batch])
         sync(dev)
         times.append(time.perf_counter() - t0)
         vis.append((backend.stats["vision_patches"], backend.stats["vision_s"]))

@@ -30,6 +30,7 @@ import numpy as np
 
 from longwatch.pipeline.errors import ModelError
 from longwatch.pipeline.events import EventSpec, EventsSpec
+from longwatch.pipeline.types import Clip
 
 from .weights import DetectorWeights
 
@@ -257,10 +258,10 @@ def event_score(ev: EventSpec, detections: Sequence[Detection]) -> float:
 
 
 class DetectorBackend:
-    """Scores the detector events of an :class:`EventsSpec` on clips.
+    """Scores the detector events of an :class:`EventsSpec` on clips; a :class:`~.backend.Backend`.
 
-    ``score(clip)`` → ``{event: per-frame scores}`` aligned with ``clip.times`` (float64, 0..1), for the
-    events whose backend is ``detector`` (others are left to their own backends). The detector's
+    ``score(clips)`` → per clip ``{event: per-frame scores}`` aligned with ``clip.times`` (float64, 0..1), for
+    the events whose backend is ``detector`` (others are left to their own backends). The detector's
     confidence floor is set to the lowest floor any event needs. ``detector_kwargs`` go to
     :class:`YoloDetector` (``input_size``, ``rect``, ``threads``, ``max_batch``, ``nms``).
     """
@@ -305,12 +306,9 @@ class DetectorBackend:
     def detect_clip(self, clip) -> list[list[Detection]]:
         return self.detector.detect(list(clip.frames))
 
-    def score(self, clip) -> dict[str, np.ndarray]:
-        """Per-event, per-frame scores of one clip."""
-        return self.score_many([clip])[0]
-
-    def score_many(self, clips: Sequence) -> list[dict[str, np.ndarray]]:
-        """Score several clips (any streams, any sizes) in as few forward passes as possible."""
+    def score(self, clips: Sequence[Clip]) -> list[dict[str, np.ndarray]]:
+        """Per clip ``{event: per-frame scores}``: clips of any streams and sizes in as few forward passes as
+        possible (:class:`~.backend.Backend`'s verb)."""
         if not self.events:
             return [{} for _ in clips]
         frames: list[np.ndarray] = []

@@ -34,52 +34,40 @@ not parse is counted (``stats["malformed"]``) and dropped; it never raises.
 
 Batching: clips of any sizes and streams go into one batch, left-padded, with their pixel values
 concatenated and per-row position ids, up to ``max_batch_tokens`` padded LLM tokens per forward pass.
+
+Around it: :mod:`.checkpoint` finds and checks the checkpoint (no weights, no torch), :mod:`.answers` parses
+the model's grounding text; tests build a tiny random checkpoint with ``tests/tiny_qwen.py``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
-import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from longwatch.pipeline.config import (
-    CLIP_MEAN,
-    CLIP_STD,
-    MERGE_SIZE,
-    PATCH_SIZE,
-    TEMPORAL_PATCH_SIZE,
-    TOKENS_PER_SECOND,
-)
 from longwatch.pipeline.errors import (
     ConfigError,
     ModelArchitectureError,
     ModelError,
-    ModelNotFoundError,
-    ModelUnavailableError,
     ModelWeightsError,
 )
 from longwatch.pipeline.events import EventSpec, EventsSpec
 from longwatch.pipeline.patches import VideoPatches, patchify
 from longwatch.pipeline.types import Clip
 
+from .answers import GroundedSpan, clip_span, frame_scores, parse_span, says_absent
+from .checkpoint import VisionConstants, _check_architecture, _constants, _env_offline, _Files
 from .position_ids import VideoSpan, position_ids, temporal_ids
 
 log = logging.getLogger("longwatch.model.qwen_vl")
 
-MODEL_TYPE = "qwen2_5_vl"
-ARCHITECTURE = "Qwen2_5_VLForConditionalGeneration"
 VISION_START, VIDEO_PAD, VISION_END = "<|vision_start|>", "<|video_pad|>", "<|vision_end|>"
 VIDEO_MARK = VISION_START + VIDEO_PAD + VISION_END
 TEXT, VIDEO = 0, 2  # mm_token_type_ids values (1 would be an image)
@@ -118,19 +106,7 @@ _NO = ("No", "no", " No", " no", "NO")
 
 
 # ----------------------------------------------------------------------------------------------
-# Constants, prepared clips, results
-
-
-@dataclass(frozen=True)
-class VisionConstants:
-    """The model's processor constants (preprocessor_config.json + config.vision_config)."""
-
-    image_mean: tuple[float, float, float] = CLIP_MEAN
-    image_std: tuple[float, float, float] = CLIP_STD
-    patch_size: int = PATCH_SIZE
-    merge_size: int = MERGE_SIZE
-    temporal_patch_size: int = TEMPORAL_PATCH_SIZE
-    tokens_per_second: float = TOKENS_PER_SECOND
+# Prepared clips, results
 
 
 @dataclass(frozen=True)
@@ -144,23 +120,6 @@ class PreparedClip:
     @property
     def num_tokens(self) -> int:
         return self.span.num_tokens
-
-
-@dataclass(frozen=True)
-class GroundedSpan:
-    """A span the model named inside a clip, in clip-relative seconds, stream seconds and UTC (clamped)."""
-
-    event: str
-    stream_id: str
-    clip_index: int
-    rel_start: float
-    rel_end: float
-    start: float
-    end: float
-    start_utc: datetime
-    end_utc: datetime
-    prob: float
-    text: str
 
 
 @dataclass
@@ -194,275 +153,7 @@ class _Row:
 
 
 # ----------------------------------------------------------------------------------------------
-# Grounding text → span
-
-
-_TIME = r"\d{1,2}:\d{1,2}:\d{1,2}(?:\.\d+)?|\d{1,4}:\d{1,2}(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+"
-_TIME_RE = re.compile(rf"(?<![\w.])({_TIME})")
-_ABSENT_RE = re.compile(r"\b(none|no|never|not|nothing|null|n/a)\b", re.IGNORECASE)
-_JSON_RE = re.compile(r"\{[^{}]*\}|\[[^\[\]]*\]")
-_START_KEYS = ("start", "begin", "from", "start_time", "starttime", "start_sec", "start_seconds", "t0", "s")
-_END_KEYS = ("end", "stop", "to", "end_time", "endtime", "end_sec", "end_seconds", "t1", "e")
-_MAX_TEXT = 2000
-
-
-def _seconds(tok: Any) -> float | None:
-    """A number or a time string ("7", "3.5", "1:05", "00:01:05.5") → seconds; None if not one."""
-    if isinstance(tok, bool):
-        return None
-    if isinstance(tok, (int, float)):
-        v = float(tok)
-        return v if math.isfinite(v) else None
-    if not isinstance(tok, str):
-        return None
-    tok = (
-        tok.strip().lower().removesuffix("seconds").removesuffix("second").removesuffix("sec").removesuffix("s").strip()
-    )
-    m = re.fullmatch(_TIME, tok)
-    if not m:
-        return None
-    parts = tok.split(":")
-    try:
-        v = 0.0
-        for p in parts:
-            v = v * 60.0 + float(p)
-    except ValueError:
-        return None
-    return v if math.isfinite(v) else None
-
-
-def _json_span(text: str) -> tuple[float, float] | None:
-    for m in _JSON_RE.finditer(text):
-        try:
-            data = json.loads(m.group(0))
-        except (ValueError, RecursionError):
-            continue
-        if isinstance(data, list) and data and isinstance(data[0], (list, dict)):
-            data = data[0]
-        if isinstance(data, dict):
-            low = {str(k).strip().lower().replace(" ", "_"): v for k, v in data.items()}
-            s = next((low[k] for k in _START_KEYS if k in low), None)
-            e = next((low[k] for k in _END_KEYS if k in low), None)
-            if isinstance(s, (list, tuple)) and len(s) == 2 and e is None:
-                s, e = s
-            s, e = _seconds(s), _seconds(e)
-            if s is not None and e is not None:
-                return s, e
-        elif isinstance(data, list) and len(data) >= 2:
-            s, e = _seconds(data[0]), _seconds(data[1])
-            if s is not None and e is not None:
-                return s, e
-    return None
-
-
-def parse_span(text: Any) -> tuple[float, float] | None:
-    """Clip-relative (start, end) seconds from a model's answer, or None when there is none to be had.
-
-    Accepts ``"3.5-7"``, ``"3.5 – 7.0 s"``, ``"from 3 to 7 seconds"``, ``"between 3 and 7"``, ``"00:03-00:07"``,
-    ``'{"start": 3.5, "end": 7}'``, ``"[3.5, 7]"`` and the like: a JSON object/list first, else the first two
-    times in the text. Never raises; whether None means "malformed" or "the model said no" is
-    :func:`says_absent`'s call.
-    """
-    if not isinstance(text, str) or not text.strip():
-        return None
-    text = text[:_MAX_TEXT]
-    try:
-        span = _json_span(text)
-        if span is not None:
-            return span
-        nums = [v for v in (_seconds(m.group(1)) for m in _TIME_RE.finditer(text)) if v is not None]
-    except Exception:
-        return None
-    if len(nums) < 2:
-        return None
-    return nums[0], nums[1]
-
-
-def says_absent(text: Any) -> bool:
-    """True when the answer says the event does not happen ("none", "no", "it does not happen") with no times."""
-    if not isinstance(text, str):
-        return False
-    return bool(_ABSENT_RE.search(text[:_MAX_TEXT])) and not _TIME_RE.search(text[:_MAX_TEXT])
-
-
-def clip_span(clip: Clip, rel_start: float, rel_end: float) -> tuple[float, float] | None:
-    """Clamp clip-relative seconds to the clip ``[0, clip.end − clip.start]``; None if reversed or outside."""
-    if not (math.isfinite(rel_start) and math.isfinite(rel_end)) or rel_end < rel_start:
-        return None
-    duration = clip.end - clip.start
-    if rel_start > duration or rel_end < 0:
-        return None
-    return max(0.0, rel_start), min(duration, rel_end)
-
-
-def frame_scores(clip: Clip, prob: float, spans: Sequence[GroundedSpan]) -> np.ndarray:
-    """Per-frame scores aligned with ``clip.times``: ``prob`` on frames a span covers (all frames when there
-    is no span), 0 elsewhere. A frame covers ``[t_i, t_{i+1})``, the last one up to ``clip.end``."""
-    n = clip.n
-    if not spans:
-        return np.full(n, float(prob), dtype=np.float64)
-    t = clip.times
-    t_end = np.append(t[1:], clip.end)
-    inside = np.zeros(n, dtype=bool)
-    for s in spans:
-        inside |= (t <= s.end) & ((t_end > s.start) | (t == s.start))
-    return np.where(inside, float(prob), 0.0).astype(np.float64)
-
-
-# ----------------------------------------------------------------------------------------------
-# Loading
-
-
-def _env_offline() -> bool:
-    return any(
-        os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
-        for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
-
-
-def _looks_like_path(model: str) -> bool:
-    return (
-        model.startswith(("/", "./", "../", "~", ".\\", "..\\"))
-        or model in (".", "..")
-        or "\\" in model
-        or model.count("/") > 1
-        or model.endswith("/")
-        or bool(re.match(r"^[A-Za-z]:[\\/]", model))
-    )
-
-
-_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
-
-
-class _Files:
-    """Reads a checkpoint's small files from a local directory or the hub cache (offline as told)."""
-
-    def __init__(self, model: str, *, offline: bool):
-        self.model = model
-        self.offline = offline
-        path = Path(model).expanduser()
-        if path.exists():
-            if not path.is_dir():
-                raise ModelNotFoundError(
-                    f"model path {path} is a file; pass the checkpoint directory that holds config.json"
-                )
-            if not (path / "config.json").is_file():
-                raise ModelNotFoundError(
-                    f"model directory {path} has no config.json: not a transformers checkpoint "
-                    "(expected config.json, *.safetensors, tokenizer files, preprocessor_config.json)"
-                )
-            self.local: Path | None = path.resolve()
-            self.where = str(self.local)
-            return
-        if _looks_like_path(model) or not _HUB_ID_RE.match(model):
-            raise ModelNotFoundError(f"model directory {path} does not exist")
-        self.local = None
-        try:
-            from transformers.utils import cached_file
-
-            cfg = cached_file(model, "config.json", local_files_only=offline)
-        except Exception as exc:  # OSError / EnvironmentError / hub errors
-            how = (
-                "downloads are off (local_files_only=True or HF_HUB_OFFLINE=1) and it is not in the local hub cache"
-                if offline
-                else f"it could not be fetched ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
-            )
-            raise ModelUnavailableError(
-                f"model {model!r} is not a local directory, and as a hub id {how}. Download it first "
-                f"(`huggingface-cli download {model} --local-dir DIR`) and pass DIR, or allow downloads "
-                "(local_files_only=False without HF_HUB_OFFLINE)"
-            ) from None
-        if cfg is None:
-            raise ModelUnavailableError(f"hub id {model!r} has no config.json in the local cache")
-        self.where = model
-
-    def path(self, name: str) -> str | None:
-        if self.local is not None:
-            p = self.local / name
-            return str(p) if p.is_file() else None
-        from transformers.utils import cached_file
-
-        try:
-            return cached_file(
-                self.model, name, local_files_only=self.offline, _raise_exceptions_for_missing_entries=False
-            )
-        except Exception:
-            return None
-
-    def json(self, name: str) -> dict | None:
-        p = self.path(name)
-        if p is None:
-            return None
-        try:
-            data = json.loads(Path(p).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ModelWeightsError(f"{self.where}: {name} cannot be read as JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ModelWeightsError(f"{self.where}: {name} is not a JSON object")
-        return data
-
-
-def _check_architecture(files: _Files, cfg: dict) -> None:
-    model_type = cfg.get("model_type")
-    archs = cfg.get("architectures") or []
-    if model_type != MODEL_TYPE or (archs and ARCHITECTURE not in archs):
-        hint = ""
-        if model_type == "qwen2_vl":
-            hint = " (Qwen2-VL encodes time differently: it has no tokens_per_second / second_per_grid_ts)"
-        elif model_type == MODEL_TYPE:
-            hint = f" (a {MODEL_TYPE} checkpoint without the language-model head cannot answer questions)"
-        raise ModelArchitectureError(
-            f"{files.where}: config.json says model_type={model_type!r}, architectures={archs}; the qwen2_5_vl "
-            f"backend needs a Qwen2.5-VL checkpoint (model_type {MODEL_TYPE!r}, {ARCHITECTURE}){hint}"
-        )
-
-
-def _constants(files: _Files, cfg: dict) -> VisionConstants:
-    """The model's processor constants, checked against the pipeline's patch layout."""
-    vc = cfg.get("vision_config") or {}
-    pre = files.json("preprocessor_config.json") or {}
-    vid = files.json("video_preprocessor_config.json") or {}
-    merged = {**pre, **vid}
-
-    problems = []
-    sizes = {}
-    for ours, cfg_key, pre_key, expected in (
-        ("patch_size", "patch_size", "patch_size", PATCH_SIZE),
-        ("merge_size", "spatial_merge_size", "merge_size", MERGE_SIZE),
-        ("temporal_patch_size", "temporal_patch_size", "temporal_patch_size", TEMPORAL_PATCH_SIZE),
-    ):
-        seen = {}
-        if cfg_key in vc:
-            seen[f"config.json vision_config.{cfg_key}"] = vc[cfg_key]
-        for fname, src in (("preprocessor_config.json", pre), ("video_preprocessor_config.json", vid)):
-            if pre_key in src:
-                seen[f"{fname} {pre_key}"] = src[pre_key]
-        for where, v in seen.items():
-            if v != expected:
-                problems.append(f"{where} = {v!r}, the pipeline's patches use {expected}")
-        sizes[ours] = expected
-    mean = tuple(float(x) for x in merged.get("image_mean", CLIP_MEAN))
-    std = tuple(float(x) for x in merged.get("image_std", CLIP_STD))
-    if len(mean) != 3 or len(std) != 3 or not all(s > 0 for s in std):
-        problems.append(f"image_mean {mean} / image_std {std} must be three numbers each (std > 0)")
-    tps = vc.get("tokens_per_second", TOKENS_PER_SECOND)
-    if not isinstance(tps, (int, float)) or isinstance(tps, bool) or not tps > 0:
-        problems.append(f"config.json vision_config.tokens_per_second = {tps!r} must be a positive number")
-    if problems:
-        raise ModelArchitectureError(
-            f"{files.where}: the model's processor constants do not match longwatch's patches: " + "; ".join(problems)
-        )
-    if not pre and not vid:
-        log.warning("%s has no preprocessor_config.json: using Qwen2.5-VL's CLIP mean/std", files.where)
-    if mean != CLIP_MEAN or std != CLIP_STD:
-        log.info("%s normalises with mean %s std %s (not the Qwen2.5-VL defaults)", files.where, mean, std)
-    if tps != TOKENS_PER_SECOND:
-        log.info(
-            "%s uses tokens_per_second=%s (released Qwen2.5-VL checkpoints use %s)", files.where, tps, TOKENS_PER_SECOND
-        )
-    return VisionConstants(
-        mean, std, sizes["patch_size"], sizes["merge_size"], sizes["temporal_patch_size"], float(tps)
-    )
+# Device
 
 
 def _resolve_device(device: str) -> torch.device:
@@ -484,9 +175,9 @@ def _resolve_device(device: str) -> torch.device:
 
 
 class QwenVLBackend:
-    """Scores natural-language events on clips with Qwen2.5-VL; same ``score_many`` shape as the detector.
+    """Scores natural-language events on clips with Qwen2.5-VL; a :class:`~.backend.Backend`, like the detector.
 
-    ``score_many(clips)`` → per clip ``{event: per-frame scores aligned with clip.times}`` for the events whose
+    ``score(clips)`` → per clip ``{event: per-frame scores aligned with clip.times}`` for the events whose
     backend is ``qwen2_5_vl``; :meth:`infer` gives the clip-level probabilities and grounded spans as well.
     Build it with :meth:`load` (checks everything before any stream is touched).
     """
@@ -1135,105 +826,8 @@ class QwenVLBackend:
                 results[i].scores[ev.event] = frame_scores(clip, probs[i, j], results[i].spans.get(ev.event, []))
         return results
 
-    def score(self, clip: Clip) -> dict[str, np.ndarray]:
-        """Per-event, per-frame scores of one clip."""
-        return self.score_many([clip])[0]
-
-    def score_many(self, clips: Sequence[Clip]) -> list[dict[str, np.ndarray]]:
-        """Per clip ``{event: per-frame scores aligned with clip.times}`` — the detector backend's shape."""
+    def score(self, clips: Sequence[Clip]) -> list[dict[str, np.ndarray]]:
+        """Per clip ``{event: per-frame scores aligned with clip.times}`` (:class:`~.backend.Backend`'s verb)."""
         if not self.events:
             return [{} for _ in clips]
         return [r.scores for r in self.infer(clips)]
-
-
-# ----------------------------------------------------------------------------------------------
-# A tiny random checkpoint (tests and benchmarks; no download)
-
-
-TINY_WORDS = (
-    "yes no Yes No none the a an this that it in on of to is are does do did happen happens video person "
-    "falls fall ground car truck enters room dock backs into answer with start end time seconds second "
-    "long when if not like from between and or you helpful assistant system user walks door opens red "
-    "blue green dog cat runs stops moves people open close"
-)
-
-
-def check_checkpoint(model: str | os.PathLike, *, local_files_only: bool = True) -> str:
-    """Cheap start-up check of a checkpoint (config and processor files only, no weights): raises
-    the same typed errors as :meth:`QwenVLBackend.load` for a missing path, a hub id that cannot be
-    had offline, or another architecture. Returns where the checkpoint is."""
-    files = _Files(os.fspath(model), offline=bool(local_files_only) or _env_offline())
-    cfg = files.json("config.json") or {}
-    _check_architecture(files, cfg)
-    _constants(files, cfg)
-    return files.where
-
-
-def make_tiny_checkpoint(
-    path: str | os.PathLike, *, seed: int = 0, tokens_per_second: float = 2, text_layers: int = 2, vision_depth: int = 2
-) -> Path:
-    """Write a tiny randomly initialised Qwen2.5-VL checkpoint (config, weights, a WordLevel tokenizer with the
-    Qwen special tokens and chat template, the Qwen2-VL image/video processor configs) to ``path``."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
-    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
-
-    out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
-    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", VISION_START, VISION_END, "<|image_pad|>", VIDEO_PAD]
-    words = ["[UNK]"] + list("0123456789.,:;-–{}[]()\"'?!/") + TINY_WORDS.split()
-    vocab = {w: i for i, w in enumerate(dict.fromkeys(words))}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="[UNK]",
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        additional_special_tokens=special,
-        chat_template=DEFAULT_CHAT_TEMPLATE,
-    )
-    ids = {t: fast.convert_tokens_to_ids(t) for t in special}
-    cfg = Qwen2_5_VLConfig(
-        text_config=dict(
-            vocab_size=len(fast),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=text_layers,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=8192,
-            rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e6},
-            bos_token_id=ids["<|endoftext|>"],
-            eos_token_id=ids["<|im_end|>"],
-            pad_token_id=ids["<|endoftext|>"],
-        ),
-        vision_config=dict(
-            depth=vision_depth,
-            hidden_size=32,
-            intermediate_size=64,
-            num_heads=2,
-            out_hidden_size=64,
-            patch_size=PATCH_SIZE,
-            spatial_merge_size=MERGE_SIZE,
-            temporal_patch_size=TEMPORAL_PATCH_SIZE,
-            tokens_per_second=tokens_per_second,
-            window_size=56,
-            fullatt_block_indexes=[vision_depth - 1],
-        ),
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids[VIDEO_PAD],
-        vision_start_token_id=ids[VISION_START],
-        vision_end_token_id=ids[VISION_END],
-        architectures=[ARCHITECTURE],
-    )
-    torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(cfg).eval()
-    model.generation_config.eos_token_id = ids["<|im_end|>"]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
-    model.save_pretrained(out)
-    fast.save_pretrained(out)
-    Qwen2VLImageProcessor().save_pretrained(out)
-    Qwen2VLVideoProcessor().save_pretrained(out)
-    return out

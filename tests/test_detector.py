@@ -14,10 +14,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from longwatch.model.backend import Backend
 from longwatch.model.detector import Detection, DetectorBackend, YoloDetector, event_score
 from longwatch.model.weights import (
     CACHE_SUBDIR,
@@ -280,13 +282,13 @@ def test_backend_scores_per_event_over_clips(weights):
     with Source.open(str(footage_file("one-by-one-person-detection.mp4"))) as src:
         it = sample_clips(src, SamplerConfig(min_fps=2, max_fps=2), resume_at=16.0)
         clips = [next(it), next(it)]  # 16–24 s and 24–32 s: person 1 leaves at 20.2, person 2 enters at 22.8
-    many = backend.score_many(clips)
+    many = backend.score(clips)
     for clip, scores in zip(clips, many):
         assert set(scores) == set(backend.event_names)  # the qwen event is not this backend's
         for _name, s in scores.items():
             assert s.shape == clip.times.shape and s.dtype == np.float64
             assert np.all((s >= 0) & (s <= 1))
-        assert np.array_equal(backend.score(clip)["person_present"], scores["person_present"])
+        assert np.array_equal(backend.score([clip])[0]["person_present"], scores["person_present"])
         assert not scores["car_present"].any()
         assert not scores["person_huge"].any()
         assert not scores["person_left_edge"].any()
@@ -319,6 +321,23 @@ def test_event_score_filters():
     assert event_score(p_big, dets) == 0.45
     assert event_score(dog, dets) == 0.0
     assert event_score(p, []) == 0.0
+
+
+def test_detector_backend_implements_the_backend_protocol():
+    class OnePersonPerFrame:
+        conf = 0.25
+
+        def detect(self, frames):
+            return [[Detection(0, "person", 0.8, (0.1, 0.1, 0.5, 0.9))] for _ in frames]
+
+    spec = load_events("- event: person_present\n  detector: {class: person}\n")
+    backend = DetectorBackend(spec, detector=OnePersonPerFrame())
+    assert isinstance(backend, Backend)  # the VLM backend too (test_qwen_vl); one verb: score(clips)
+    assert not hasattr(backend, "score_many")
+    clips = [SimpleNamespace(frames=[np.zeros((4, 4, 3), np.uint8)] * n) for n in (3, 1)]
+    out = backend.score(clips)
+    assert [list(s["person_present"]) for s in out] == [[0.8] * 3, [0.8]]
+    assert backend.score([]) == []
 
 
 # -- signals ------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Qwen2.5-VL backend on CPU with a tiny randomly initialised model (no download).
 
 The checkpoint (config, weights, a WordLevel tokenizer with the Qwen special tokens and a chat template,
-the Qwen2-VL image/video processor configs) is built here by ``make_tiny_checkpoint`` and loaded back through
-``QwenVLBackend.load``, the same code that loads a real checkpoint.
+the Qwen2-VL image/video processor configs) is built by ``make_tiny_checkpoint`` (``tests/tiny_qwen.py``) and
+loaded back through ``QwenVLBackend.load``, the same code that loads a real checkpoint.
 """
 
 from __future__ import annotations
@@ -23,15 +23,10 @@ from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageP
 from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor  # noqa: E402
 from transformers.video_utils import VideoMetadata  # noqa: E402
 
+from longwatch.model.answers import clip_span, frame_scores, parse_span, says_absent  # noqa: E402
+from longwatch.model.backend import Backend  # noqa: E402
 from longwatch.model.position_ids import uniform_temporal_ids  # noqa: E402
-from longwatch.model.qwen_vl import (  # noqa: E402
-    QwenVLBackend,
-    clip_span,
-    frame_scores,
-    make_tiny_checkpoint,
-    parse_span,
-    says_absent,
-)
+from longwatch.model.qwen_vl import QwenVLBackend  # noqa: E402
 from longwatch.pipeline.errors import (  # noqa: E402
     ConfigError,
     EventsFileError,
@@ -43,6 +38,7 @@ from longwatch.pipeline.errors import (  # noqa: E402
 )
 from longwatch.pipeline.events import load_events  # noqa: E402
 from longwatch.pipeline.types import Clip  # noqa: E402
+from tests.tiny_qwen import make_tiny_checkpoint  # noqa: E402
 
 EPOCH = datetime(2024, 5, 1, 6, 0, 0, tzinfo=UTC)
 EVENTS_YAML = """
@@ -217,12 +213,12 @@ def test_video_encoded_once_per_batch_and_reused_for_every_question(backend):
     backend.set_events(spec)
     backend.ground_mode = "never"
     clips = [make_clip("a", seed=3), make_clip("b", n=6, h=84, w=56, fps=4.0, seed=4)]
-    backend.score_many(clips)
+    backend.score(clips)
     assert backend.stats["vision_calls"] == 1  # two clips, two events: one vision-tower call
     assert backend.stats["forward_passes"] == 1 + 2  # the shared prefix once, then one suffix per question
     backend.stats.clear()
     backend.strategy = "batched"
-    backend.score_many(clips)
+    backend.score(clips)
     assert backend.stats["vision_calls"] == 1 and backend.stats["forward_passes"] == 1
 
 
@@ -262,18 +258,19 @@ def test_never_falls_back_to_transformers_rope_index(backend, monkeypatch):
         backend._forward(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=torch.arange(3)[None])
 
 
-def test_score_many_has_the_detector_shape(backend):
+def test_score_has_the_detector_shape(backend):
+    assert isinstance(backend, Backend)  # the protocol the detector implements too
     backend.set_events(load_events(EVENTS_YAML))
     assert backend.event_names == ["fall", "truck_backs"]
     clips = [make_clip("a", n=5, seed=7), make_clip("b", n=4, h=84, w=56, fps=1.0, seed=8)]
-    out = backend.score_many(clips)
+    out = backend.score(clips)
     assert len(out) == 2
     for clip, scores in zip(clips, out):
         assert set(scores) == {"fall", "truck_backs"}
         for s in scores.values():
             assert s.shape == clip.times.shape and s.dtype == np.float64 and np.all((s >= 0) & (s <= 1))
     backend.events = []
-    assert backend.score_many(clips) == [{}, {}]
+    assert backend.score(clips) == [{}, {}]
 
 
 def test_bf16_load_runs(tiny_dir):

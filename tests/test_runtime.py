@@ -238,7 +238,7 @@ def test_qwen_events_end_to_end_with_a_tiny_model(ray_local, redis_server, data_
     the content is noise: this checks plumbing, times and idempotency, not accuracy."""
     pytest.importorskip("torch")
     from longwatch.actors.runtime import Runtime
-    from longwatch.model.qwen_vl import make_tiny_checkpoint
+    from tests.tiny_qwen import make_tiny_checkpoint
 
     clip = footage_file("bikes.mp4")
     ckpt = make_tiny_checkpoint(tmp_path / "tiny-qwen")
@@ -268,9 +268,9 @@ def test_qwen_events_end_to_end_with_a_tiny_model(ray_local, redis_server, data_
         try:
             rt.add(str(clip), stream_id="bikes")
             status = rt.wait(timeout=300)["bikes"]
-            from longwatch.actors.model_pool import vlm_handle
+            from longwatch.actors.model_pool import handle
 
-            stats = vlm_handle().stats.remote().result()
+            stats = handle("qwen2_5_vl").stats.remote().result()
             return status, _segments(rt, "bikes", event=None), stats
         finally:
             rt.close()
