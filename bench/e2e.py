@@ -17,7 +17,7 @@ Ray Serve model pool, the default events file):
    "per stream ×" = the stream's footage / its worker's own wall clock (``status()['wall_s']``).
    The one-time start-up (``ray.init``, ``Runtime.start``: Serve + the model replica + the
    controller, and a first 10-s warm-up file that loads the detector) is timed and reported apart.
-2. **Live RTSP cameras at 1 fps**: one GStreamer RTSP server process (``bench/rtsp_mounts.py``)
+2. **Live RTSP cameras at 1 fps**: one GStreamer RTSP server process (``tests/rtsp_server.py``)
    serves the 720p30 file on N mounts; N = 2, 4, 8, 12, 16 streams go through one Runtime with
    ``SamplerConfig(min_fps=1, max_fps=1, clip_seconds=2)``. Each step: add N streams, let them
    settle for a warm-up, then poll ``rt.status()`` every second through a measuring window, then
@@ -48,11 +48,9 @@ import os
 import platform
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -66,11 +64,13 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import machine  # noqa: E402
+from tests.rtsp_server import RtspServer, gi_rtsp_unavailable, gst_version  # noqa: E402
+
 FOOTAGE = Path(os.environ.get("LONGWATCH_FOOTAGE", ROOT.parent / "shared" / "footage"))
 PERSON = "one-by-one-person-detection.mp4"
 MIXED = [PERSON, "car-detection.mp4", "vtest.avi", "bikes.mp4"]
 WARMUP = "bikes.mp4"
-SYSTEM_PYTHON = os.environ.get("LONGWATCH_GI_PYTHON", "/usr/bin/python3")
 
 TARGET_SPEED = 20.0  # × real time in total, on 2 cores
 TARGET_STREAMS = 8  # live 720p30 streams at 1 fps
@@ -123,7 +123,7 @@ class CpuMeter:
         ("ServeReplica", "model replica"),
         ("Controller", "controller"),
         ("redis-server", "redis"),
-        ("rtsp_mounts", "rtsp server"),
+        ("rtsp_server", "rtsp server"),
     )
 
     def __init__(self):
@@ -183,97 +183,6 @@ def cpu_split(cpu: dict, keys=("stream workers", "model replica", "rtsp server",
     rest = sum(v for k, v in g.items() if k not in keys)
     parts.append(f"other {rest / w:.2f}")
     return ", ".join(parts)
-
-
-# ------------------------------------------------------------------------------------------------
-# the RTSP server with N mounts (runs under the system python)
-
-
-def gi_unavailable() -> str | None:
-    if not Path(SYSTEM_PYTHON).exists():
-        return f"{SYSTEM_PYTHON} not found"
-    check = (
-        "import gi; gi.require_version('Gst','1.0'); gi.require_version('GstRtspServer','1.0'); "
-        "from gi.repository import Gst, GstRtspServer; Gst.init(None); "
-        "m=[e for e in ('qtdemux','h264parse','rtph264pay') if Gst.ElementFactory.find(e) is None]; "
-        "print('missing: '+','.join(m) if m else 'ok '+Gst.version_string())"
-    )
-    try:
-        out = subprocess.run([SYSTEM_PYTHON, "-c", check], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"cannot run {SYSTEM_PYTHON}: {exc}"
-    lines = out.stdout.strip().splitlines()
-    if out.returncode == 0 and lines and lines[-1].startswith("ok "):
-        MountServer.gst_version = lines[-1][3:]
-        return None
-    return (
-        lines[-1] if lines else (out.stderr.strip().splitlines() or ["?"])[-1]
-    ) + " (install python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad)"
-
-
-class MountServer:
-    """``bench/rtsp_mounts.py`` in a child process: one file on /cam0 … /cam{N-1} of 127.0.0.1."""
-
-    gst_version = "?"
-
-    def __init__(self, video: Path, mounts: int):
-        self.video, self.mounts = video, mounts
-        self.proc: subprocess.Popen | None = None
-        self.base = ""
-
-    def start(self, timeout: float = 30.0) -> MountServer:
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-        self.proc = subprocess.Popen(
-            [
-                SYSTEM_PYTHON,
-                str(BENCH / "rtsp_mounts.py"),
-                str(self.video),
-                "--mounts",
-                str(self.mounts),
-                "--exit-with-stdin",
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-        ready = threading.Event()
-        tail: list[str] = []
-
-        def drain():
-            for raw in iter(self.proc.stdout.readline, b""):
-                line = raw.decode(errors="replace").rstrip()
-                tail.append(line)
-                del tail[:-50]
-                if line.startswith("READY "):
-                    self.base = line.split()[1]
-                    ready.set()
-
-        threading.Thread(target=drain, daemon=True).start()
-        if not ready.wait(timeout):
-            self.stop()
-            raise RuntimeError("RTSP server did not start:\n" + "\n".join(tail))
-        return self
-
-    def url(self, i: int) -> str:
-        return f"{self.base}/cam{i}"
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        try:
-            proc.stdin.close()
-        except OSError:
-            pass
 
 
 # ------------------------------------------------------------------------------------------------
@@ -352,7 +261,7 @@ def run_files(rt, label: str, items: list[tuple[str, Path]], say) -> dict:
 # part 2: live RTSP
 
 
-def rtsp_step(rt, server: MountServer, n: int, warm_s: float, window_s: float, clip_s: float, store, say) -> dict:
+def rtsp_step(rt, server: RtspServer, n: int, warm_s: float, window_s: float, clip_s: float, store, say) -> dict:
     sids = [f"live{n}-{uuid.uuid4().hex[:4]}-cam{i}" for i in range(n)]
     rec = {
         sid: {
@@ -370,7 +279,7 @@ def rtsp_step(rt, server: MountServer, n: int, warm_s: float, window_s: float, c
     }
     t_add = time.perf_counter()
     for i, sid in enumerate(sids):
-        rt.add(server.url(i), stream_id=sid)
+        rt.add(server.urls[i], stream_id=sid)
     add_s = time.perf_counter() - t_add
     warm_end = time.perf_counter() + warm_s
     win_end = warm_end + window_s
@@ -623,25 +532,8 @@ def versions() -> str:
     return (
         f"Python {platform.python_version()}, ray {ray.__version__}, numpy {numpy.__version__}, "
         f"PyAV {av.__version__} (libavcodec {libav}), OpenCV {cv2.__version__}, redis-py {redis_py.__version__} "
-        f"({parser}), redis-server {rs}, {ff}, GStreamer {MountServer.gst_version}"
+        f"({parser}), redis-server {rs}, {ff}, {gst_version()}"
     )
-
-
-def machine() -> str:
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        mem = int(Path("/proc/meminfo").read_text().split()[1]) / 2**20
-    except Exception:
-        mem = 0
-    aff = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
-    return f"{os.cpu_count()} CPUs (affinity {aff}), {cpu}, {mem:.0f} GB RAM, Linux {platform.release()}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -698,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     ingest = bench_module("ingest")
     ffmpeg_bin, make_short = ingest.ffmpeg_bin, ingest.make_short
 
-    gi_reason = gi_unavailable()
+    gi_reason = gi_rtsp_unavailable()
     load_start = loadavg()
     console.print(
         f"[bold]longwatch end-to-end benchmark[/] ({'quick' if quick else 'full'}) — load average at start "
@@ -792,8 +684,9 @@ def main(argv: list[str] | None = None) -> int:
                 notes.append(f"RTSP part skipped: {gi_reason or 'no 720p30 file (ffmpeg missing)'}")
                 say("  " + notes[-1])
             else:
-                mserver = MountServer(hd, max_n).start()
-                say(f"  RTSP server: {mserver.base}/cam0 … /cam{max_n - 1} serving {hd.name} (one process)")
+                cams = [f"/cam{i}" for i in range(max_n)]
+                mserver = RtspServer(hd, mount=cams, skip_if_unavailable=False).start()
+                say(f"  RTSP server: {mserver.urls[0]} … {cams[-1]} serving {hd.name} (one process)")
                 clip_s = 2.0
                 t = time.perf_counter()
                 rt = Runtime(

@@ -39,6 +39,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import machine  # noqa: E402
+
 OUT = ROOT / "bench" / "out"
 FOOTAGE = Path(os.environ.get("LONGWATCH_FOOTAGE", ROOT.parent / "shared" / "footage"))
 SOURCE_CLIP = "one-by-one-person-detection.mp4"
@@ -343,18 +348,10 @@ def mem_available_mb() -> float | None:
 # report
 
 
-def machine() -> dict:
+def versions() -> dict:
     import av
     import numpy
 
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     try:
         ff = subprocess.run([ffmpeg_bin(), "-version"], stdout=subprocess.PIPE, text=True).stdout.splitlines()[0]
         ff = ff.split(" Copyright")[0]
@@ -367,24 +364,12 @@ def machine() -> dict:
     except Exception:
         dec = "not installed"
     libav = ".".join(str(x) for x in av.library_versions.get("libavcodec", ()))
-    mem = mem_available_mb()
-    total = None
-    try:
-        total = int(Path("/proc/meminfo").read_text().split()[1]) / 1024 / 1024
-    except Exception:
-        pass
     return {
-        "nproc": os.cpu_count(),
-        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu": cpu,
-        "mem_total_gb": total,
-        "mem_available_gb": mem / 1024 if mem else None,
         "python": platform.python_version(),
         "av": f"{av.__version__} (libavcodec {libav})",
         "ffmpeg": ff,
         "decord": dec,
         "numpy": numpy.__version__,
-        "kernel": platform.release(),
     }
 
 
@@ -617,13 +602,13 @@ def main(argv: list[str] | None = None) -> int:
         console.print("  " + n)
 
     # -- context --------------------------------------------------------------------------------
-    mc = machine()
+    vs = versions()
     console.print(f"[bold]command[/] {command}")
+    console.print(f"[bold]machine[/] {machine()}")
     console.print(
-        f"[bold]machine[/] nproc {mc['nproc']} (affinity {mc['affinity']}), CPU {mc['cpu']}, "
-        f"{mc['mem_total_gb']:.0f} GB RAM, Linux {mc['kernel']}, Python {mc['python']}"
+        f"[bold]versions[/] Python {vs['python']}; av {vs['av']}; {vs['ffmpeg']}; decord {vs['decord']}; "
+        f"numpy {vs['numpy']}"
     )
-    console.print(f"[bold]versions[/] av {mc['av']}; {mc['ffmpeg']}; decord {mc['decord']}; numpy {mc['numpy']}")
     console.print(
         "[bold]targets[/] longwatch ingest ≥ 1× ffmpeg full-decode speed at ≤ 2 fps and ≥ 3× at ≤ 0.5 fps; "
         "peak RSS ≤ 1 GB and 30-min/4-min ratio ≤ 1.1. cpu × ffmpeg = ffmpeg's CPU seconds / this row's."

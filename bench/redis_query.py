@@ -44,6 +44,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import machine
 from longwatch.pipeline.redis_server import EmbeddedRedis
 from longwatch.pipeline.store import SegmentStore
 from longwatch.pipeline.types import Segment
@@ -121,10 +122,7 @@ def main() -> int:
         import redis as redis_py
 
         print(f"server: {where}, Redis {version}; client: redis-py {redis_py.__version__}, {parser}")
-        print(
-            f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-            f"load average {os.getloadavg()[0]:.1f}"
-        )
+        print(f"machine: {machine()}; Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}")
         print()
 
         t = time.perf_counter()

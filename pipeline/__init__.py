@@ -18,7 +18,7 @@ from .errors import (
 from .patches import VideoPatches, patchify
 from .sampler import DynamicSampler, sample_clips, sample_qwen
 from .sizing import smart_nframes, smart_resize
-from .source import DecodedFrame, Source, open_source
+from .source import DecodedFrame, Source
 from .timebase import StreamClock, to_stream_seconds, to_utc
 from .types import Clip, Frame, Segment
 
@@ -47,7 +47,6 @@ __all__ = [
     "StreamClock",
     "UnsupportedSourceError",
     "VideoPatches",
-    "open_source",
     "patchify",
     "sample_clips",
     "sample_qwen",

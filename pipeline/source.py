@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import threading
 import time
 from collections.abc import Iterator
@@ -34,11 +33,13 @@ from .errors import (
     InvalidVideoError,
     NoVideoStreamError,
     ResolutionError,
+    SourceError,
     SourceNotFoundError,
     SourceTimeoutError,
     SourceUnreachableError,
     UnsupportedSourceError,
 )
+from .retry import Backoff, retry_call
 from .timebase import UNIX_EPOCH, StreamClock, parse_epoch
 from .types import Frame
 
@@ -151,6 +152,11 @@ class Source:
         self._start_at = start_at
         self._container: av.container.InputContainer | None = None
         self._stop = threading.Event()
+        # Waits between connect attempts and live reconnects; jitter so cameras that dropped together
+        # do not all come back at the same instant.
+        self._backoff = Backoff(
+            initial_s=min(config.backoff_initial_s, config.backoff_max_s), cap_s=config.backoff_max_s, jitter=0.2
+        )
         self.stats = SourceStats()
         # Probed properties (set by _probe).
         self.width = 0
@@ -209,30 +215,24 @@ class Source:
         return av.open(self.target, mode="r", options=options, timeout=timeout)
 
     def _connect(self, *, attempts: int | None) -> av.container.InputContainer:
-        """Open the container; network sources retry with capped exponential backoff."""
-        attempt = 0
-        while True:
-            attempt += 1
+        """Open the container; network sources retry with the source's backoff (:mod:`.retry`).
+
+        A file's errors, and an unsupported protocol or demuxer, are permanent: typed at once, never
+        retried. ``attempts=None`` retries until it opens or :meth:`stop` is called.
+        """
+        tries = 0
+
+        def open_once() -> av.container.InputContainer:
+            nonlocal tries
+            tries += 1
             started = time.monotonic()
             try:
                 return self._av_open()
-            except av.error.InvalidDataError as exc:
-                if self.kind == "file":
-                    raise InvalidVideoError(f"not a readable video ({exc.strerror or exc})", uri=self.uri) from exc
-                err: Exception = exc
-            except av.error.FileNotFoundError as exc:
-                if self.kind == "file":
-                    raise SourceNotFoundError("no such file", uri=self.uri) from exc
-                err = exc
             except (av.error.ProtocolNotFoundError, av.error.DemuxerNotFoundError) as exc:
                 raise UnsupportedSourceError(str(exc), uri=self.uri) from exc
-            except av.error.FFmpegError as exc:
+            except (av.error.FFmpegError, OSError) as exc:
                 if self.kind == "file":
-                    raise InvalidVideoError(f"cannot open ({exc.strerror or exc})", uri=self.uri) from exc
-                err = exc
-            except OSError as exc:
-                if self.kind == "file":
-                    raise InvalidVideoError(f"cannot open ({exc})", uri=self.uri) from exc
+                    raise self._file_open_error(exc) from exc
                 err = exc
             self.stats.last_error = f"{type(err).__name__}: {err}"
             # When the open timeout interrupts av.open, FFmpeg reports whatever the protocol was doing
@@ -242,18 +242,38 @@ class Source:
             )
             if timed_out:
                 self.stats.last_error = f"no answer within {self.config.open_timeout_s:g}s ({self.stats.last_error})"
-            if attempts is not None and attempt >= attempts:
-                cls = SourceTimeoutError if timed_out else SourceUnreachableError
-                raise cls(f"unreachable after {attempt} attempt(s): {self.stats.last_error}", uri=self.uri) from err
-            delay = self._backoff(attempt)
-            log.warning("%s: connect attempt %d failed (%s); retrying in %.1fs", self.uri, attempt, err, delay)
-            if self._stop.wait(delay):
-                raise SourceUnreachableError("stopped while reconnecting", uri=self.uri) from err
+            raise _OpenFailed(err, timed_out)
 
-    def _backoff(self, attempt: int) -> float:
-        cfg = self.config
-        delay = min(cfg.backoff_max_s, cfg.backoff_initial_s * (2 ** (attempt - 1)))
-        return delay * (0.8 + 0.4 * random.random())
+        def on_retry(attempt: int, failure: BaseException, delay: float) -> None:
+            log.warning(
+                "%s: connect attempt %d failed (%s); retrying in %.1fs", self.uri, attempt, failure.args[0], delay
+            )
+
+        try:
+            return retry_call(
+                open_once,
+                retry_on=_OpenFailed,
+                backoff=self._backoff,
+                attempts=attempts,
+                on_retry=on_retry,
+                stop_event=self._stop,
+            )
+        except _OpenFailed as failure:
+            err, timed_out = failure.args
+            if attempts is None or tries < attempts:  # the stop event cut a backoff wait short
+                raise SourceUnreachableError("stopped while reconnecting", uri=self.uri) from err
+            cls = SourceTimeoutError if timed_out else SourceUnreachableError
+            raise cls(f"unreachable after {tries} attempt(s): {self.stats.last_error}", uri=self.uri) from err
+
+    def _file_open_error(self, exc: Exception) -> SourceError:
+        """The typed, permanent error for a local file that ``av.open`` refused."""
+        if isinstance(exc, av.error.FileNotFoundError):
+            return SourceNotFoundError("no such file", uri=self.uri)
+        if isinstance(exc, av.error.InvalidDataError):
+            return InvalidVideoError(f"not a readable video ({exc.strerror or exc})", uri=self.uri)
+        if isinstance(exc, av.error.FFmpegError):
+            return InvalidVideoError(f"cannot open ({exc.strerror or exc})", uri=self.uri)
+        return InvalidVideoError(f"cannot open ({exc})", uri=self.uri)
 
     def _probe(self, container: av.container.InputContainer) -> None:
         if not container.streams.video:
@@ -489,9 +509,9 @@ class Source:
                 )
 
     def _live_frames(self, skip: str) -> Iterator[DecodedFrame]:
-        """Decode a live source across disconnects. Each reconnect is one attempt at a time, with
-        capped exponential backoff between attempts; ``max_reconnects`` (if set) bounds the attempts
-        since the last frame was received, so a server that stays dead ends in a typed error."""
+        """Decode a live source across disconnects. Each reconnect is one attempt at a time, with the
+        source's capped exponential backoff between attempts; ``max_reconnects`` (if set) bounds the
+        attempts since the last frame was received, so a server that stays dead ends in a typed error."""
         cfg = self.config
         failures = 0  # consecutive failed sessions/attempts since the last frame
         first_session = True
@@ -546,7 +566,7 @@ class Source:
                 raise SourceUnreachableError(
                     f"gave up after {failures} failed reconnect attempt(s) (last: {reason})", uri=self.uri
                 ) from err
-            delay = self._backoff(failures)
+            delay = self._backoff.delay(failures)
             log.warning(
                 "%s: disconnected (%s) after %d frames; reconnecting in %.1fs", self.uri, reason, got_frames, delay
             )
@@ -591,6 +611,10 @@ class Source:
             self.clock.last_t = anchor - dt
             anchor += dt
         self.clock.begin_session(anchor_s=anchor, base_s=base_s)
+
+
+class _OpenFailed(Exception):
+    """Internal: one failed network open, ``args = (error, timed_out)``; what :meth:`Source._connect` retries."""
 
 
 class _Raised:
@@ -653,8 +677,3 @@ def _creation_time(container, stream) -> datetime | None:
             if parsed is not None and parsed.year > 1971:
                 return parsed
     return None
-
-
-def open_source(uri: str | os.PathLike, **kwargs) -> Source:
-    """Shorthand for :meth:`Source.open`."""
-    return Source.open(uri, **kwargs)

@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
@@ -30,6 +30,7 @@ import numpy as np
 from .config import Settings
 from .errors import LongwatchError, SourceError
 from .events import EventsSpec
+from .retry import Backoff, retry_call
 from .sampler import sample_clips
 from .segmenter import Segmenter, SegmentUpdate
 from .source import Source
@@ -38,7 +39,12 @@ from .types import Clip, Segment
 log = logging.getLogger(__name__)
 
 ScoreFn = Callable[[Clip], dict[str, np.ndarray]]
+SCORE_BACKOFF = Backoff(initial_s=0.5, cap_s=8.0)  # 0.5, 1, 2, 4 s between the 5 attempts
 _END = object()
+
+
+class _ScoreFailed(Exception):
+    """Internal: ``score_fn`` raised ``args[0]`` (not one of our typed errors), so it may be retried."""
 
 
 @dataclass
@@ -55,7 +61,6 @@ class StreamReport:
     error: str | None = None
     lag_s: float | None = None
     fps: float = 0.0
-    extra: dict = field(default_factory=dict)
 
     def as_status(self) -> dict:
         return {
@@ -284,27 +289,39 @@ class StreamProcessor:
 
     def _score(self, clip: Clip, attempts: int = 5) -> dict[str, np.ndarray]:
         """Score a clip; a model replica that dies or times out is retried with backoff (the pool
-        restarts it), so the clip is delayed, not lost. Our own typed errors are not retried."""
-        for attempt in range(attempts):
+        restarts it), so the clip is delayed, not lost. Our own typed errors are not retried, and
+        :meth:`stop` cuts a wait short (the last error is raised)."""
+
+        def score_once() -> dict[str, np.ndarray]:
             try:
                 return self.score_fn(clip)
             except LongwatchError:
                 raise
             except Exception as exc:
-                if attempt == attempts - 1 or self._stop.is_set():
-                    raise
-                delay = min(8.0, 0.5 * 2**attempt)
-                log.warning(
-                    "%s: scoring clip %d failed (%s: %s); retrying in %.1fs",
-                    self.stream_id,
-                    clip.index,
-                    type(exc).__name__,
-                    exc,
-                    delay,
-                )
-                self.report.extra["score_retries"] = self.report.extra.get("score_retries", 0) + 1
-                time.sleep(delay)
-        raise AssertionError("unreachable")
+                raise _ScoreFailed(exc) from exc
+
+        def on_retry(_attempt: int, failure: BaseException, delay: float) -> None:
+            exc = failure.args[0]
+            log.warning(
+                "%s: scoring clip %d failed (%s: %s); retrying in %.1fs",
+                self.stream_id,
+                clip.index,
+                type(exc).__name__,
+                exc,
+                delay,
+            )
+
+        try:
+            return retry_call(
+                score_once,
+                retry_on=_ScoreFailed,
+                backoff=SCORE_BACKOFF,
+                attempts=attempts,
+                on_retry=on_retry,
+                stop_event=self._stop,
+            )
+        except _ScoreFailed as failure:
+            raise failure.args[0] from None
 
     def _hold_on_motion(self, name: str, clip: Clip, scores: np.ndarray) -> np.ndarray:
         """Keep an open event alive while its object still moves out of view (see EventSpec)."""

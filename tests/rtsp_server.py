@@ -1,21 +1,24 @@
-"""A real RTSP server for tests: GStreamer's GstRtspServer serving a video file on 127.0.0.1.
+"""A real RTSP server for tests and benchmarks: GStreamer's GstRtspServer serving a video file on 127.0.0.1.
 
-Two halves:
+The one RTSP server of the repository: the tests import it, and ``bench/e2e.py`` imports it as
+``tests.rtsp_server`` (one process serving the same file on N mounts, one per camera). Two halves:
 
 * Run as a script under the *system* interpreter (``/usr/bin/python3``, which has ``gi`` and
   GstRtspServer from Debian's ``python3-gi`` / ``gir1.2-gst-rtsp-server-1.0``)::
 
-      /usr/bin/python3 tests/rtsp_server.py FILE.mp4 [--port 0] [--mount /cam] [--rtcp-interval S]
+      /usr/bin/python3 tests/rtsp_server.py FILE.mp4 [--port 0] [--mount /cam ...] [--rtcp-interval S]
 
   serves the file (MP4/H.264: ``qtdemux ! h264parse ! rtph264pay``), paced in real time, at
-  ``rtsp://127.0.0.1:PORT/MOUNT``; prints ``READY rtsp://127.0.0.1:PORT/MOUNT`` on stdout once it
+  ``rtsp://127.0.0.1:PORT/MOUNT`` for each ``--mount`` (repeat it for several mounts; default
+  ``/stream``); prints ``READY URL [URL ...]`` (one URL per mount, in order) on stdout once it
   listens (``--port 0`` lets the kernel choose), and exits cleanly on SIGTERM / SIGINT. Each client
   gets its own pipeline, from the start of the file.
 
 * Imported from tests (``from rtsp_server import RtspServer``; pytest puts ``tests/`` on
   ``sys.path``): :class:`RtspServer` starts that script with :mod:`subprocess`, waits for READY, and
   can stop and restart it on the same port (a camera that goes away and comes back). Where the
-  system interpreter lacks GstRtspServer it calls ``pytest.skip`` with the reason.
+  system interpreter lacks GstRtspServer it calls ``pytest.skip`` with the reason (or raises
+  ``RuntimeError``, with ``skip_if_unavailable=False``, as the benchmarks ask).
 
 This module must stay importable by both interpreters: the script half imports ``gi`` only in
 ``main()``, the test half imports ``pytest`` only when it needs to skip.
@@ -32,7 +35,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 SYSTEM_PYTHON = os.environ.get("LONGWATCH_GI_PYTHON", "/usr/bin/python3")
 HOST = "127.0.0.1"
@@ -42,9 +47,10 @@ _GI_CHECK = (
     "import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
     "from gi.repository import Gst, GstRtspServer; Gst.init(None); "
     "missing = [e for e in ('qtdemux', 'h264parse', 'rtph264pay') if Gst.ElementFactory.find(e) is None]; "
-    "print('missing GStreamer elements: ' + ', '.join(missing) if missing else 'ok')"
+    "print('missing GStreamer elements: ' + ', '.join(missing) if missing else 'ok ' + Gst.version_string())"
 )
 _availability: str | None = None  # cached: "ok" or the reason it is unavailable
+_gst_version = "GStreamer ?"
 
 
 # ---- the server (runs under /usr/bin/python3) -------------------------------------------------
@@ -56,7 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("file", help="an MP4 file with an H.264 video track")
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0 = any free port)")
-    parser.add_argument("--mount", default="/stream", help="mount point, e.g. /cam")
+    parser.add_argument(
+        "--mount",
+        action="append",
+        default=None,
+        help="mount point, e.g. /cam; repeat it to serve the file on several mounts (default: /stream)",
+    )
     parser.add_argument(
         "--rtcp-interval",
         type=float,
@@ -82,30 +93,30 @@ def main(argv: list[str] | None = None) -> int:
     if not path.is_file():
         print(f"ERROR no such file: {path}", flush=True)
         return 2
-    mount = args.mount if args.mount.startswith("/") else "/" + args.mount
+    mounts = [m if m.startswith("/") else "/" + m for m in (args.mount or ["/stream"])]
 
     server = GstRtspServer.RTSPServer()
     server.set_address(HOST)
     server.set_service(str(args.port))
-    factory = GstRtspServer.RTSPMediaFactory()
     location = str(path).replace("\\", "\\\\").replace('"', '\\"')
-    # The sinks the RTSP server adds sync to the pipeline clock: the file is sent in real time.
-    # config-interval=-1 repeats SPS/PPS with every IDR so a client that joins late can decode.
-    factory.set_launch(
-        f'( filesrc location="{location}" ! qtdemux ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1 )'
-    )
-    factory.set_shared(False)
-    if args.rtcp_interval is not None:
-        interval_ns = int(args.rtcp_interval * 1e9)
 
-        def on_prepared(media):
-            for i in range(media.n_streams()):
-                session = media.get_stream(i).get_rtpsession()
-                if session is not None:
-                    session.set_property("rtcp-min-interval", interval_ns)
+    def on_prepared(media):
+        for i in range(media.n_streams()):
+            session = media.get_stream(i).get_rtpsession()
+            if session is not None:
+                session.set_property("rtcp-min-interval", int(args.rtcp_interval * 1e9))
 
-        factory.connect("media-configure", lambda _f, media: media.connect("prepared", on_prepared))
-    server.get_mount_points().add_factory(mount, factory)
+    for mount in mounts:
+        factory = GstRtspServer.RTSPMediaFactory()
+        # The sinks the RTSP server adds sync to the pipeline clock: the file is sent in real time.
+        # config-interval=-1 repeats SPS/PPS with every IDR so a client that joins late can decode.
+        factory.set_launch(
+            f'( filesrc location="{location}" ! qtdemux ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1 )'
+        )
+        factory.set_shared(False)
+        if args.rtcp_interval is not None:
+            factory.connect("media-configure", lambda _f, media: media.connect("prepared", on_prepared))
+        server.get_mount_points().add_factory(mount, factory)
 
     loop = GLib.MainLoop()
     if server.attach(None) == 0:
@@ -135,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         GLib.io_add_watch(
             sys.stdin.fileno(), GLib.PRIORITY_DEFAULT, GLib.IOCondition.IN | GLib.IOCondition.HUP, on_stdin
         )
-    print(f"READY rtsp://{HOST}:{port}{mount}", flush=True)
+    print("READY " + " ".join(f"rtsp://{HOST}:{port}{m}" for m in mounts), flush=True)
     loop.run()
 
     # Close the clients (and their media pipelines) before leaving, so nothing lingers.
@@ -155,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def gi_rtsp_unavailable() -> str | None:
     """``None`` when ``SYSTEM_PYTHON`` can run the server, else the reason it cannot."""
-    global _availability
+    global _availability, _gst_version
     if _availability is None:
         if not Path(SYSTEM_PYTHON).exists():
             _availability = f"{SYSTEM_PYTHON} not found (GStreamer's RTSP server runs under the system python3)"
@@ -163,8 +174,9 @@ def gi_rtsp_unavailable() -> str | None:
             try:
                 proc = subprocess.run([SYSTEM_PYTHON, "-c", _GI_CHECK], capture_output=True, text=True, timeout=60)
                 out = proc.stdout.strip().splitlines()
-                if proc.returncode == 0 and out and out[-1] == "ok":
+                if proc.returncode == 0 and out and out[-1].startswith("ok "):
                     _availability = "ok"
+                    _gst_version = out[-1][3:]
                 elif proc.returncode == 0 and out:
                     _availability = f"{SYSTEM_PYTHON}: {out[-1]}"
                 else:
@@ -176,6 +188,13 @@ def gi_rtsp_unavailable() -> str | None:
             except (OSError, subprocess.TimeoutExpired) as exc:
                 _availability = f"cannot run {SYSTEM_PYTHON}: {exc}"
     return None if _availability == "ok" else _availability
+
+
+def gst_version() -> str:
+    """``Gst.version_string()`` under the system interpreter (``GStreamer 1.22.0``), or ``GStreamer ?``
+    where it cannot run the server."""
+    gi_rtsp_unavailable()
+    return _gst_version
 
 
 def free_port() -> int:
@@ -192,6 +211,8 @@ class RtspServer:
     ...     src = Source.open(srv.url)
     ...     srv.stop(); srv.start()                   # same port, same URL
 
+    ``mount``: one mount point, or several (``[f"/cam{i}" for i in range(16)]``: one process serving
+    the file on each; ``url`` is the first one's, ``urls`` all of them, in order).
     ``port=None``: the first start lets the server pick a free port; later starts reuse it.
     ``rtcp_interval_s``: minimum seconds between RTCP sender reports (``None``: GStreamer's default);
     0.5 makes a client learn the stream's NTP wall-clock time while it probes, 3600 makes it never.
@@ -203,14 +224,18 @@ class RtspServer:
         video: str | os.PathLike,
         *,
         port: int | None = None,
-        mount: str = "/stream",
+        mount: str | Sequence[str] = "/stream",
         ready_timeout_s: float = 30.0,
         skip_if_unavailable: bool = True,
         rtcp_interval_s: float | None = None,
     ):
         self.video = Path(video)
         self.port = port
-        self.mount = mount if mount.startswith("/") else "/" + mount
+        names = [mount] if isinstance(mount, str) else list(mount)
+        if not names:
+            raise ValueError("RtspServer needs at least one mount")
+        self.mounts = [m if m.startswith("/") else "/" + m for m in names]
+        self.mount = self.mounts[0]
         self.ready_timeout_s = ready_timeout_s
         self.rtcp_interval_s = rtcp_interval_s
         self.skip_if_unavailable = skip_if_unavailable
@@ -223,6 +248,13 @@ class RtspServer:
         if self.port is None:
             raise RuntimeError("the server has not been started yet")
         return f"rtsp://{HOST}:{self.port}{self.mount}"
+
+    @property
+    def urls(self) -> list[str]:
+        """One URL per mount, in the order the mounts were given."""
+        if self.port is None:
+            raise RuntimeError("the server has not been started yet")
+        return [f"rtsp://{HOST}:{self.port}{m}" for m in self.mounts]
 
     @property
     def running(self) -> bool:
@@ -246,7 +278,7 @@ class RtspServer:
         while True:
             line, output = self._spawn(deadline)
             if line is not None:
-                self.port = int(line.rsplit(":", 1)[1].split("/", 1)[0])
+                self.port = urlsplit(line.split()[1]).port
                 self.starts += 1
                 return self
             last = output
@@ -262,8 +294,7 @@ class RtspServer:
             str(self.video),
             "--port",
             str(self.port or 0),
-            "--mount",
-            self.mount,
+            *(arg for m in self.mounts for arg in ("--mount", m)),
             "--exit-with-stdin",
         ]
         if self.rtcp_interval_s is not None:

@@ -81,3 +81,38 @@ def test_slow_model_on_a_live_stream_sheds_counted_clips(store):
     assert rep.dropped_clips >= 4 and len(seen) <= 6
     assert rep.clips == len(seen) and rep.clips + rep.dropped_clips >= 9
     assert seen == sorted(seen)  # what was scored went in order; the oldest waiting clips were dropped
+
+
+@pytest.mark.timeout(120)
+def test_a_failing_model_is_retried_and_a_typed_error_is_not(synthetic, store):
+    """A model call that fails (a replica restarting) is retried with backoff and the clip is kept;
+    one of our typed errors fails the stream at once."""
+    from longwatch.pipeline.errors import ModelError
+
+    calls: list[int] = []
+
+    def flaky(clip):
+        calls.append(clip.index)
+        if calls.count(clip.index) < 3 and clip.index == 0:
+            raise ConnectionError("replica restarting")
+        return {"person_present": np.full(clip.n, 0.0)}
+
+    settings = _settings(min_fps=2, max_fps=2, clip_seconds=10)
+    started = time.monotonic()
+    rep = StreamProcessor(
+        "flaky", synthetic["gop"].path, settings=settings, events=EVENTS, store=store, score_fn=flaky
+    ).run()
+    assert rep.state == "done" and calls[:3] == [0, 0, 0] and sorted(set(calls)) == list(range(rep.clips))
+    assert time.monotonic() - started >= 1.5  # waited 0.5 s, then 1 s, before the third attempt
+
+    typed: list[int] = []
+
+    def broken(clip):
+        typed.append(clip.index)
+        raise ModelError("weights do not match")
+
+    with pytest.raises(ModelError):
+        StreamProcessor(
+            "typed", synthetic["gop"].path, settings=settings, events=EVENTS, store=store, score_fn=broken
+        ).run()
+    assert typed == [0]
