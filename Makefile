@@ -14,11 +14,13 @@ DEMO_CLIP := sample_videos/demo/bikes.mp4
 $(BIN)/longwatch: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/pip install -q -e .
+	@# setuptools' note on editable installs (folders named like the package) is for developers of
+	@# other layouts: ours maps longwatch.pipeline etc. explicitly, so it is not printed.
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install -q -e .
 	touch $@
 
 $(VENV)/.test-deps: $(BIN)/longwatch
-	$(BIN)/pip install -q -e '.[test]'
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install -q -e '.[test]'
 	touch $@
 
 apt:

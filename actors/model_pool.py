@@ -26,6 +26,8 @@ from longwatch.model.backend import DETECTOR, KINDS, QWEN2_5_VL
 from longwatch.pipeline.config import Settings
 from longwatch.pipeline.errors import ConfigError
 
+from .logs import route_ray_logs
+
 APP_NAMES = {DETECTOR: "longwatch-models", QWEN2_5_VL: "longwatch-vlm"}
 APP_NAME = APP_NAMES[DETECTOR]  # the detector pool's application (the embedded default)
 
@@ -86,6 +88,7 @@ def _app_name(kind: str) -> str:
 def _start_serve() -> None:
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
     serve.start(proxy_location="Disabled")
+    route_ray_logs()  # serve.start re-attaches its console handler
 
 
 def pool_settings(kind: str, settings: Settings) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import ray
 
@@ -14,30 +15,29 @@ from longwatch.pipeline.source import classify
 
 from . import model_pool
 from .controller import CONTROLLER_NAME, Controller
+from .logs import route_ray_logs
 
 
-def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> bool:
+def init_ray(address: str | None = None, *, num_cpus: int | None = None, log_file: str | Path | None = None) -> bool:
     """Connect to Ray: ``address`` / ``RAY_ADDRESS`` joins a cluster, else a local instance.
+    Ray's own log lines go to ``log_file`` (see :mod:`.logs`), not the console.
     Returns True when this call started Ray."""
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     if ray.is_initialized():
         return False
-    import logging
-
-    for name in ("ray", "ray.serve"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    kwargs = dict(
+    route_ray_logs(log_file)
+    kwargs: dict[str, Any] = dict(
         namespace="longwatch",
         include_dashboard=False,
         ignore_reinit_error=True,
         log_to_driver=False,
-        logging_config=ray.LoggingConfig(log_level="WARNING"),
     )
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, **kwargs)
     else:
         ray.init(num_cpus=num_cpus, **kwargs)
+    route_ray_logs()
     return True
 
 
@@ -97,7 +97,7 @@ class Runtime:
             from longwatch.model.checkpoint import check_checkpoint
 
             check_checkpoint(self.settings.vlm.model, local_files_only=self.settings.vlm.local_files_only)
-        self._started_ray = init_ray(rt.ray_address)
+        self._started_ray = init_ray(rt.ray_address, log_file=Path(rt.data_dir) / "logs" / "ray.log")
         if self._embedded is not None and sum(1 for n in ray.nodes() if n.get("Alive")) > 1:
             from longwatch.pipeline.errors import ConfigError
 
