@@ -10,8 +10,10 @@ so longwatch fetches them itself. The environment's site-packages must hold no t
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import venv
 from pathlib import Path
 
@@ -64,6 +66,7 @@ def test_longwatch_run_works_from_a_fresh_install(installed, synthetic, tmp_path
     for name in ("model.py", "pipeline.py", "actors.py"):
         (work / name).write_text("raise ImportError('the user module was imported instead of longwatch')\n")
     data = tmp_path / "data"
+    ray_tmp = tempfile.mkdtemp(prefix="lwi-", dir="/tmp")
     env = {
         k: v
         for k, v in os.environ.items()
@@ -72,20 +75,23 @@ def test_longwatch_run_works_from_a_fresh_install(installed, synthetic, tmp_path
     env.update(
         PATH=f"{installed}:{env.get('PATH', '')}",
         LONGWATCH_RUNTIME__DATA_DIR=str(data),
-        RAY_TMPDIR=str(tmp_path / "ray"),
+        RAY_TMPDIR=ray_tmp,  # short: Ray's socket paths must fit in 107 bytes
         RAY_AUTH_MODE="disabled",
         PYTHONPATH="",
         COLUMNS="160",
     )
     clip = synthetic["cfr"].path
-    res = subprocess.run(
-        [str(installed / "longwatch"), "run", clip, "--id", "fresh"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=work,
-        env=env,
-    )
+    try:
+        res = subprocess.run(
+            [str(installed / "longwatch"), "run", clip, "--id", "fresh"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=work,
+            env=env,
+        )
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-4000:]
     assert "segments" in res.stdout, out[-4000:]
