@@ -40,9 +40,9 @@ MANIFESTS = ("redis.yaml", "raycluster.yaml", "job.yaml")
 K8S_VERSIONS = ("1.30.0", "1.37.0")
 # Images that are not built from this repository, by exact reference.
 THIRD_PARTY_IMAGES = {"redis:7.2"}
-# Images built FROM the Dockerfile's image (deploy/README.md: the GPU group's image adds torch and
-# transformers); they carry the same registry and tag.
-DERIVED_IMAGES = {"longwatch-gpu"}
+# Images built FROM the Dockerfile's image by another Dockerfile of deploy/ (Dockerfile.gpu adds
+# torch and transformers for the GPU group); they carry the same registry and tag.
+DERIVED_IMAGES = {"longwatch-gpu": "Dockerfile.gpu"}
 IMAGE_KEYS = {"image", "head_image", "worker_image"}  # Kubernetes containers; Ray launcher's `docker:`
 
 Doc = dict[str, Any]
@@ -251,6 +251,20 @@ def test_dockerfile_tag_is_the_project_version():
     assert (name, tag) == (project["name"], project["version"])
 
 
+def test_derived_images_are_built_from_the_base_image():
+    name, tag = dockerfile_image()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for image, dockerfile in DERIVED_IMAGES.items():
+        text = (DEPLOY / dockerfile).read_text()
+        assert re.findall(rf"docker build -f deploy/{re.escape(dockerfile)} -t (\S+) \.", text) == [f"{image}:{tag}"]
+        assert re.findall(r"^ARG BASE_IMAGE=(\S+)$", text, re.M) == [f"{name}:{tag}"]
+        assert re.findall(r"^FROM (\S+)", text, re.M) == ["${BASE_IMAGE}"]
+        # what it installs is the project's `vlm` extra, pinned the same way
+        assert sorted(re.findall(r'"([a-z][\w-]*[<>=!]=?[\w.]+)"', text)) == sorted(
+            project["optional-dependencies"]["vlm"]
+        )
+
+
 def test_images_are_the_dockerfiles():
     docs = [d for m in MANIFESTS for d in manifest_docs(m)]
     launcher = yaml.safe_load((DEPLOY / "ray-cluster.yaml").read_text())
@@ -265,7 +279,7 @@ def test_image_mentions_in_comments_and_docs_use_the_tag():
     """Commented-out images and docs (`FROM longwatch:…`, `docker push …`) go stale silently otherwise."""
     name, tag = dockerfile_image()
     names = "|".join(re.escape(n) for n in (name, *DERIVED_IMAGES))
-    files = [*DEPLOY.glob("*.yaml"), *KUBERAY.glob("*.yaml"), DEPLOY / "Dockerfile", DEPLOY / "README.md"]
+    files = [*DEPLOY.glob("*.yaml"), *KUBERAY.glob("*.yaml"), *DEPLOY.glob("Dockerfile*"), DEPLOY / "README.md"]
     mentions = [
         (f.name, m[0])
         for f in files
