@@ -106,6 +106,9 @@ def test_run_then_query_and_streams(tmp_path):
     rows = [json.loads(line) for line in q.stdout.splitlines()]
     assert rows and all(r["stream"] == "bikes" and r["event"] == "person_present" for r in rows)
     assert all(0.0 <= r["start_s"] <= r["end_s"] <= 10.5 for r in rows)
+    # No creation time and no --start-at: no known epoch, so times are stream seconds only, never 1970.
+    assert all(r["start_utc"] is None and r["end_utc"] is None for r in rows)
+    assert "1970" not in out.stdout + out.stderr
     # Absolute-time query: the clip has no creation time, so its epoch is 1970-01-01T00:00:00Z.
     q = subprocess.run(
         LONGWATCH + ["query", "--from", "1970-01-01T00:00:30Z", "--json"],
