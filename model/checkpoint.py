@@ -193,6 +193,7 @@ def _constants(files: _Files, cfg: dict) -> VisionConstants:
         log.info(
             "%s uses tokens_per_second=%s (released Qwen2.5-VL checkpoints use %s)", files.where, tps, TOKENS_PER_SECOND
         )
+    assert len(mean) == 3 and len(std) == 3  # checked above
     return VisionConstants(
         mean, std, sizes["patch_size"], sizes["merge_size"], sizes["temporal_patch_size"], float(tps)
     )

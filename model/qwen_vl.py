@@ -48,6 +48,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -214,7 +215,9 @@ class QwenVLBackend:
         self.max_batch_clips = int(max_batch_clips)
         self.max_new_tokens = int(max_new_tokens)
         self.chat_template = chat_template or getattr(tokenizer, "chat_template", None) or DEFAULT_CHAT_TEMPLATE
-        self.stats: Counter = Counter()
+        # counts and float seconds (``*_s``); a Counter, so that a key not seen yet reads 0 (typeshed
+        # types a Counter's values as int, hence the cast)
+        self.stats = cast("dict[str, float]", Counter())
         self._text_cache: dict[str, tuple[list[int], list[int]]] = {}
 
         cfg = model.config
@@ -332,13 +335,16 @@ class QwenVLBackend:
             template = Path(p).read_text(encoding="utf-8")
         t0 = time.perf_counter()
         try:
-            net, info = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+            loaded = Qwen2_5_VLForConditionalGeneration.from_pretrained(
                 files.where,
                 dtype=torch_dtype,
                 attn_implementation=attn,
                 local_files_only=offline,
                 output_loading_info=True,
             )
+            # with output_loading_info=True it returns (model, loading info); its annotation says model only.
+            # The model as an nn.Module: transformers' @wraps(nn.Module.to) hides its own .to's binding from mypy.
+            net, info = cast("tuple[torch.nn.Module, dict[str, Any]]", loaded)
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             raise ModelWeightsError(
                 f"{files.where}: Qwen2.5-VL weights cannot be loaded: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -494,7 +500,9 @@ class QwenVLBackend:
             raise ModelError(
                 f"position_ids must be (3, B, L), got {None if position_ids is None else tuple(position_ids.shape)}"
             )
-        ref = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else kwargs["inputs_embeds"]
+        ref = kwargs.get("input_ids")
+        if ref is None:
+            ref = kwargs["inputs_embeds"]
         if tuple(position_ids.shape[1:]) != tuple(ref.shape[:2]):
             raise ModelError(f"position_ids {tuple(position_ids.shape)} do not match the inputs {tuple(ref.shape[:2])}")
         self.stats["forward_passes"] += 1
@@ -548,6 +556,7 @@ class QwenVLBackend:
         """Next-token logits (n_clips, n_questions, V), float32, for clips that go in ONE batch."""
         n, E = len(prepared), len(questions)
         t0 = time.perf_counter()
+        out: torch.Tensor | None
         if self.strategy == "reencode":
             out = torch.empty(0)
             for qi, q in enumerate(questions):
@@ -608,6 +617,7 @@ class QwenVLBackend:
                 out = torch.empty((n, E, lg.shape[-1]), dtype=torch.float32, device=lg.device)
             out[:, qi] = lg
         self.stats["llm_s"] += time.perf_counter() - t0
+        assert out is not None  # set in the loop: there is a question (questions[0] above)
         return out
 
     @torch.inference_mode()
@@ -801,7 +811,7 @@ class QwenVLBackend:
                 (i, j)
                 for i in batch
                 for j, ev in enumerate(evs)
-                if self.ground_mode == "always" or probs[i, j] >= float(ev.on)
+                if self.ground_mode == "always" or probs[i, j] >= float(ev.on_score)
             ]
             if pairs:
                 if embeds is None:

@@ -43,6 +43,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from .errors import EventsFileError
 
@@ -296,6 +297,7 @@ class EventSpec(_Strict):
 
     @model_validator(mode="after")
     def _backend_fields(self) -> EventSpec:
+        base: float | None
         if self.backend == "detector":
             if self.detector is None:
                 raise ValueError("backend 'detector' needs a 'detector:' block, e.g. detector: {class: person}")
@@ -321,11 +323,23 @@ class EventSpec(_Strict):
         return self
 
     @property
+    def on_score(self) -> float:
+        """``on``, which validation always fills in."""
+        assert self.on is not None, "EventSpec.on is filled in by validation"
+        return self.on
+
+    @property
+    def off_score(self) -> float:
+        """``off``, which validation always fills in."""
+        assert self.off is not None, "EventSpec.off is filled in by validation"
+        return self.off
+
+    @property
     def score_floor(self) -> float:
         """Detector confidences below this are reported as 0: ``min(min_score, off)``."""
         if self.detector is None:
             return 0.0
-        return min(self.detector.min_score, float(self.off))
+        return min(self.detector.min_score, float(self.off_score))
 
 
 class EventsSpec(BaseModel):
@@ -429,7 +443,7 @@ _KEYS = {
 }
 
 
-def _describe(err: dict, label: str, field: str) -> str:
+def _describe(err: ErrorDetails, label: str, field: str) -> str:
     typ, msg, loc = err["type"], err["msg"], err["loc"]
     last = loc[-1] if loc else None
     where = f"{label}: " + (f"{field}: " if field else "")

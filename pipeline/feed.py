@@ -4,15 +4,19 @@ records, which :meth:`SegmentStore.commit` appends inside its transaction and
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from .keys import segment_from_fields, text, text_dict
 from .types import Segment
+
+if TYPE_CHECKING:
+    from redis.cluster import RedisCluster
 
 __all__ = ["FeedRecord", "feed_entry", "read_feed"]
 
@@ -37,7 +41,7 @@ def feed_entry(kind: str, seg_id: str, fields: dict[str, str]) -> dict[str, str]
 
 
 def read_feed(
-    client: redis.Redis,
+    client: redis.Redis | RedisCluster,
     feed_key: str,
     retrying: Callable[[Callable[[], Any]], Any],
     *,
@@ -53,17 +57,14 @@ def read_feed(
         info = retrying(lambda: client.xrevrange(feed_key, count=1))
         last_id = text(info[0][0]) if info else "0-0"
     timeout = None
-    try:
-        pool_kw = client.connection_pool.connection_kwargs  # type: ignore[union-attr]
-        timeout = pool_kw.get("socket_timeout")
-    except AttributeError:
-        pass
+    if isinstance(client, redis.Redis):  # a RedisCluster has no connection_pool of its own
+        timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
     slice_ms = int(max(100, (timeout - 1.0) * 1000)) if timeout else 5000
     deadline = time.monotonic() + (block_ms or 0) / 1000.0
     while True:
         remaining = int((deadline - time.monotonic()) * 1000)
         blk = None if block_ms is None else max(1, min(slice_ms, remaining))
-        res = retrying(lambda blk=blk: client.xread({feed_key: last_id}, count=count, block=blk))
+        res = retrying(functools.partial(client.xread, {feed_key: last_id}, count=count, block=blk))
         if res or block_ms is None or time.monotonic() >= deadline:
             break
     out = []

@@ -213,10 +213,10 @@ class EmbeddedRedis:
     def _spawn(self) -> None:
         binary = self.binary or find_redis_server()
         self.binary = binary
-        fixed_port = self.port is not None
+        fixed_port = self.port
         last_err = ""
-        for _attempt in range(1 if fixed_port else 4):
-            port = self.port if fixed_port else _free_port()
+        for _attempt in range(1 if fixed_port is not None else 4):
+            port = fixed_port if fixed_port is not None else _free_port()
             args = [
                 binary,
                 "--port",

@@ -394,7 +394,7 @@ def sample_qwen(source, config: QwenCompatConfig | None = None, *, stream_id: st
     )
     h, w = smart_resize(source.height, source.width, min_pixels=config.min_pixels, max_pixels=max_pixels)
     want = iter(wanted)
-    nxt = next(want)
+    nxt: int | None = next(want)
     times, images = [], []
     for i, frame in enumerate(source.frames()):
         while nxt is not None and i == nxt:

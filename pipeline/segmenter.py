@@ -345,6 +345,7 @@ class Segmenter:
                 seg["phase"] = "pending"
                 seg["end"] = (seg["last_on"] + t) / 2.0
         elif s >= self.on:  # pending and a new run starts; prev is set (a hole would have finalized)
+            assert prev is not None
             new_start = (prev + t) / 2.0
             if new_start - seg["end"] <= self.merge_gap_s + _EPS:
                 seg["phase"] = "active"

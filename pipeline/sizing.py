@@ -30,7 +30,7 @@ def smart_resize(
     *,
     factor: int = FACTOR,
     min_pixels: int = VIDEO_MIN_PIXELS,
-    max_pixels: int = VIDEO_MAX_PIXELS,
+    max_pixels: float = VIDEO_MAX_PIXELS,
 ) -> tuple[int, int]:
     """(height, width): both multiples of ``factor``, area within [min_pixels, max_pixels], aspect kept."""
     if height <= 0 or width <= 0:
@@ -70,9 +70,9 @@ def smart_nframes(
     else:
         lo = _ceil_by(min_frames, f)
         hi = _floor_by(min(max_frames, total_frames), f)
-        n = total_frames / video_fps * (fps if fps is not None else 2.0)
-        n = min(min(max(n, lo), hi), total_frames)
-        n = _floor_by(n, f)
+        raw = total_frames / video_fps * (fps if fps is not None else 2.0)
+        raw = min(min(max(raw, lo), hi), total_frames)
+        n = _floor_by(raw, f)
     if not (f <= n <= total_frames):
         raise ClipError(f"nframes should be in [{f}, {total_frames}], got {n}")
     return int(n)

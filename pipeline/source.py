@@ -16,10 +16,11 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal, TypeGuard
 from urllib.parse import urlparse
 
 import av
@@ -46,7 +47,8 @@ from .types import Frame
 log = logging.getLogger(__name__)
 
 NETWORK_SCHEMES = {"rtsp", "rtsps", "http", "https"}
-SKIP_MODES = ("DEFAULT", "NONREF", "BIDIR", "NONINTRA", "NONKEY")
+SkipMode = Literal["DEFAULT", "NONREF", "BIDIR", "NONINTRA", "NONKEY"]
+SKIP_MODES: tuple[SkipMode, ...] = ("DEFAULT", "NONREF", "BIDIR", "NONINTRA", "NONKEY")
 _NETWORK_ERRORS = (
     av.error.TimeoutError,
     av.error.ConnectionRefusedError,
@@ -277,7 +279,7 @@ class Source:
 
     def _probe(self, container: av.container.InputContainer) -> None:
         if not container.streams.video:
-            kinds = sorted({s.type for s in container.streams}) or ["none"]
+            kinds: list[str] = sorted({s.type for s in container.streams}) or ["none"]
             raise NoVideoStreamError(f"no video stream (streams: {', '.join(kinds)})", uri=self.uri)
         stream = container.streams.video[0]
         cc = stream.codec_context
@@ -387,7 +389,7 @@ class Source:
         ``start_s``: files only; seek to the keyframe at or before ``start_s`` and yield frames from
         ``start_s`` on (how a restarted worker resumes from its watermark).
         """
-        if skip not in SKIP_MODES:
+        if not _is_skip_mode(skip):
             raise ValueError(f"skip must be one of {SKIP_MODES}, got {skip!r}")
         if self.live:
             yield from self._live_frames(skip)
@@ -401,7 +403,7 @@ class Source:
             self._container = self._connect(attempts=attempts)
         return self._container
 
-    def _prepare_stream(self, container: av.container.InputContainer, skip: str) -> av.video.stream.VideoStream:
+    def _prepare_stream(self, container: av.container.InputContainer, skip: SkipMode) -> av.video.stream.VideoStream:
         if not container.streams.video:
             raise NoVideoStreamError("no video stream", uri=self.uri)
         stream = container.streams.video[0]
@@ -411,7 +413,7 @@ class Source:
         return stream
 
     def _decode_session(
-        self, container, stream, *, start_s: float | None, skip: str = "DEFAULT"
+        self, container, stream, *, start_s: float | None, skip: SkipMode = "DEFAULT"
     ) -> Iterator[DecodedFrame]:
         """Decode one container until EOF; corrupt packets are counted and skipped.
 
@@ -471,7 +473,7 @@ class Source:
             av_frame=frame,
         )
 
-    def _file_frames(self, skip: str, start_s: float | None) -> Iterator[DecodedFrame]:
+    def _file_frames(self, skip: SkipMode, start_s: float | None) -> Generator[DecodedFrame, None, None]:
         container = self._container_or_connect(attempts=1)
         stream = self._prepare_stream(container, skip)
         tb = stream.time_base
@@ -508,7 +510,7 @@ class Source:
                     uri=self.uri,
                 )
 
-    def _live_frames(self, skip: str) -> Iterator[DecodedFrame]:
+    def _live_frames(self, skip: SkipMode) -> Iterator[DecodedFrame]:
         """Decode a live source across disconnects. Each reconnect is one attempt at a time, with the
         source's capped exponential backoff between attempts; ``max_reconnects`` (if set) bounds the
         attempts since the last frame was received, so a server that stays dead ends in a typed error."""
@@ -613,6 +615,10 @@ class Source:
         self.clock.begin_session(anchor_s=anchor, base_s=base_s)
 
 
+def _is_skip_mode(skip: str) -> TypeGuard[SkipMode]:
+    return skip in SKIP_MODES
+
+
 class _OpenFailed(Exception):
     """Internal: one failed network open, ``args = (error, timed_out)``; what :meth:`Source._connect` retries."""
 
@@ -622,7 +628,7 @@ class _Raised:
         self.exc = exc
 
 
-def _ahead(gen: Iterator, depth: int) -> Iterator:
+def _ahead(gen: Generator, depth: int) -> Iterator:
     """Run ``gen`` in a thread, ``depth`` items ahead of the consumer: FFmpeg decodes (without the
     GIL) while the consumer converts and samples. Errors are re-raised in the consumer, in order."""
     import queue

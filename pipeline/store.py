@@ -17,19 +17,21 @@ retrying never duplicates.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
+from redis.typing import EncodableT, FieldT
 
 from .errors import StoreError, StoreKeyError
 from .feed import FeedRecord, feed_entry, read_feed
@@ -52,12 +54,21 @@ from .retry import Backoff, retry_call
 from .timebase import UNIX_EPOCH, parse_epoch, to_stream_seconds
 from .types import Segment
 
+if TYPE_CHECKING:
+    from redis.cluster import RedisCluster
+
 __all__ = ["CommitResult", "SegmentStore", "StreamInfo"]
 
 T = TypeVar("T")
 
 _RETRYABLE = (RedisConnectionError, RedisTimeoutError)
 _BACKOFF = Backoff(initial_s=0.05, cap_s=1.0)
+
+
+def _fields(d: dict[str, str]) -> dict[FieldT, EncodableT]:
+    """``d`` as redis-py's type for hash and stream fields (HSET mapping, XADD): its key type is a
+    union in an invariant position, so a ``dict[str, str]`` is not accepted as it is."""
+    return cast("dict[FieldT, EncodableT]", d)
 
 
 @dataclass(frozen=True)
@@ -88,7 +99,7 @@ class SegmentStore:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | RedisCluster,
         *,
         prefix: str = "lw",
         feed_maxlen: int = 10_000,
@@ -139,6 +150,7 @@ class SegmentStore:
             socket_keepalive=True,
         )
         common.update(kw)
+        client: redis.Redis | RedisCluster
         if cluster:
             from redis.cluster import RedisCluster
 
@@ -210,7 +222,7 @@ class SegmentStore:
         def run() -> None:
             self.r.sadd(self.keys.registry, stream_id)
             if meta:
-                self.r.hset(meta_key, mapping=meta)
+                self.r.hset(meta_key, mapping=_fields(meta))
 
         self._retrying(run)
 
@@ -224,7 +236,7 @@ class SegmentStore:
 
         def run() -> None:
             self.r.sadd(self.keys.registry, stream_id)
-            self.r.hset(meta_key, mapping=mapping)
+            self.r.hset(meta_key, mapping=_fields(mapping))
 
         self._retrying(run)
 
@@ -368,7 +380,7 @@ class SegmentStore:
                     stale = [m for m in old_entries if m not in new_entries]
                     if stale:
                         pipe.zrem(self.keys.idx(stream_id, old.get("event", seg.event)), *stale)
-                pipe.hset(key, mapping=new)
+                pipe.hset(key, mapping=_fields(new))
                 pipe.zadd(self.keys.idx(stream_id, seg.event), new_entries)
                 pipe.sadd(events_key, seg.event)
                 if seg.state == "closed" and old.get("state") != "closed":
@@ -377,7 +389,7 @@ class SegmentStore:
                     kind = "open"
                 else:
                     kind = "update"
-                pipe.xadd(feed_key, feed_entry(kind, sid, new), maxlen=self.feed_maxlen, approximate=True)
+                pipe.xadd(feed_key, _fields(feed_entry(kind, sid, new)), maxlen=self.feed_maxlen, approximate=True)
                 head = seg.end if head is None else max(head, seg.end)
             meta: dict[str, str] = {"committed_at": json.dumps(time.time())}
             if epoch is not None:
@@ -386,11 +398,11 @@ class SegmentStore:
                 meta["source"] = json.dumps(str(source))
             if head is not None:
                 meta["head"] = json.dumps(head)
-            pipe.hset(meta_key, mapping=meta)
+            pipe.hset(meta_key, mapping=_fields(meta))
             if wm_mapping is not None:
                 pipe.delete(wm_key)
                 if wm_mapping:
-                    pipe.hset(wm_key, mapping=wm_mapping)
+                    pipe.hset(wm_key, mapping=_fields(wm_mapping))
             result.update(
                 written=written,
                 unchanged=unchanged,
@@ -425,7 +437,7 @@ class SegmentStore:
                 for seg in items:
                     sid = seg.id
                     fields = segment_fields(seg, chunk)
-                    pipe.hset(self.keys.seg(stream_id, sid), mapping=fields)
+                    pipe.hset(self.keys.seg(stream_id, sid), mapping=_fields(fields))
                     by_event.setdefault(seg.event, {}).update(index_entries(sid, fields))
                 for ev, entries in by_event.items():
                     pipe.zadd(self.keys.idx(stream_id, ev), entries)
@@ -456,7 +468,7 @@ class SegmentStore:
             old = self.meta(stream_id).get("head")
             meta["head"] = json.dumps(head if old is None else max(old, head))
         if meta:
-            self._retrying(lambda: self.r.hset(self.keys.meta(stream_id), mapping=meta))
+            self._retrying(lambda: self.r.hset(self.keys.meta(stream_id), mapping=_fields(meta)))
         self._retrying(lambda: self.r.sadd(self.keys.registry, stream_id))
         return n
 
@@ -512,7 +524,7 @@ class SegmentStore:
             for sid in sids:
                 pipe.hget(self.keys.meta(sid), "epoch")
             epochs = pipe.execute() if sids else []
-            windows = {}
+            windows: dict[str | None, tuple[float, float]] = {}
             for sid, raw in zip(sids, epochs):
                 ep = parse_dt(json.loads(text(raw))) if raw else UNIX_EPOCH
                 lo = -math.inf if a is None else to_stream_seconds(ep, a)
@@ -523,13 +535,16 @@ class SegmentStore:
         return self._retrying(run)
 
     def _query(
-        self, stream: str | None, event: str | None, windows: dict[str | None, tuple[float, float]], limit: int | None
+        self, stream: str | None, event: str | None, wanted: dict[str | None, tuple[float, float]], limit: int | None
     ) -> list[Segment]:
-        """``windows`` maps stream → (lo, hi); the key None means "the given stream, or all"."""
-        if None in windows:
-            lo_hi = windows[None]
+        """``wanted`` maps stream → (lo, hi); the key None means "the given stream, or all"."""
+        windows: dict[str, tuple[float, float]]
+        if None in wanted:
+            lo_hi = wanted[None]
             sids = [stream] if stream is not None else self.stream_ids()
             windows = {sid: lo_hi for sid in sids}
+        else:
+            windows = {sid: w for sid, w in wanted.items() if sid is not None}
         if not windows:
             return []
         pairs: list[tuple[str, str]] = []
@@ -605,9 +620,7 @@ class SegmentStore:
             page = 5000
             while True:
                 members = self._retrying(
-                    lambda idx=idx, offset=offset, page=page: self.r.zrangebyscore(
-                        idx, "-inf", f"({num(t)}", start=offset, num=page
-                    )
+                    functools.partial(self.r.zrangebyscore, idx, "-inf", f"({num(t)}", start=offset, num=page)
                 )
                 for m in members:
                     seg_id, end = member_id_end(text(m))

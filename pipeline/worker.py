@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -122,8 +122,8 @@ class StreamProcessor:
                 out[ev.event] = Segmenter(
                     self.stream_id,
                     ev.event,
-                    on=ev.on,
-                    off=ev.off,
+                    on=ev.on_score,
+                    off=ev.off_score,
                     min_duration_s=ev.min_duration_s,
                     merge_gap_s=ev.merge_gap_s,
                     max_sample_gap_s=ev.max_sample_gap_s,
@@ -339,7 +339,7 @@ class StreamProcessor:
         return out
 
     def _commit(
-        self, updates: list[SegmentUpdate], watermark: dict, epoch: datetime, extra: list[Segment] = ()
+        self, updates: list[SegmentUpdate], watermark: dict, epoch: datetime, extra: Sequence[Segment] = ()
     ) -> None:
         latest: dict[str, Segment] = {}
         for u in updates:
