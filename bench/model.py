@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -43,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from bench.common import machine  # noqa: E402
 from longwatch.model.qwen_vl import QwenVLBackend  # noqa: E402
 from longwatch.pipeline.events import EventSpec  # noqa: E402
 from longwatch.pipeline.types import Clip  # noqa: E402
@@ -163,10 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     clips = make_clips(args.clips, seconds=args.seconds, fps=args.fps, height=h, width=w, mixed=args.mixed)
     dev = backend.device
     gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else None
+    print(f"machine: {machine()}")
     print(f"model:   {which}")
     print(
         f"device:  {dev}{' (' + gpu + ')' if gpu else ''}, dtype {dtype}, attn {args.attn}, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} CPU threads), {platform.processor() or platform.machine()}"
+        f"torch {torch.__version__} ({torch.get_num_threads()} CPU threads)"
     )
     print(
         f"clips:   {len(clips)} × {args.seconds:g} s at {args.fps:g} fps, {h}x{w}{' / mixed sizes' if args.mixed else ''}, "
