@@ -300,20 +300,37 @@ def run(
     ids: list[str] = []
     for i, uri in enumerate(sources):
         ids.append(stream_id[i] if stream_id and i < len(stream_id) else stream_id_for(uri, set(ids)))
-    durations = {}
+    # Probe every source once: a file that is missing, corrupt or not video is a permanent error and
+    # fails at once, before anything starts; a camera that does not answer now may come back, so the
+    # runtime waits for it.
+    durations: dict[str, float | None] = {}
+    live: dict[str, bool] = {}
+    rejected: dict[str, str] = {}
     for sid, uri in zip(ids, sources):
         try:
             with Source.open(uri, config=settings.source.model_copy(update={"connect_attempts": 1})) as probe:
                 durations[sid] = None if probe.live else probe.duration
-        except LongwatchError:
-            durations[sid] = None  # it will fail alone, with its message, in the runtime
+                live[sid] = probe.live
+        except LongwatchError as exc:
+            if classify(uri)[0] == "file":
+                rejected[sid] = str(exc)
+            else:
+                durations[sid], live[sid] = None, True
+    for sid, reason in rejected.items():
+        err_console.print(f"[bold red]{sid} failed:[/] {reason}")
+    if len(rejected) == len(ids):
+        raise typer.Exit(1)
+    ids, sources = (
+        [sid for sid in ids if sid not in rejected],
+        [u for sid, u in zip(ids, sources) if sid not in rejected],
+    )
     runtime = Runtime(settings, events_text=events_text)
     try:
         with err_console.status("starting runtime (Ray, Redis, model pool)…"):
             runtime.start()
         for sid, uri in zip(ids, sources):
             runtime.add(uri, stream_id=sid, start_at=start_at)
-        _watch(runtime, ids, durations)
+        _watch(runtime, ids, durations, live)
         err_console.print()  # end the progress display's line before the table
     except KeyboardInterrupt:
         err_console.print("[yellow]stopping: watermarks are saved; run again to resume[/]")
@@ -339,12 +356,13 @@ def run(
             if embedded:
                 embedded.stop()
         console.print(_segments_table(sorted(segs, key=lambda s: (s.stream_id, s.start)), f"{len(segs)} segments"))
-    if failed and len(failed) == len(ids):
+    if failed or rejected:  # the others ran to their end; the exit code still says one failed
         raise typer.Exit(1)
 
 
-def _watch(runtime, ids: list[str], durations: dict) -> None:
-    """Progress bars for files (ETA, × real time), a live table for cameras; returns when files end."""
+def _watch(runtime, ids: list[str], durations: dict, live_ids: dict[str, bool]) -> None:
+    """Progress bars for files (ETA, × real time), a live table for cameras. Returns when every file
+    has ended and every camera has failed or stopped (with cameras running: on Ctrl-C)."""
     from rich.console import Group
     from rich.live import Live
 
@@ -356,8 +374,9 @@ def _watch(runtime, ids: list[str], durations: dict) -> None:
         TimeRemainingColumn(),
     ]
     progress = Progress(*columns, console=err_console)
-    tasks = {sid: progress.add_task(sid, total=durations[sid], info="") for sid in ids if durations.get(sid)}
-    cams = [sid for sid in ids if sid not in tasks]
+    tasks = {sid: progress.add_task(sid, total=durations[sid], info="") for sid in ids if not live_ids[sid]}
+    cams = [sid for sid in ids if live_ids[sid]]
+    ended = ("done", "failed", "stopped")
 
     def cam_table(status) -> Table:
         t = Table(title="live streams", pad_edge=False)
@@ -380,20 +399,24 @@ def _watch(runtime, ids: list[str], durations: dict) -> None:
     with Live(
         Group(progress, cam_table({})) if cams else progress, console=err_console, refresh_per_second=4, transient=False
     ) as live:
+        status: dict = {}
         while True:
-            status = runtime.wait(timeout=1.0, stream_ids=list(tasks) or None) if tasks else runtime.status()
+            pending = [sid for sid in tasks if status.get(sid, {}).get("state") not in ended]
+            if pending:
+                status = runtime.wait(timeout=1.0, stream_ids=pending)
+            else:
+                time.sleep(1.0)
+                status = runtime.status()
             for sid, task in tasks.items():
                 st = status.get(sid, {})
-                done = st.get("state") in ("done", "failed", "stopped")
+                footage = float(st.get("footage_s") or 0)
+                done = st.get("state") in ended
                 info = f"{st.get('speed', 0)}× real time" if st.get("state") == "running" else st.get("state", "")
-                progress.update(task, completed=durations[sid] if done else float(st.get("footage_s") or 0), info=info)
+                progress.update(task, completed=(durations[sid] or footage) if done else footage, info=info)
             if cams:
                 live.update(Group(progress, cam_table(status)))
-            files_done = all(status.get(sid, {}).get("state") in ("done", "failed", "stopped") for sid in tasks)
-            if tasks and files_done and not cams:
+            if all(status.get(sid, {}).get("state") in ended for sid in ids):
                 return
-            if not tasks:
-                time.sleep(1.0)
 
 
 @app.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -91,8 +92,14 @@ def test_run_then_query_and_streams(tmp_path):
 
     clip = footage_file("bikes.mp4")
     env = _runtime_env(tmp_path)
-    out = subprocess.run(LONGWATCH + ["run", str(clip)], capture_output=True, text=True, timeout=240, env=env)
-    assert out.returncode == 0, out.stderr[-3000:]
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    out = subprocess.run(
+        LONGWATCH + ["run", str(clip), str(empty)], capture_output=True, text=True, timeout=240, env=env
+    )
+    # The empty file fails alone, named, and the exit code says so; the good file runs to its end.
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert f"empty failed: {empty}: file is empty" in " ".join(out.stderr.split()), out.stderr[-3000:]
     assert "segments" in out.stdout and "person" in out.stdout  # street scene: people are found
     # The data stayed in the embedded Redis's data dir: a later query restarts it and reads it back.
     q = subprocess.run(
@@ -200,18 +207,39 @@ def test_ctrl_c_saves_the_watermark_and_a_second_run_resumes(tmp_path):
     assert len(segs) == 6 and all(r["state"] == "closed" for r in segs)
 
 
+BAD_FILES = {
+    "missing": (None, "no such file"),
+    "empty": (b"", "file is empty"),
+    "garbage": (os.urandom(50_000), "not a readable video"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_FILES)
+def test_run_on_a_bad_file_alone_fails_at_once_naming_it(tmp_path, name):
+    content, message = BAD_FILES[name]
+    path = tmp_path / f"{name}.mp4"
+    if content is not None:
+        path.write_bytes(content)
+    env = _runtime_env(tmp_path)
+    out = subprocess.run(LONGWATCH + ["run", str(path)], capture_output=True, text=True, timeout=60, env=env)
+    err = " ".join(out.stderr.split())  # rich wraps long lines
+    assert out.returncode == 1, err[-2000:]
+    assert f"{path.stem} failed: {path}: {message}" in err, err[-2000:]
+    assert not (tmp_path / "data").exists()  # failed before anything started: no Redis, no Ray
+
+
 @pytest.mark.parametrize(
     "model,message",
     [("/nonexistent/qwen-dir", "does not exist"), ("Qwen/Qwen2.5-VL-3B-Instruct", "not a local directory")],
 )
-def test_run_rejects_an_unusable_vlm_before_any_stream(tmp_path, model, message):
+def test_run_rejects_an_unusable_vlm_before_any_stream(tmp_path, synthetic, model, message):
     pytest.importorskip("torch")
     env = _runtime_env(tmp_path)
     env.update(LONGWATCH_VLM__MODEL=model, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
     events = tmp_path / "events.yaml"
     events.write_text("- event: fall\n  backend: qwen2_5_vl\n  prompt: a person falls\n  threshold: 0.5\n")
     out = subprocess.run(
-        LONGWATCH + ["run", "--events", str(events), "--no-show", "x.mp4"],
+        LONGWATCH + ["run", "--events", str(events), "--no-show", synthetic["cfr"].path],
         capture_output=True,
         text=True,
         timeout=120,
