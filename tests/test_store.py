@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
 from longwatch.pipeline.errors import StoreError, StoreKeyError
 from longwatch.pipeline.keys import key_slot
@@ -39,6 +40,24 @@ def brute(segs, *, stream=None, event=None, t0=None, t1=None):
         and s.start <= hi
     ]
     return sorted(hits, key=lambda s: (s.start, s.stream_id, s.event, s.end))
+
+
+@pytest.fixture(params=["single", "cluster3"])
+def store(request):
+    """The store's behavioural tests run twice: on one redis-server, and on a real three-master
+    Redis Cluster (``SegmentStore.from_url(url, cluster=True)``), with the same assertions."""
+    return request.getfixturevalue("single_store" if request.param == "single" else "cluster_store")
+
+
+single_only = pytest.mark.parametrize("store", ["single"], indirect=True)
+
+
+def node_client(store, stream) -> redis.Redis:
+    """A plain client on the server that holds ``stream``'s keys (on a cluster: its slot's master)."""
+    if isinstance(store.r, RedisCluster):
+        node = store.r.get_node_from_key(store.key(stream, "wm"))
+        return redis.Redis(host=node.host, port=node.port, decode_responses=True)
+    return redis.Redis(connection_pool=store.r.connection_pool)
 
 
 def index_snapshot(store, stream, event):
@@ -167,10 +186,10 @@ def test_watermark_round_trip_and_replace(store):
     assert store.query(stream="cam3") == [] and store.watermark("cam3") == {"clip": 42}
 
 
-def test_failed_transaction_leaves_neither_segments_nor_watermark(store, redis_server):
+def test_failed_transaction_leaves_neither_segments_nor_watermark(store):
     """The server rejects the queued writes (out of memory): EXEC aborts; nothing of it lands."""
     store.commit("cam3", [seg(start=0, end=5)], watermark={"clip": 1}, epoch=EPOCH)
-    admin = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    admin = node_client(store, "cam3")  # on a cluster: the master of cam3's slot
     old = admin.config_get("maxmemory")["maxmemory"]
     admin.config_set("maxmemory", 1)
     try:
@@ -199,7 +218,8 @@ def test_readers_never_see_segments_without_their_watermark(store):
         done.set()
 
     t = threading.Thread(target=writer)
-    reader = redis.Redis(connection_pool=store.r.connection_pool)
+    # on a cluster: a MULTI/EXEC of the cluster client (both keys are in cam3's slot)
+    reader = store.r if isinstance(store.r, RedisCluster) else redis.Redis(connection_pool=store.r.connection_pool)
     idx, wm = store.idx_key("cam3", "person"), store.key("cam3", "wm")
     snapshots = 0
     t.start()
@@ -213,7 +233,7 @@ def test_readers_never_see_segments_without_their_watermark(store):
     assert snapshots > 0
 
 
-def test_keys_share_one_hash_tag_and_slot(store, tmp_path):
+def test_keys_share_one_hash_tag_and_slot(store):
     store.commit(
         "cam-3",
         [seg("cam-3", "person", 0, 700), seg("cam-3", "car", 5, 6, state="open")],
@@ -237,50 +257,15 @@ def test_keys_share_one_hash_tag_and_slot(store, tmp_path):
     with pytest.raises(StoreKeyError):
         store.commit("cam-3", [seg("other", "person", 0, 1)], watermark={})
 
-    # the server's own CLUSTER KEYSLOT agrees, and the whole API works on a real (one-node) cluster
-    # Cluster mode also listens on port + 10000, so the port must be <= 55535 (an ephemeral one may not be).
-    import random
-    import socket
-
-    def free(p: int) -> bool:
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", p))
-                return True
-            except OSError:
-                return False
-
-    port = next(p for p in iter(lambda: random.randint(20000, 55000), None) if free(p) and free(p + 10000))
-    node = EmbeddedRedis(
-        tmp_path / "cluster",
-        port=port,
-        reuse=False,
-        appendonly=False,
-        extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"],
-    )
-    node.start()
-    try:
-        admin = redis.Redis.from_url(node.url, decode_responses=True)
-        for k in keys + ["plain-key", "a{b}c", "{}x", "x{}{y}"]:
-            assert admin.execute_command("CLUSTER", "KEYSLOT", k) == key_slot(k), k
-        admin.execute_command("CLUSTER", "ADDSLOTS", *range(16384))
-        while "cluster_state:ok" not in admin.execute_command("CLUSTER", "INFO"):
-            time.sleep(0.05)
-        admin.close()
-        cl = SegmentStore.from_url(node.url, cluster=True, prefix="lw")
+    if isinstance(store.r, RedisCluster):
+        # the servers' own CLUSTER KEYSLOT agrees, and every key of the stream is on one master
+        admin = node_client(store, "cam-3")
         try:
-            a, b = seg("cam-3", "person", 0, 700, state="open"), seg("cam-3", "person", 0, 400)
-            cl.commit("cam-3", [a], watermark={"clip": 1}, epoch=EPOCH)
-            cl.commit("cam-3", [b, seg("cam-3", "car", 50, 60)], watermark={"clip": 2})
-            assert cl.query(stream="cam-3", t0=300, t1=350) == [b]
-            assert [r.kind for r in cl.feed("cam-3")] == ["open", "close", "close"]
-            assert cl.watermark("cam-3") == {"clip": 2}
-            assert cl.expire_before("cam-3", 100) == 1
-            assert cl.query() == [b]
+            for k in keys + ["plain-key", "a{b}c", "{}x", "x{}{y}"]:
+                assert admin.execute_command("CLUSTER", "KEYSLOT", k) == key_slot(k), k
+            assert sorted(admin.scan_iter(match=store.keys.scan_pattern("cam-3"))) == keys
         finally:
-            cl.close()
-    finally:
-        node.stop()
+            admin.close()
 
 
 def test_feed_records_in_order_and_follow(store):
@@ -318,18 +303,12 @@ def test_feed_records_in_order_and_follow(store):
     assert [(r.kind, r.segment.start) for r in got] == [("close", 90.0)]
 
 
-def test_feed_is_capped(redis_server):
-    import uuid
-
-    st = SegmentStore.from_url(redis_server.url, prefix=f"tcap{uuid.uuid4().hex[:8]}", feed_maxlen=100)
-    try:
-        for i in range(30):
-            st.commit("cam3", [seg(start=j + 100 * i, end=j + 100 * i + 1) for j in range(20)], watermark={})
-        assert 100 <= st.r.xlen(st.key("cam3", "feed")) < 600  # approximate trimming
-        assert len(st.query(stream="cam3")) == 600
-    finally:
-        st.drop_stream("cam3")
-        st.close()
+def test_feed_is_capped(store):
+    store.feed_maxlen = 100
+    for i in range(30):
+        store.commit("cam3", [seg(start=j + 100 * i, end=j + 100 * i + 1) for j in range(20)], watermark={})
+    assert 100 <= store.r.xlen(store.key("cam3", "feed")) < 600  # approximate trimming
+    assert len(store.query(stream="cam3")) == 600
 
 
 def test_retention(store):
@@ -374,6 +353,7 @@ def test_query_in_utc(store):
     assert store.epoch("lobby") == other_epoch
 
 
+@single_only
 def test_commits_survive_a_redis_outage(store, redis_server):
     """The server goes down for ~3 s between commits and comes back (AOF) on the same port:
     every commit lands exactly once."""
