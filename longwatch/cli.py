@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import time
 from pathlib import Path
 
@@ -325,9 +326,13 @@ def run(
         [u for sid, u in zip(ids, sources) if sid not in rejected],
     )
     runtime = Runtime(settings, events_text=events_text)
+    # SIGTERM (what systemd and Kubernetes send) stops like Ctrl-C: watermarks saved, Ray and the
+    # embedded Redis shut down, nothing left running.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         with err_console.status("starting runtime (Ray, Redis, model pool)…"):
             runtime.start()
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # again: ray.init installs its own
         for sid, uri in zip(ids, sources):
             runtime.add(uri, stream_id=sid, start_at=start_at)
         _watch(runtime, ids, durations, live)
@@ -338,6 +343,7 @@ def run(
         err_console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(2) from None
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
         status = {}
         try:
             status = runtime.status() if runtime.controller is not None else {}
@@ -358,6 +364,10 @@ def run(
         console.print(_segments_table(sorted(segs, key=lambda s: (s.stream_id, s.start)), f"{len(segs)} segments"))
     if failed or rejected:  # the others ran to their end; the exit code still says one failed
         raise typer.Exit(1)
+
+
+def _raise_keyboard_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _watch(runtime, ids: list[str], durations: dict, live_ids: dict[str, bool]) -> None:

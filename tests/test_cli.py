@@ -166,7 +166,13 @@ def test_query_rejects_mixed_time_kinds(tmp_path):
 
 
 @pytest.mark.timeout(400)
-def test_ctrl_c_saves_the_watermark_and_a_second_run_resumes(tmp_path):
+def _processes_mentioning(*needles: str) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout.splitlines()
+    return [line for line in out[1:] if any(n in line for n in needles) and "ps -eo" not in line]
+
+
+def test_sigterm_saves_the_watermark_leaves_nothing_running_and_a_second_run_resumes(tmp_path):
+    # SIGTERM is what systemd and Kubernetes send; it takes the same path as Ctrl-C (SIGINT).
     import signal
     import time
 
@@ -187,9 +193,16 @@ def test_ctrl_c_saves_the_watermark_and_a_second_run_resumes(tmp_path):
             break
         time.sleep(1)
     assert progressed, "the run never got going"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGTERM)
     _out, err = proc.communicate(timeout=120)
     assert "stopping" in err
+    # Nothing of that run is left: no Ray process of its temp dir, no Redis server on its data dir.
+    deadline = time.time() + 20
+    while (
+        left := _processes_mentioning(env["RAY_TMPDIR"], env["LONGWATCH_RUNTIME__DATA_DIR"])
+    ) and time.time() < deadline:
+        time.sleep(0.5)
+    assert left == [], left
     s = subprocess.run(LONGWATCH + ["streams", "--json"], capture_output=True, text=True, timeout=60, env=env)
     first = json.loads(s.stdout.splitlines()[0])
     assert first["state"] == "stopped" and 30 <= float(first["footage_s"]) < 139
