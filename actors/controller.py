@@ -11,6 +11,7 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from longwatch.actors.stream_worker import StreamWorker
 from longwatch.pipeline.config import Settings
+from longwatch.pipeline.secrets import redact
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class Controller:
             stream_id, uri, self.settings_json, self.events_text, self.redis_url, start_at
         )
         self.streams[stream_id] = entry = {
-            "uri": uri,
+            "uri": redact(uri),  # shown form; the worker alone gets the source as given
             "worker": worker,
             "state": "starting",
             "restarts": 0,
@@ -53,7 +54,7 @@ class Controller:
             try:
                 result = await entry["worker"].run.remote()
             except RayTaskError as exc:  # the stream itself failed (bad source …): it fails alone
-                entry["state"], entry["error"] = "failed", str(exc.cause if exc.cause else exc).splitlines()[0]
+                entry["state"], entry["error"] = "failed", redact(str(exc.cause if exc.cause else exc).splitlines()[0])
                 self._release(entry)
                 return
             except RayActorError as exc:  # the worker process died: Ray restarts it, we resume it

@@ -15,9 +15,10 @@ from rich.table import Table
 
 from longwatch.model.position_ids import temporal_ids
 from longwatch.pipeline.config import QwenCompatConfig, SamplerConfig, Settings
-from longwatch.pipeline.errors import LongwatchError
+from longwatch.pipeline.errors import LongwatchError, MissingSecretError
 from longwatch.pipeline.patches import patchify
 from longwatch.pipeline.sampler import choose_skip, sample_clips, sample_qwen
+from longwatch.pipeline.secrets import redact
 from longwatch.pipeline.source import Source
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="longwatch: watch long footage.")
@@ -87,7 +88,7 @@ def inspect(
 
     kind = "live" if src.live else "file"
     (err_console if as_json else console).print(
-        f"[bold]{source}[/]  {kind}, {src.codec} {src.width}x{src.height}"
+        f"[bold]{src.uri}[/]  {kind}, {src.codec} {src.width}x{src.height}"
         f"{f' @ {src.native_fps:.3f} fps' if src.native_fps else ''}"
         f"{f', {src.duration:.1f} s' if src.duration else ''}, "
         f"{f'epoch {src.epoch.isoformat()}' if _utc(src.epoch, src.epoch) else 'no epoch (times in stream seconds)'}"
@@ -313,7 +314,7 @@ def run(
                 durations[sid] = None if probe.live else probe.duration
                 live[sid] = probe.live
         except LongwatchError as exc:
-            if classify(uri)[0] == "file":
+            if classify(uri)[0] == "file" or isinstance(exc, MissingSecretError):  # permanent: fail now
                 rejected[sid] = str(exc)
             else:
                 durations[sid], live[sid] = None, True
@@ -483,11 +484,12 @@ def streams(
         rows.append(
             {
                 "stream": info.stream_id,
-                "source": meta.get("source", ""),
+                "source": redact(meta.get("source", "")),  # stored redacted; older data may not be
                 **{
                     k: meta.get(k, "")
                     for k in ("state", "footage_s", "lag_s", "fps", "speed", "clips", "dropped_clips", "error")
                 },
+                "error": redact(str(meta.get("error", ""))),
             }
         )
     if as_json:

@@ -12,11 +12,36 @@ class ConfigError(LongwatchError, ValueError):
 
 
 class SourceError(LongwatchError):
-    """A source (file or URL) cannot be opened or read. ``uri`` names it."""
+    """A source (file or URL) cannot be opened or read. ``uri`` names it, redacted: credentials in
+    the URL, and in a message that echoes one (FFmpeg's text does), are ``***`` (:mod:`.secrets`)."""
 
     def __init__(self, message: str, *, uri: str | None = None):
+        from .secrets import redact
+
+        uri = redact(uri) if uri else uri
+        message = redact(message)
         super().__init__(f"{uri}: {message}" if uri else message)
         self.uri = uri
+
+
+class MissingSecretError(SourceError, ConfigError):
+    """A source names an environment variable (``${CAM3_PASSWORD}``) that is not set where the stream
+    is opened. ``variables`` lists the missing names; no value ever appears in the message."""
+
+    def __init__(self, variables: list[str], *, uri: str | None = None):
+        names = ", ".join(variables)
+        verb = "are" if len(variables) > 1 else "is"
+        super().__init__(
+            f"environment variable {names} {verb} not set (set it where longwatch runs; it is read when the "
+            "stream is opened)",
+            uri=uri,
+        )
+        self.variables = list(variables)
+
+    def __reduce__(self):  # pickled across processes (Ray) with its names, not the formatted message
+        import functools
+
+        return functools.partial(type(self), uri=self.uri), (self.variables,)
 
 
 class UnsupportedSourceError(SourceError, ValueError):

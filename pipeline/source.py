@@ -41,6 +41,7 @@ from .errors import (
     UnsupportedSourceError,
 )
 from .retry import Backoff, retry_call
+from .secrets import expand, redact, secret_values
 from .timebase import UNIX_EPOCH, StreamClock, parse_epoch
 from .types import Frame
 
@@ -147,9 +148,13 @@ class Source:
     """
 
     def __init__(self, uri: str, *, kind: str, target: str, config: SourceConfig, start_at: datetime | None):
-        self.uri = uri
+        # ``uri`` is the form that may be shown (logs, errors, stats): credentials redacted, ``${VAR}``
+        # references kept. ``target`` is what FFmpeg opens: for a URL, references expanded here and
+        # only here (:mod:`.secrets`); it is never logged.
+        self.uri = redact(uri)
         self.kind = kind
-        self.target = target
+        self.target = expand(target) if kind != "file" else target
+        self._secrets = secret_values(self.target) if kind != "file" else []
         self.config = config
         self._start_at = start_at
         self._container: av.container.InputContainer | None = None
@@ -231,12 +236,14 @@ class Source:
             try:
                 return self._av_open()
             except (av.error.ProtocolNotFoundError, av.error.DemuxerNotFoundError) as exc:
-                raise UnsupportedSourceError(str(exc), uri=self.uri) from exc
+                if self.kind == "file":
+                    raise UnsupportedSourceError(str(exc), uri=self.uri) from exc
+                raise UnsupportedSourceError(self._redact(str(exc)), uri=self.uri) from None
             except (av.error.FFmpegError, OSError) as exc:
                 if self.kind == "file":
                     raise self._file_open_error(exc) from exc
                 err = exc
-            self.stats.last_error = f"{type(err).__name__}: {err}"
+            self.stats.last_error = self._redact(f"{type(err).__name__}: {err}")
             # When the open timeout interrupts av.open, FFmpeg reports whatever the protocol was doing
             # (ExitError for http, InvalidDataError for rtsp): a server that accepts and never answers.
             timed_out = isinstance(err, (TimeoutError, av.error.TimeoutError)) or (
@@ -248,7 +255,7 @@ class Source:
 
         def on_retry(attempt: int, failure: BaseException, delay: float) -> None:
             log.warning(
-                "%s: connect attempt %d failed (%s); retrying in %.1fs", self.uri, attempt, failure.args[0], delay
+                "%s: connect attempt %d failed (%s); retrying in %.1fs", self.uri, attempt, self.stats.last_error, delay
             )
 
         try:
@@ -261,11 +268,16 @@ class Source:
                 stop_event=self._stop,
             )
         except _OpenFailed as failure:
-            err, timed_out = failure.args
+            _err, timed_out = failure.args
             if attempts is None or tries < attempts:  # the stop event cut a backoff wait short
-                raise SourceUnreachableError("stopped while reconnecting", uri=self.uri) from err
+                raise SourceUnreachableError("stopped while reconnecting", uri=self.uri) from None
             cls = SourceTimeoutError if timed_out else SourceUnreachableError
-            raise cls(f"unreachable after {tries} attempt(s): {self.stats.last_error}", uri=self.uri) from err
+            # Not chained to FFmpeg's error: its text (kept in a traceback) holds the URL as opened.
+            raise cls(f"unreachable after {tries} attempt(s): {self.stats.last_error}", uri=self.uri) from None
+
+    def _redact(self, text: str) -> str:
+        """``text`` (an FFmpeg message may echo the URL as opened) with this source's credentials masked."""
+        return redact(text, secrets=self._secrets)
 
     def _file_open_error(self, exc: Exception) -> SourceError:
         """The typed, permanent error for a local file that ``av.open`` refused."""
@@ -438,11 +450,12 @@ class Source:
             except av.error.InvalidDataError as exc:
                 self.stats.corrupt_packets += 1
                 consecutive_bad += 1
-                self.stats.last_error = f"corrupt packet: {exc}"
+                self.stats.last_error = self._redact(f"corrupt packet: {exc}")
                 if consecutive_bad > self.config.max_consecutive_corrupt:
                     raise InvalidVideoError(
-                        f"{consecutive_bad} consecutive undecodable packets (last: {exc})", uri=self.uri
-                    ) from exc
+                        f"{consecutive_bad} consecutive undecodable packets (last: {self._redact(str(exc))})",
+                        uri=self.uri,
+                    ) from (exc if self.kind == "file" else None)
                 continue
             consecutive_bad = 0
             for frame in decoded:
@@ -490,7 +503,9 @@ class Source:
                 last_t = out.t
                 yield out
         except av.error.FFmpegError as exc:
-            raise InvalidVideoError(f"decoding failed ({exc.strerror or exc})", uri=self.uri) from exc
+            raise InvalidVideoError(f"decoding failed ({self._redact(str(exc.strerror or exc))})", uri=self.uri) from (
+                exc if self.kind == "file" else None
+            )  # a URL's FFmpeg text holds it as opened
         finally:
             self.close()
         if self._stop.is_set():
@@ -547,9 +562,9 @@ class Source:
             except SourceUnreachableError as exc:
                 err, reason = exc, str(exc)
             except _NETWORK_ERRORS as exc:
-                err, reason = exc, f"{type(exc).__name__}: {exc}"
+                err, reason = exc, self._redact(f"{type(exc).__name__}: {exc}")
             except av.error.FFmpegError as exc:
-                err, reason = exc, f"{type(exc).__name__}: {exc}"
+                err, reason = exc, self._redact(f"{type(exc).__name__}: {exc}")
             finally:
                 self.close()
             if self._stop.is_set():
@@ -567,7 +582,7 @@ class Source:
             if limit is not None and failures > limit:
                 raise SourceUnreachableError(
                     f"gave up after {failures} failed reconnect attempt(s) (last: {reason})", uri=self.uri
-                ) from err
+                ) from (err if isinstance(err, SourceError) else None)  # FFmpeg's text holds the opened URL
             delay = self._backoff.delay(failures)
             log.warning(
                 "%s: disconnected (%s) after %d frames; reconnecting in %.1fs", self.uri, reason, got_frames, delay

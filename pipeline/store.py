@@ -51,6 +51,7 @@ from .keys import (
     text_dict,
 )
 from .retry import Backoff, retry_call
+from .secrets import redact
 from .timebase import UNIX_EPOCH, parse_epoch, to_stream_seconds
 from .types import Segment
 
@@ -215,8 +216,8 @@ class SegmentStore:
         meta: dict[str, str] = {}
         if epoch is not None:
             meta["epoch"] = json.dumps(iso(epoch))
-        if source is not None:
-            meta["source"] = json.dumps(str(source))
+        if source is not None:  # never credentials: ``${VAR}`` references stay, literal passwords are ***
+            meta["source"] = json.dumps(redact(str(source)))
         meta_key = self.keys.meta(stream_id)
 
         def run() -> None:
@@ -230,7 +231,7 @@ class SegmentStore:
         """Publish runtime fields (``status="running"``, ``lag_s=0.4``, ``fps=1.0`` …) into the meta."""
         if not fields:
             return
-        mapping = {k: json.dumps(v, default=str) for k, v in fields.items()}
+        mapping = {k: json.dumps(redact(v) if isinstance(v, str) else v, default=str) for k, v in fields.items()}
         mapping["updated_at"] = json.dumps(time.time())
         meta_key = self.keys.meta(stream_id)
 
@@ -395,7 +396,7 @@ class SegmentStore:
             if epoch is not None:
                 meta["epoch"] = json.dumps(iso(epoch))
             if source is not None:
-                meta["source"] = json.dumps(str(source))
+                meta["source"] = json.dumps(redact(str(source)))
             if head is not None:
                 meta["head"] = json.dumps(head)
             pipe.hset(meta_key, mapping=_fields(meta))

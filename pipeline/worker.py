@@ -32,6 +32,7 @@ from .errors import LongwatchError, SourceError
 from .events import EventsSpec
 from .retry import Backoff, retry_call
 from .sampler import sample_clips
+from .secrets import redact
 from .segmenter import Segmenter, SegmentUpdate
 from .source import Source
 from .types import Clip, Segment
@@ -94,7 +95,8 @@ class StreamProcessor:
         on_clip: Callable[[StreamReport], None] | None = None,
     ):
         self.stream_id = stream_id
-        self.uri = uri
+        self.uri = uri  # as given: ``${VAR}`` references unexpanded; only Source.open expands them
+        self.shown_uri = redact(uri)  # what status, logs and the store see (:mod:`.secrets`)
         self.settings = settings
         self.events = events
         self.store = store
@@ -102,7 +104,7 @@ class StreamProcessor:
         self.start_at = start_at
         self.max_pending = max_pending_clips
         self.on_clip = on_clip
-        self.report = StreamReport(stream_id=stream_id, uri=uri)
+        self.report = StreamReport(stream_id=stream_id, uri=self.shown_uri)
         self._stop = threading.Event()
         self._source: Source | None = None
 
@@ -163,7 +165,7 @@ class StreamProcessor:
         self._holds: dict[str, float | None] = dict(wm.get("holds") or {})
         rep.resumed_from = resume_at
         rep.state = "running"
-        self.store.register(self.stream_id, epoch=src.epoch, source=self.uri)
+        self.store.register(self.stream_id, epoch=src.epoch, source=self.shown_uri)
         if self.settings.runtime.retention_s is not None:
             self.store.set_retention(self.stream_id, self.settings.runtime.retention_s)
         self._status()
@@ -241,7 +243,7 @@ class StreamProcessor:
             )
             rep.state = "done"
         except LongwatchError as exc:
-            rep.state, rep.error = "failed", str(exc)
+            rep.state, rep.error = "failed", redact(str(exc))
             self._status()
             raise
         finally:
@@ -346,5 +348,7 @@ class StreamProcessor:
             latest[u.segment.id] = u.segment
         for seg in extra:
             latest[seg.id] = seg
-        self.store.commit(self.stream_id, list(latest.values()), watermark=watermark, epoch=epoch, source=self.uri)
+        self.store.commit(
+            self.stream_id, list(latest.values()), watermark=watermark, epoch=epoch, source=self.shown_uri
+        )
         self.report.segments_committed += len(latest)
