@@ -1,4 +1,10 @@
-"""The controller: owns the stream registry, starts one worker per stream, restarts crashed ones."""
+"""The controller: owns the stream registry, starts one worker per stream, restarts crashed ones.
+
+A worker that dies (SIGKILL, OOM, a lost node) cannot write its own status, so the controller writes
+it to Redis for it: ``restarting`` (with the reason and the restart count) while Ray restarts it and
+the worker resumes from its watermark (then it writes ``running`` itself), ``failed`` once it died more
+than ``runtime.max_worker_restarts`` times.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from ray.exceptions import RayActorError, RayTaskError
 from longwatch.actors.stream_worker import StreamWorker
 from longwatch.pipeline.config import Settings
 from longwatch.pipeline.secrets import redact
+from longwatch.pipeline.store import SegmentStore
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +33,26 @@ class Controller:
         self.events_text = events_text
         self.redis_url = redis_url
         self.streams: dict[str, dict] = {}
+        self._store: SegmentStore | None = None
+
+    async def _publish(self, stream_id: str, **fields) -> None:
+        """Write status fields for a worker that cannot (it died). Best effort, off the event loop."""
+
+        def write() -> None:
+            if self._store is None:
+                self._store = SegmentStore.from_url(
+                    self.redis_url, prefix=self.settings.runtime.redis_prefix, retry_deadline_s=5.0
+                )
+            self._store.set_status(stream_id, **fields)
+
+        try:
+            await asyncio.to_thread(write)
+        except Exception as exc:
+            log.debug("stream %s: status update failed: %s", stream_id, exc)
 
     async def add(self, stream_id: str, uri: str, start_at: str | None = None) -> str:
         entry = self.streams.get(stream_id)
-        if entry and entry["state"] in ("starting", "running"):
+        if entry and entry["state"] in ("starting", "running", "restarting"):
             raise ValueError(f"stream {stream_id!r} is already running ({entry['uri']})")
         worker = StreamWorker.options(num_cpus=self.settings.runtime.worker_num_cpus).remote(
             stream_id, uri, self.settings_json, self.events_text, self.redis_url, start_at
@@ -62,8 +85,12 @@ class Controller:
                 log.warning("stream %s: worker died (%s); restart %d", stream_id, type(exc).__name__, entry["restarts"])
                 if entry["restarts"] > limit:
                     entry["state"], entry["error"] = "failed", f"worker died {entry['restarts']} times"
+                    await self._publish(stream_id, state="failed", reason="", error=entry["error"])
                     self._release(entry)
                     return
+                entry["state"] = "restarting"
+                reason = f"worker died ({type(exc).__name__}); restart {entry['restarts']}, resuming from the watermark"
+                await self._publish(stream_id, state="restarting", reason=reason, restarts=entry["restarts"])
                 await asyncio.sleep(0.5)
                 continue
             entry["state"], entry["result"] = result.get("state", "done"), result
@@ -92,11 +119,14 @@ class Controller:
                     live = await asyncio.wait_for(e["worker"].status.remote(), timeout=2.0)
                 except Exception:
                     live = {}
+            state = e["state"]
+            if state == "running" and live.get("state") == "waiting":  # the worker waits out a fault, says why
+                state = "waiting"
             out[sid] = {
                 **(e["result"] or {}),
                 **live,
                 "uri": e["uri"],
-                "state": e["state"],
+                "state": state,
                 "restarts": e["restarts"],
                 "error": e["error"],
             }
@@ -109,7 +139,7 @@ class Controller:
         ids = [stream_id] if stream_id else list(self.streams)
         for sid in ids:
             e = self.streams.get(sid)
-            if e and e["state"] in ("starting", "running"):
+            if e and e["state"] in ("starting", "running", "restarting"):
                 try:
                     await e["worker"].stop.remote()
                 except RayActorError:

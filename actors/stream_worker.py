@@ -2,11 +2,16 @@
 
 The actor restarts when its process dies (``max_restarts``); the controller then calls ``run``
 again and the processor resumes from the stream's watermark in Redis.
+
+Model calls wait at most ``runtime.model_timeout_s`` for the pool; a call past it is cancelled and
+raises :class:`TimeoutError`, which the processor treats like a busy or restarting replica: the
+stream waits with backoff and retries the clip (see :mod:`pipeline.worker`, "Failure policy").
 """
 
 from __future__ import annotations
 
 import threading
+import time
 
 import ray
 
@@ -31,7 +36,11 @@ class StreamWorker:
         self.uri = uri
         self.settings = Settings.model_validate_json(settings_json)
         self.events = load_events(events_text)
-        self.store = SegmentStore.from_url(redis_url, prefix=self.settings.runtime.redis_prefix)
+        self.store = SegmentStore.from_url(
+            redis_url,
+            prefix=self.settings.runtime.redis_prefix,
+            retry_deadline_s=self.settings.runtime.store_retry_deadline_s,
+        )
         self.start_at = start_at
         self._processor: StreamProcessor | None = None
         self._lock = threading.Lock()
@@ -42,12 +51,21 @@ class StreamWorker:
         from longwatch.actors import model_pool
 
         pools = [model_pool.handle(kind) for kind in sorted({e.backend for e in self.events.events})]
+        timeout = self.settings.runtime.model_timeout_s
 
         def score(clip):
             pending = [pool.score.remote(clip) for pool in pools]
+            deadline = time.monotonic() + timeout
             merged: dict = {}
-            for response in pending:
-                merged.update(response.result())
+            try:
+                for response in pending:
+                    merged.update(response.result(timeout_s=max(0.0, deadline - time.monotonic())))
+            except BaseException as exc:
+                for response in pending:  # a hung replica must not keep working on a clip we retry
+                    response.cancel()
+                if isinstance(exc, TimeoutError):
+                    raise TimeoutError(f"model pool gave no answer within {timeout:g} s") from exc
+                raise
             return merged
 
         return score

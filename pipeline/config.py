@@ -117,6 +117,16 @@ class RuntimeConfig(_Model):
     batch_wait_s: float = Field(0.05, ge=0, description="longest a clip waits for a batch to fill")
     max_pending_clips: int = Field(4, ge=1, description="clips a stream may have decoded but not scored")
     max_worker_restarts: int = Field(10, ge=0, description="crashes of one stream worker survived by resuming")
+    model_timeout_s: float = Field(
+        60.0, gt=0, description="longest one model call may take; past it the call is retried (a hung replica)"
+    )
+    model_backoff_initial_s: float = Field(
+        0.5, gt=0, description="first wait before retrying a model call or reaching Redis again; doubles each time"
+    )
+    model_backoff_max_s: float = Field(10.0, gt=0, description="longest wait between those retries")
+    store_retry_deadline_s: float = Field(
+        60.0, gt=0, description="how long one store operation retries before the stream shows Redis as unreachable"
+    )
     retention_s: float | None = Field(
         None, gt=0, description="keep segments this long (stream seconds); None = forever"
     )

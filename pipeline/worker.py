@@ -10,6 +10,14 @@ restarted after a crash reads the watermark, resumes the file at that clip bound
 sampler decisions and segmenter state, and rewrites nothing but what came after: segment ids are
 deterministic, so a replayed clip overwrites, never duplicates.
 
+Failure policy: a model or Redis that is away for a while never fails a stream. A model call that
+raises anything but one of our typed errors (a replica busy, restarting or dead), or that gives no
+answer within ``runtime.model_timeout_s`` (a hung replica), is retried with capped backoff, forever;
+a store operation that still fails after the store's own retry deadline (Redis away) is retried the
+same way. Meanwhile the stream's state is ``waiting`` with the reason; status that cannot reach Redis
+is kept in memory and written once Redis is back. Nothing is lost: the clip waits, and commits are
+idempotent. Only our typed errors (a bad source, :class:`~.errors.ModelError` …) fail a stream.
+
 Backpressure: a reader thread decodes and samples into a bounded queue. For a file, a full queue
 blocks the reader (a slow model slows decoding). For a live source, a full queue drops the oldest
 waiting clip and counts it (a slow model sheds load instead of growing memory or lag).
@@ -24,11 +32,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import numpy as np
 
 from .config import Settings
-from .errors import LongwatchError, SourceError
+from .errors import LongwatchError, SourceError, StoreError
 from .events import EventsSpec
 from .retry import Backoff, retry_call
 from .sampler import sample_clips
@@ -40,12 +49,16 @@ from .types import Clip, Segment
 log = logging.getLogger(__name__)
 
 ScoreFn = Callable[[Clip], dict[str, np.ndarray]]
-SCORE_BACKOFF = Backoff(initial_s=0.5, cap_s=8.0)  # 0.5, 1, 2, 4 s between the 5 attempts
+T = TypeVar("T")
 _END = object()
 
 
 class _ScoreFailed(Exception):
     """Internal: ``score_fn`` raised ``args[0]`` (not one of our typed errors), so it may be retried."""
+
+
+class _Interrupted(Exception):
+    """Internal: :meth:`StreamProcessor.stop` ended a wait for the model or for Redis."""
 
 
 @dataclass
@@ -62,10 +75,12 @@ class StreamReport:
     error: str | None = None
     lag_s: float | None = None
     fps: float = 0.0
+    reason: str = ""  # why the stream is ``waiting`` (model unavailable, Redis unreachable)
 
     def as_status(self) -> dict:
         return {
             "state": self.state,
+            "reason": self.reason,
             "clips": self.clips,
             "footage_s": round(self.footage_s, 3),
             "wall_s": round(self.wall_s, 3),
@@ -107,6 +122,8 @@ class StreamProcessor:
         self.report = StreamReport(stream_id=stream_id, uri=self.shown_uri)
         self._stop = threading.Event()
         self._source: Source | None = None
+        self._redis_down = False  # a store operation failed: status is kept in memory until Redis is back
+        self._status_pending = False  # the status in memory is newer than the one in Redis
 
     def stop(self) -> None:
         self._stop.set()
@@ -134,15 +151,70 @@ class StreamProcessor:
         return out
 
     def _status(self, **extra) -> None:
+        if self._redis_down:  # kept in memory (``report``); written by :meth:`_redis` once Redis is back
+            self._status_pending = True
+            return
         try:
             self.store.set_status(self.stream_id, **self.report.as_status(), **extra)
+            self._status_pending = False
         except Exception as exc:  # status is best effort; segments and watermark are not
+            self._status_pending = True
+            self._redis_down = isinstance(exc, StoreError)
             log.debug("status update failed: %s", exc)
+
+    def _backoff(self) -> Backoff:
+        rt = self.settings.runtime
+        return Backoff(
+            initial_s=rt.model_backoff_initial_s,
+            cap_s=max(rt.model_backoff_initial_s, rt.model_backoff_max_s),
+            jitter=0.1,  # streams that failed together do not all retry together
+        )
+
+    def _wait(self, reason: str) -> None:
+        """Show the stream as waiting out a transient fault (``reason`` says which)."""
+        rep = self.report
+        if rep.state in ("running", "starting", "waiting") and (rep.state, rep.reason) != ("waiting", reason):
+            rep.state, rep.reason = "waiting", reason
+            self._status()
+
+    def _resume(self) -> None:
+        rep = self.report
+        if rep.state == "waiting":
+            rep.state, rep.reason = "running", ""
+            self._status()
+
+    def _redis(self, fn: Callable[[], T], what: str) -> T:
+        """Run a store operation (idempotent). Redis away past the store's own retry deadline is a
+        transient fault too: the stream waits with backoff (state ``waiting``) and carries on, with
+        nothing lost, once Redis is back. :meth:`stop` ends the wait (:class:`_Interrupted`)."""
+
+        def on_retry(_attempt: int, exc: BaseException, delay: float) -> None:
+            self._redis_down = True
+            log.warning("%s: Redis unreachable (%s: %s); retrying in %.1fs", self.stream_id, what, exc, delay)
+            self._wait(f"Redis unreachable, retrying in {delay:.1f} s")
+
+        try:
+            out = retry_call(fn, retry_on=StoreError, backoff=self._backoff(), on_retry=on_retry, stop_event=self._stop)
+        except StoreError as exc:  # only when stopped: the wait itself never gives up
+            raise _Interrupted from exc
+        if self._redis_down:
+            self._redis_down = False
+            log.info("%s: Redis is back", self.stream_id)
+            if self.report.state == "waiting" and self.report.reason.startswith("Redis"):
+                self.report.state, self.report.reason = "running", ""
+            self._status_pending = True
+        if self._status_pending:
+            self._status()
+        return out
 
     def run(self) -> StreamReport:
         rep = self.report
         started = time.perf_counter()
-        wm = self.store.watermark(self.stream_id) or {}
+        try:
+            wm = self._redis(lambda: self.store.watermark(self.stream_id), "reading the watermark") or {}
+        except _Interrupted:
+            rep.state = "stopped"
+            return rep
         try:
             src = Source.open(self.uri, config=self.settings.source, start_at=self.start_at)
         except SourceError as exc:
@@ -165,9 +237,18 @@ class StreamProcessor:
         self._holds: dict[str, float | None] = dict(wm.get("holds") or {})
         rep.resumed_from = resume_at
         rep.state = "running"
-        self.store.register(self.stream_id, epoch=src.epoch, source=self.shown_uri)
-        if self.settings.runtime.retention_s is not None:
-            self.store.set_retention(self.stream_id, self.settings.runtime.retention_s)
+        try:
+            self._redis(
+                lambda: self.store.register(self.stream_id, epoch=src.epoch, source=self.shown_uri), "registering"
+            )
+            if self.settings.runtime.retention_s is not None:
+                retention = self.settings.runtime.retention_s
+                self._redis(lambda: self.store.set_retention(self.stream_id, retention), "setting retention")
+        except _Interrupted:
+            src.close()
+            rep.state, rep.reason = "stopped", ""
+            self._status()
+            return rep
         self._status()
 
         pending: queue.Queue = queue.Queue(maxsize=self.max_pending)
@@ -242,8 +323,10 @@ class StreamProcessor:
                 src.epoch,
             )
             rep.state = "done"
+        except _Interrupted:  # stopped while waiting for the model or Redis: resumes from the watermark
+            rep.state, rep.reason = "stopped", ""
         except LongwatchError as exc:
-            rep.state, rep.error = "failed", redact(str(exc))
+            rep.state, rep.reason, rep.error = "failed", "", redact(str(exc))
             self._status()
             raise
         finally:
@@ -289,14 +372,15 @@ class StreamProcessor:
         if rep.clips % 5 == 1:
             self._status()
 
-    def _score(self, clip: Clip, attempts: int = 5) -> dict[str, np.ndarray]:
-        """Score a clip; a model replica that dies or times out is retried with backoff (the pool
-        restarts it), so the clip is delayed, not lost. Our own typed errors are not retried, and
-        :meth:`stop` cuts a wait short (the last error is raised)."""
+    def _score(self, clip: Clip, attempts: int | None = None) -> dict[str, np.ndarray]:
+        """Score a clip. A model call that fails (a replica busy, restarting or dead) or gives no answer
+        within ``runtime.model_timeout_s`` (hung) is retried with backoff, by default until it answers:
+        the stream waits (state ``waiting``, with the reason) and the clip is delayed, not lost. Our own
+        typed errors are not retried; :meth:`stop` ends the wait (:class:`_Interrupted`)."""
 
         def score_once() -> dict[str, np.ndarray]:
             try:
-                return self.score_fn(clip)
+                return self._call_model(clip)
             except LongwatchError:
                 raise
             except Exception as exc:
@@ -304,26 +388,47 @@ class StreamProcessor:
 
         def on_retry(_attempt: int, failure: BaseException, delay: float) -> None:
             exc = failure.args[0]
-            log.warning(
-                "%s: scoring clip %d failed (%s: %s); retrying in %.1fs",
-                self.stream_id,
-                clip.index,
-                type(exc).__name__,
-                exc,
-                delay,
-            )
+            why = redact(f"{type(exc).__name__}: {exc}".splitlines()[0][:200])
+            log.warning("%s: scoring clip %d failed (%s); retrying in %.1fs", self.stream_id, clip.index, why, delay)
+            self._wait(f"model unavailable: {why}, retrying in {delay:.1f} s")
 
         try:
-            return retry_call(
+            scores = retry_call(
                 score_once,
                 retry_on=_ScoreFailed,
-                backoff=SCORE_BACKOFF,
+                backoff=self._backoff(),
                 attempts=attempts,
                 on_retry=on_retry,
                 stop_event=self._stop,
             )
         except _ScoreFailed as failure:
+            if self._stop.is_set():
+                raise _Interrupted from failure.args[0]
             raise failure.args[0] from None
+        self._resume()
+        return scores
+
+    def _call_model(self, clip: Clip) -> dict[str, np.ndarray]:
+        """``score_fn(clip)`` with ``runtime.model_timeout_s``: past it, :class:`TimeoutError` (the call is
+        abandoned to its daemon thread; the Ray score function also cancels its request)."""
+        timeout = self.settings.runtime.model_timeout_s
+        done = threading.Event()
+        box: dict = {}
+
+        def call() -> None:
+            try:
+                box["scores"] = self.score_fn(clip)
+            except BaseException as exc:  # handed to the caller
+                box["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=call, name=f"model-{self.stream_id}", daemon=True).start()
+        if not done.wait(timeout):  # a stop lets the call in flight finish (at most the timeout): it counts
+            raise TimeoutError(f"no answer within {timeout:g} s")
+        if "error" in box:
+            raise box["error"]
+        return box["scores"]
 
     def _hold_on_motion(self, name: str, clip: Clip, scores: np.ndarray) -> np.ndarray:
         """Keep an open event alive while its object still moves out of view (see EventSpec)."""
@@ -348,7 +453,11 @@ class StreamProcessor:
             latest[u.segment.id] = u.segment
         for seg in extra:
             latest[seg.id] = seg
-        self.store.commit(
-            self.stream_id, list(latest.values()), watermark=watermark, epoch=epoch, source=self.shown_uri
+        segments = list(latest.values())
+        self._redis(
+            lambda: self.store.commit(
+                self.stream_id, segments, watermark=watermark, epoch=epoch, source=self.shown_uri
+            ),
+            f"committing clip {watermark.get('clip_index')}",
         )
         self.report.segments_committed += len(latest)

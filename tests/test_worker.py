@@ -103,7 +103,7 @@ def test_a_failing_model_is_retried_and_a_typed_error_is_not(synthetic, store):
         "flaky", synthetic["gop"].path, settings=settings, events=EVENTS, store=store, score_fn=flaky
     ).run()
     assert rep.state == "done" and calls[:3] == [0, 0, 0] and sorted(set(calls)) == list(range(rep.clips))
-    assert time.monotonic() - started >= 1.5  # waited 0.5 s, then 1 s, before the third attempt
+    assert time.monotonic() - started >= 1.3  # waited 0.5 s, then 1 s (±10 % jitter), before the third attempt
 
     typed: list[int] = []
 
