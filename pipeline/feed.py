@@ -56,9 +56,15 @@ def read_feed(
         # resolve "$" once, so that slicing a long block into several XREADs misses nothing
         info = retrying(lambda: client.xrevrange(feed_key, count=1))
         last_id = text(info[0][0]) if info else "0-0"
-    timeout = None
-    if isinstance(client, redis.Redis):  # a RedisCluster has no connection_pool of its own
+    if isinstance(client, redis.Redis):
         timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+    else:
+        # A RedisCluster has no connection_pool of its own; its nodes' connections are made from
+        # nodes_manager.connection_kwargs. (Without this a cluster client always blocked in 5 s
+        # slices, past a socket_timeout <= 5 s: every XREAD timed out and was retried until the
+        # store gave up, so feed(block_ms=…) on a cluster hung for a minute and raised StoreError.)
+        manager = getattr(client, "nodes_manager", None)
+        timeout = getattr(manager, "connection_kwargs", {}).get("socket_timeout")
     slice_ms = int(max(100, (timeout - 1.0) * 1000)) if timeout else 5000
     deadline = time.monotonic() + (block_ms or 0) / 1000.0
     while True:

@@ -303,6 +303,32 @@ def test_feed_records_in_order_and_follow(store):
     assert [(r.kind, r.segment.start) for r in got] == [("close", 90.0)]
 
 
+@pytest.mark.parametrize("backend", ["single", "cluster3"])
+def test_blocking_feed_read_with_a_short_socket_timeout(request, backend):
+    """A blocking read is sliced below the client's socket timeout, on a cluster client too (it was
+    sliced at 5 s there, so every XREAD timed out and the read hung until the store gave up)."""
+    import uuid
+
+    server = request.getfixturevalue("redis_server" if backend == "single" else "redis_cluster")
+    st = SegmentStore.from_url(
+        server.url, cluster=backend == "cluster3", prefix=f"tto{uuid.uuid4().hex[:8]}", socket_timeout=1.0
+    )
+    try:
+        t = time.monotonic()
+        assert st.feed("cam3", block_ms=1_500) == []
+        assert 1.4 < time.monotonic() - t < 4.0
+        got = []
+        reader = threading.Thread(target=lambda: got.extend(st.feed("cam3", last_id="$", block_ms=20_000)))
+        reader.start()
+        time.sleep(1.3)  # past the socket timeout
+        st.commit("cam3", [seg(start=1, end=2)], watermark={"clip": 1})
+        reader.join(10)
+        assert [(r.kind, r.segment.start) for r in got] == [("close", 1.0)]
+    finally:
+        st.drop_stream("cam3")
+        st.close()
+
+
 def test_feed_is_capped(store):
     store.feed_maxlen = 100
     for i in range(30):
@@ -351,6 +377,96 @@ def test_query_in_utc(store):
     assert [(g.stream_id, g.start) for g in got] == [("lobby", 0.0)]
     assert store.query_utc(None, None, EPOCH.timestamp() + 61, EPOCH.timestamp() + 61)[0].start == 60.0
     assert store.epoch("lobby") == other_epoch
+
+
+def test_streams_listing_and_drop_stream(store):
+    """Three streams (on a cluster: one on each master) are listed with their meta and watermark;
+    dropping one removes all of its keys and its registry entry and leaves the others whole."""
+    names = ["cam3", "lobby", "cam-3"]  # slots 5395, 10294, 14296: one per master of the cluster
+    for i, sid in enumerate(names):
+        ep = EPOCH + timedelta(hours=i)
+        store.commit(
+            sid,
+            [seg(sid, "person", 0, 5, epoch=ep), seg(sid, "car", 2, 900, state="open", epoch=ep)],
+            watermark={"clip": i},
+            epoch=ep,
+            source=f"file:///v/{sid}.mp4",
+        )
+        store.set_status(sid, status="running", lag_s=0.1 * i)
+    infos = {i.stream_id: i for i in store.streams()}
+    assert sorted(infos) == sorted(names) == store.stream_ids()
+    for i, sid in enumerate(names):
+        assert infos[sid].watermark == {"clip": i} and infos[sid].epoch == EPOCH + timedelta(hours=i)
+        assert infos[sid].meta["source"] == f"file:///v/{sid}.mp4" and infos[sid].meta["status"] == "running"
+        assert infos[sid].meta["head"] == 900.0
+    before = {sid: store.stream_keys(sid) for sid in names}
+    assert all(len(k) == 8 for k in before.values())  # 2 segments, 2 indexes, events, feed, meta, wm
+
+    assert store.drop_stream("lobby") == len(before["lobby"])
+    assert store.stream_keys("lobby") == [] and store.stream_ids() == sorted(["cam3", "cam-3"])
+    assert store.watermark("lobby") is None and store.query(stream="lobby") == [] and store.feed("lobby") == []
+    assert [i.stream_id for i in store.streams()] == sorted(["cam3", "cam-3"])
+    for sid in ("cam3", "cam-3"):
+        assert store.stream_keys(sid) == before[sid]
+        assert [(s.event, s.start) for s in store.query(stream=sid)] == [("person", 0.0), ("car", 2.0)]
+    assert {s.stream_id for s in store.query()} == {"cam3", "cam-3"}
+    assert store.drop_stream("lobby") == 0  # idempotent
+    # a dropped stream starts over cleanly
+    store.commit("lobby", [seg("lobby", "dog", 1, 2)], watermark={"clip": 0}, epoch=EPOCH)
+    assert [s.event for s in store.query(stream="lobby")] == ["dog"] and "lobby" in store.stream_ids()
+
+
+def test_cluster_spreads_streams_over_masters(cluster_store, redis_cluster):
+    """On the three-master cluster, different streams' keys live on different masters while each
+    stream's keys share one slot (its hash tag) and sit on that slot's master only; reads that span
+    streams (listing, queries, UTC queries) fan out to all masters and agree with what was written."""
+    store = cluster_store
+    primaries = store.r.get_primaries()
+    assert sorted(n.port for n in primaries) == sorted(redis_cluster.ports) and len(primaries) == 3
+    assert store.r.get_replicas() == []
+
+    # two streams per master, found by slot
+    per_master: dict[int, list[str]] = {}
+    for name in (f"cam{i}" for i in range(100)):
+        lst = per_master.setdefault(redis_cluster.port_of_slot(key_slot(name)), [])
+        if len(lst) < 2:
+            lst.append(name)
+    assert len(per_master) == 3 and all(len(v) == 2 for v in per_master.values())
+    streams = sorted(sid for sids in per_master.values() for sid in sids)
+    master_of = {sid: port for port, sids in per_master.items() for sid in sids}
+
+    written = []
+    for i, sid in enumerate(streams):
+        ep = EPOCH + timedelta(minutes=i)
+        segs = [seg(sid, "person", 10 * i, 10 * i + 5, epoch=ep), seg(sid, "car", 10 * i + 1, 10 * i + 700, epoch=ep)]
+        store.commit(sid, segs, watermark={"clip": i}, epoch=ep)
+        written += segs
+
+    registry_master = redis_cluster.port_of_key(store.registry_key)
+    for sid in streams:
+        keys = store.stream_keys(sid)
+        assert len(keys) == 8 and {key_slot(k) for k in keys} == {key_slot(sid)}  # one slot per stream
+    for port in redis_cluster.ports:
+        node = redis_cluster.client(port)
+        try:
+            held = set(node.scan_iter(match=f"{store.prefix}:*", count=1000))
+        finally:
+            node.close()
+        want = {k for sid in streams if master_of[sid] == port for k in store.stream_keys(sid)}
+        if port == registry_master:
+            want.add(store.registry_key)
+        assert held == want, port  # each master holds exactly its streams' keys (and maybe the registry)
+
+    # reads across all masters
+    assert store.stream_ids() == streams
+    assert {i.stream_id: i.watermark for i in store.streams()} == {sid: {"clip": i} for i, sid in enumerate(streams)}
+    assert store.query() == sorted(written, key=lambda s: (s.start, s.stream_id, s.event, s.end))
+    assert [s.stream_id for s in store.query(event="person", t0=20, t1=34)] == streams[2:4]
+    for i, sid in enumerate(streams):
+        at = EPOCH + timedelta(minutes=i, seconds=10 * i)  # stream i's person segment, and no other's
+        got = store.query_utc(None, "person", at, at + timedelta(seconds=5))
+        assert [(s.stream_id, s.start) for s in got] == [(sid, 10.0 * i)]
+        assert [r.kind for r in store.feed(sid)] == ["close", "close"]
 
 
 @single_only
