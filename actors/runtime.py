@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ import ray
 
 from longwatch.pipeline.config import Settings
 from longwatch.pipeline.events import load_events
-from longwatch.pipeline.source import classify
+from longwatch.pipeline.identity import check_stream_id, default_stream_id
 
 from . import model_pool
 from .controller import CONTROLLER_NAME, Controller
@@ -42,19 +41,9 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, log_fil
 
 
 def stream_id_for(uri: str, taken: set[str] | None = None) -> str:
-    """A readable, unique stream id: the file's stem, or host-port-path of a URL."""
-    kind, target = classify(uri)
-    if kind == "file":
-        base = Path(target).stem
-    else:
-        base = re.sub(r"^[a-z]+://", "", uri)
-        base = re.sub(r"^[^@/]*@", "", base)  # drop credentials
-    sid = re.sub(r"[^A-Za-z0-9_.-]+", "-", base).strip("-.")[:64] or "stream"
-    taken = taken or set()
-    out, n = sid, 2
-    while out in taken:
-        out, n = f"{sid}-{n}", n + 1
-    return out
+    """The default id of a source: :func:`longwatch.pipeline.identity.default_stream_id` (a file's stem
+    and a hash of its resolved path; host-port-path of a URL without credentials)."""
+    return default_stream_id(uri, taken)
 
 
 class Runtime:
@@ -115,7 +104,7 @@ class Runtime:
         return self
 
     def add(self, uri: str, *, stream_id: str | None = None, start_at: str | None = None) -> str:
-        sid = stream_id or stream_id_for(uri, set(self.stream_ids))
+        sid = check_stream_id(stream_id) if stream_id is not None else stream_id_for(uri, set(self.stream_ids))
         ray.get(self.controller.add.remote(sid, uri, start_at))
         self.stream_ids.append(sid)
         return sid

@@ -283,25 +283,39 @@ def run(
     start_at: str | None = typer.Option(None, help="epoch for files: ISO 8601 UTC or Unix seconds"),
     stream_id: list[str] | None = typer.Option(None, "--id", help="stream ids, in the order of SOURCES"),
     show: bool = typer.Option(True, help="print the segments when the files are done"),
+    reprocess: bool = typer.Option(
+        False, "--reprocess", help="delete these streams' segments and watermarks first, and start them over"
+    ),
 ) -> None:
     """Process SOURCES: decode → sample → detect → segments in Redis. Files run to their end;
-    cameras run until Ctrl-C (the watermark is saved after every clip)."""
+    cameras run until Ctrl-C (the watermark is saved after every clip).
+
+    A stream's id is --id, or derived from the whole source (a file: its name and a hash of its
+    path). An id that already holds segments of another source, or of other events or sampler
+    settings, is refused; --reprocess starts it over."""
     from longwatch.actors.runtime import Runtime, stream_id_for
     from longwatch.pipeline.events import default_events_path, load_events
+    from longwatch.pipeline.identity import check_stream_id
     from longwatch.pipeline.source import classify
 
     settings = _settings(ray_address=address, redis_url=redis_url, data_dir=data_dir)
     try:
         events_text = (events or Path(default_events_path())).read_text()
-        load_events(events_text)  # rejected before anything starts
+        events_spec = load_events(events_text)  # rejected before anything starts
         for uri in sources:
             classify(uri)
+        given = [check_stream_id(sid) for sid in stream_id or []]
+        if len(given) > len(sources):
+            raise typer.BadParameter(f"{len(given)} --id for {len(sources)} sources", param_hint="--id")
+        if len(set(given)) < len(given):
+            dup = next(sid for sid in given if given.count(sid) > 1)
+            raise typer.BadParameter(f"stream id {dup!r} is given twice", param_hint="--id")
     except (LongwatchError, OSError) as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(2) from None
-    ids: list[str] = []
-    for i, uri in enumerate(sources):
-        ids.append(stream_id[i] if stream_id and i < len(stream_id) else stream_id_for(uri, set(ids)))
+    ids: list[str] = list(given)
+    for uri in sources[len(given) :]:
+        ids.append(stream_id_for(uri, set(ids)))
     # Probe every source once: a file that is missing, corrupt or not video is a permanent error and
     # fails at once, before anything starts; a camera that does not answer now may come back, so the
     # runtime waits for it.
@@ -318,6 +332,12 @@ def run(
                 rejected[sid] = str(exc)
             else:
                 durations[sid], live[sid] = None, True
+    if len(rejected) < len(ids):
+        try:
+            rejected.update(_check_identities(settings, events_spec, ids, sources, rejected, reprocess))
+        except LongwatchError as exc:  # Redis unreachable
+            err_console.print(f"[bold red]error:[/] {exc}")
+            raise typer.Exit(2) from None
     for sid, reason in rejected.items():
         err_console.print(f"[bold red]{sid} failed:[/] {reason}")
     if len(rejected) == len(ids):
@@ -369,6 +389,36 @@ def run(
 
 def _raise_keyboard_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
+
+
+def _check_identities(settings: Settings, events_spec, ids, sources, rejected, reprocess: bool) -> dict[str, str]:
+    """Before anything starts: with ``reprocess``, drop each stream's segments and watermark (one
+    transaction per stream); else refuse (stream id → reason) every id whose stored watermark names
+    another source or another pipeline (:func:`longwatch.pipeline.identity.check_identity`)."""
+    from longwatch.pipeline.errors import StreamIdentityError
+    from longwatch.pipeline.identity import check_identity, fingerprints
+
+    refused: dict[str, str] = {}
+    store, embedded = _open_store(settings)
+    try:
+        for sid, uri in zip(ids, sources):
+            if sid in rejected:
+                continue
+            if reprocess:
+                store.drop_stream(sid)
+                continue
+            wm = store.watermark(sid)
+            if not wm:
+                continue
+            try:
+                check_identity(sid, wm, fingerprints(uri, events_spec, settings.sampler))
+            except StreamIdentityError as exc:
+                refused[sid] = str(exc)
+    finally:
+        store.close()
+        if embedded:
+            embedded.stop()
+    return refused
 
 
 def _watch(runtime, ids: list[str], durations: dict, live_ids: dict[str, bool]) -> None:

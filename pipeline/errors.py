@@ -98,6 +98,24 @@ class StoreKeyError(LongwatchError, ValueError):
     """A stream id or event name cannot be used in a store key (empty, or holds ``{`` / ``}``)."""
 
 
+class InvalidStreamIdError(ConfigError):
+    """A given stream id is not 1-64 letters, digits, ``_``, ``.`` or ``-``. ``stream_id`` names it."""
+
+    def __init__(self, message: str, *, stream_id: str):
+        super().__init__(message)
+        self.stream_id = stream_id
+
+
+class StreamIdentityError(LongwatchError, ValueError):
+    """A stream id already holds a watermark of another source or another pipeline (events, sampler).
+    ``differs`` is ``"source"`` or ``"pipeline"``; the message says how to go on (another id, or reprocess)."""
+
+    def __init__(self, message: str, *, stream_id: str, differs: str):
+        super().__init__(message)
+        self.stream_id = stream_id
+        self.differs = differs
+
+
 class EventsFileError(ConfigError):
     """The events file (YAML) is malformed or invalid. ``path``, ``line`` and ``problems`` say where and what."""
 

@@ -290,17 +290,26 @@ class SegmentStore:
         return out
 
     def drop_stream(self, stream_id: str) -> int:
-        """Delete every key of a stream and unregister it. Returns the number of keys deleted."""
-        keys = self.stream_keys(stream_id)
+        """Delete every key of a stream (segments, index, watermark, meta, feed) in ONE MULTI/EXEC,
+        then unregister it. Returns the number of keys deleted.
 
-        def run() -> int:
-            n = 0
+        The keys are listed (SCAN) under WATCH of the stream's meta and watermark, which every commit
+        writes: a commit that lands between the listing and EXEC aborts it and the whole drop runs
+        again, so no segment of the old stream survives a drop. All keys share the stream's hash tag,
+        so the transaction stays in one slot on Redis Cluster; the registry (another slot) is
+        updated after EXEC."""
+        check_name("stream id", stream_id)
+        watched = [self.keys.meta(stream_id), self.keys.wm(stream_id)]
+
+        def txn(pipe: redis.client.Pipeline) -> None:
+            keys = self.stream_keys(stream_id)
+            pipe.multi()
             for i in range(0, len(keys), 500):
-                n += int(self.r.delete(*keys[i : i + 500]))
-            self.r.srem(self.keys.registry, stream_id)
-            return n
+                pipe.delete(*keys[i : i + 500])
 
-        return self._retrying(run)
+        res = self._retrying(lambda: self.r.transaction(txn, *watched))
+        self._retrying(lambda: self.r.srem(self.keys.registry, stream_id))
+        return sum(int(x) for x in res or [])
 
     # ---- commit ---------------------------------------------------------------------------------
 

@@ -37,8 +37,9 @@ from typing import TypeVar
 import numpy as np
 
 from .config import Settings
-from .errors import LongwatchError, SourceError, StoreError
+from .errors import LongwatchError, SourceError, StoreError, StreamIdentityError
 from .events import EventsSpec
+from .identity import check_identity, fingerprints
 from .retry import Backoff, retry_call
 from .sampler import sample_clips
 from .secrets import redact
@@ -122,6 +123,7 @@ class StreamProcessor:
         self.report = StreamReport(stream_id=stream_id, uri=self.shown_uri)
         self._stop = threading.Event()
         self._source: Source | None = None
+        self._fingerprints: dict = {}  # source and pipeline fingerprints, stored with every watermark
         self._redis_down = False  # a store operation failed: status is kept in memory until Redis is back
         self._status_pending = False  # the status in memory is newer than the one in Redis
 
@@ -219,6 +221,14 @@ class StreamProcessor:
             src = Source.open(self.uri, config=self.settings.source, start_at=self.start_at)
         except SourceError as exc:
             rep.state, rep.error = "failed", str(exc)
+            self._status()
+            raise
+        try:  # the id must still name this source and this pipeline (never "done" for another file)
+            self._fingerprints = fingerprints(self.uri, self.events, self.settings.sampler)
+            check_identity(self.stream_id, wm, self._fingerprints)
+        except StreamIdentityError as exc:
+            src.close()
+            rep.state, rep.error = "failed", redact(str(exc))
             self._status()
             raise
         self._source = src
@@ -448,6 +458,7 @@ class StreamProcessor:
     def _commit(
         self, updates: list[SegmentUpdate], watermark: dict, epoch: datetime, extra: Sequence[Segment] = ()
     ) -> None:
+        watermark = {**watermark, **self._fingerprints}
         latest: dict[str, Segment] = {}
         for u in updates:
             latest[u.segment.id] = u.segment

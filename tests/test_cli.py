@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from longwatch.pipeline.identity import default_stream_id
+
 LONGWATCH = [str(Path(sys.executable).with_name("longwatch"))]
 
 
@@ -99,7 +101,9 @@ def test_run_then_query_and_streams(tmp_path):
     )
     # The empty file fails alone, named, and the exit code says so; the good file runs to its end.
     assert out.returncode == 1, out.stderr[-3000:]
-    assert f"empty failed: {empty}: file is empty" in " ".join(out.stderr.split()), out.stderr[-3000:]
+    assert f"{default_stream_id(str(empty))} failed: {empty}: file is empty" in " ".join(out.stderr.split()), (
+        out.stderr[-3000:]
+    )
     assert "segments" in out.stdout and "person" in out.stdout  # street scene: people are found
     # The data stayed in the embedded Redis's data dir: a later query restarts it and reads it back.
     q = subprocess.run(
@@ -111,7 +115,7 @@ def test_run_then_query_and_streams(tmp_path):
     )
     assert q.returncode == 0, q.stderr
     rows = [json.loads(line) for line in q.stdout.splitlines()]
-    assert rows and all(r["stream"] == "bikes" and r["event"] == "person_present" for r in rows)
+    assert rows and all(r["stream"] == default_stream_id(str(clip)) and r["event"] == "person_present" for r in rows)
     assert all(0.0 <= r["start_s"] <= r["end_s"] <= 10.5 for r in rows)
     # No creation time and no --start-at: no known epoch, so times are stream seconds only, never 1970.
     assert all(r["start_utc"] is None and r["end_utc"] is None for r in rows)
@@ -133,7 +137,7 @@ def test_run_then_query_and_streams(tmp_path):
     assert len(cuts) >= 3 and all(0 < t < 10 for t in cuts), cuts
     s = subprocess.run(LONGWATCH + ["streams", "--json"], capture_output=True, text=True, timeout=60, env=env)
     info = [json.loads(line) for line in s.stdout.splitlines()]
-    assert [(i["stream"], i["state"]) for i in info] == [("bikes", "done")]
+    assert [(i["stream"], i["state"]) for i in info] == [(default_stream_id(str(clip)), "done")]
 
 
 def test_run_rejects_bad_events_before_starting(tmp_path):
@@ -237,7 +241,7 @@ def test_run_on_a_bad_file_alone_fails_at_once_naming_it(tmp_path, name):
     out = subprocess.run(LONGWATCH + ["run", str(path)], capture_output=True, text=True, timeout=60, env=env)
     err = " ".join(out.stderr.split())  # rich wraps long lines
     assert out.returncode == 1, err[-2000:]
-    assert f"{path.stem} failed: {path}: {message}" in err, err[-2000:]
+    assert f"{default_stream_id(str(path))} failed: {path}: {message}" in err, err[-2000:]
     assert not (tmp_path / "data").exists()  # failed before anything started: no Redis, no Ray
 
 
