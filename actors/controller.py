@@ -91,11 +91,30 @@ class Controller:
                 entry["state"] = "restarting"
                 reason = f"worker died ({type(exc).__name__}); restart {entry['restarts']}, resuming from the watermark"
                 await self._publish(stream_id, state="restarting", reason=reason, restarts=entry["restarts"])
-                await asyncio.sleep(0.5)
+                # Call run() again only once Ray has brought the worker back: a call made while it is
+                # still restarting fails too, and must not count as another death.
+                if not await self._until_alive(entry["worker"]):
+                    entry["state"], entry["error"] = "failed", "the worker did not come back after it died"
+                    await self._publish(stream_id, state="failed", reason="", error=entry["error"])
+                    self._release(entry)
+                    return
                 continue
             entry["state"], entry["result"] = result.get("state", "done"), result
             self._release(entry)
             return
+
+    @staticmethod
+    async def _until_alive(worker, timeout_s: float = 180.0) -> bool:
+        """Wait until a restarted worker answers (True), or ``timeout_s`` passes (False)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            try:
+                await asyncio.wait_for(worker.pid.remote(), timeout=10.0)
+                return True
+            except (RayActorError, TimeoutError):
+                await asyncio.sleep(0.5)
+        return False
 
     @staticmethod
     def _release(entry: dict) -> None:
