@@ -53,6 +53,12 @@ Updates (what a subscriber sees)
     closed within one push gets ``open`` (its final values) directly followed by ``close``. Records are
     in time order. The closed segments do not depend on how samples are split into pushes.
 
+Interruption (a restarted live stream)
+    :meth:`Segmenter.interrupt` says the stream stopped after the last sample and will resume later
+    on the same axis, after an outage: a running segment closes at its last on-sample (the last
+    frame seen), a held-back close is emitted, and the next sample is treated like the first of the
+    stream. Nothing is bridged across the outage, whatever ``max_sample_gap_s`` is.
+
 Resume
     :meth:`Segmenter.state` is a JSON-serializable dict; :meth:`Segmenter.from_state` rebuilds a
     segmenter that continues exactly: a run split anywhere, with a state round-trip in the middle,
@@ -162,6 +168,7 @@ class Segmenter:
         self._prev_dt: float | None = None  # interval between the last two samples (None: unknown / hole)
         self._seg: dict[str, Any] | None = None  # the segment being built, see _new_seg
         self._finished = False
+        self._broken = False  # interrupted: the next sample starts afresh (see interrupt)
 
     # ------------------------------------------------------------------ public API
 
@@ -223,6 +230,23 @@ class Segmenter:
         self._finished = True
         return out
 
+    def interrupt(self) -> list[SegmentUpdate]:
+        """The stream stopped after the last processed sample and will go on after an outage (a
+        restarted live stream): close what is open at its last on-sample, or what is held back, and
+        treat the next sample like the first of the stream. Idempotent; unlike :meth:`flush`, pushes
+        may follow."""
+        if self._finished:
+            return []
+        out: list[SegmentUpdate] = []
+        seg = self._seg
+        if seg is not None:
+            if seg["phase"] == "active":
+                seg["end"] = seg["last_on"]
+            self._finalize(out)
+        self._prev_dt = None
+        self._broken = self._last_t is not None
+        return out
+
     def state(self) -> dict[str, Any]:
         """JSON-serializable snapshot; :meth:`from_state` resumes from it exactly."""
         return {
@@ -240,6 +264,7 @@ class Segmenter:
             "last_t": self._last_t,
             "prev_dt": self._prev_dt,
             "finished": self._finished,
+            "interrupted": self._broken,
             "segment": None if self._seg is None else dict(self._seg, shown=_copy_list(self._seg["shown"])),
         }
 
@@ -267,6 +292,7 @@ class Segmenter:
             last_t = _opt_float(state["last_t"], "last_t")
             prev_dt = _opt_float(state["prev_dt"], "prev_dt")
             finished = state["finished"]
+            broken = state.get("interrupted", False)  # absent in states written before interrupt()
             raw_seg = state["segment"]
         except SegmenterStateError:
             raise
@@ -274,12 +300,17 @@ class Segmenter:
             raise SegmenterStateError(f"malformed segmenter state: {exc!r}") from exc
         if not isinstance(finished, bool):
             raise SegmenterStateError(f"segmenter state 'finished' must be a bool, got {finished!r}")
+        if not isinstance(broken, bool):
+            raise SegmenterStateError(f"segmenter state 'interrupted' must be a bool, got {broken!r}")
         if prev_dt is not None and prev_dt <= 0:
             raise SegmenterStateError(f"segmenter state 'prev_dt' must be > 0, got {prev_dt!r}")
         seg = None if raw_seg is None else _check_seg(raw_seg, last_t)
         if finished and seg is not None:
             raise SegmenterStateError("a finished segmenter state cannot hold a segment")
+        if broken and seg is not None:
+            raise SegmenterStateError("an interrupted segmenter state cannot hold a segment")
         self._last_t, self._prev_dt, self._finished, self._seg = last_t, prev_dt, finished, seg
+        self._broken = broken
         return self
 
     # ------------------------------------------------------------------ internals
@@ -321,6 +352,8 @@ class Segmenter:
 
     def _step(self, t: float, s: float, out: list[SegmentUpdate]) -> None:
         prev = self._last_t
+        if self._broken:  # after interrupt(): like the first sample of the stream
+            prev, self._broken = None, False
         hole = prev is not None and self.max_sample_gap_s is not None and t - prev > self.max_sample_gap_s + _EPS
         if hole:
             seg = self._seg

@@ -177,7 +177,21 @@ class Source:
         self.clock = StreamClock()
         self._last_packet_t: float | None = None
         self._epoch_from_stream = False  # live: epoch taken from the server's RTCP time
+        self._continued = False  # live: continues a previous session's axis (:meth:`continue_from`)
         self._connect_started_at: datetime | None = None
+
+    def continue_from(self, epoch: datetime, last_t: float | None) -> None:
+        """Live: continue the stream-seconds axis of an earlier session of this stream (a restarted
+        worker). The stream keeps ``epoch`` (its first session's); frames map to their RTCP or wall-clock
+        time minus it, never at or before ``last_t`` (the previous session's last time). Call before
+        :meth:`frames`; a file ignores it (files resume exactly, by PTS)."""
+        if not self.live:
+            return
+        self.epoch = epoch
+        self.clock.epoch = epoch
+        if last_t is not None:
+            self.clock.last_t = max(float(last_t), self.clock.last_t or 0.0)
+        self._continued = True
 
     # ---- construction -------------------------------------------------------------------------
 
@@ -601,7 +615,7 @@ class Source:
         started = self._connect_started_at
         if started is not None and started < now:
             now = started
-        if first:
+        if first and not self._continued:
             if not self._epoch_from_stream:
                 self.epoch = now
                 self.clock.epoch = now

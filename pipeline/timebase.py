@@ -12,7 +12,8 @@ Rules (see docs/ARCHITECTURE.md, "Time"):
 * A forward PTS jump is kept: on a file it is a real gap in what was recorded.
 * Live sources re-anchor on every (re)connection: the new session starts at the wall-clock time of its
   first frame relative to the stream epoch (or the RTCP sender-report time when the server sends one),
-  and never before the last frame of the previous session.
+  and never before the last frame of the previous session. A restarted worker of a live stream does
+  the same from the stored epoch of the stream's first session (``Source.continue_from``).
 """
 
 from __future__ import annotations

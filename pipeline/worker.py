@@ -18,6 +18,15 @@ same way. Meanwhile the stream's state is ``waiting`` with the reason; status th
 is kept in memory and written once Redis is back. Nothing is lost: the clip waits, and commits are
 idempotent. Only our typed errors (a bad source, :class:`~.errors.ModelError` …) fail a stream.
 
+Live restarts: a live stream whose worker restarts (a new process, a new :meth:`Source.open`) keeps
+the epoch of its first session (the store's meta) and continues its stream-seconds axis: frames map to
+their RTCP or wall-clock time minus that epoch, never at or before the watermark's ``footage_s``, so
+stream time only grows and segment ids of different sessions never collide. What the previous session
+left open is closed at once at its last frame seen (:meth:`Segmenter.interrupt`), nothing is bridged
+across the outage, and the outage itself is stored, with the first clip after it, as a segment of
+event ``gap`` (:data:`GAP_EVENT`) from the previous session's last time to this session's first
+frame: ``query(stream=…, event="gap")`` lists a stream's outages.
+
 Backpressure: a reader thread decodes and samples into a bounded queue. For a file, a full queue
 blocks the reader (a slow model slows decoding). For a live source, a full queue drops the oldest
 waiting clip and counts it (a slow model sheds load instead of growing memory or lag).
@@ -50,6 +59,7 @@ from .types import Clip, Segment
 log = logging.getLogger(__name__)
 
 ScoreFn = Callable[[Clip], dict[str, np.ndarray]]
+GAP_EVENT = "gap"  # a segment over the outage between two sessions of a live stream (see "Live restarts")
 T = TypeVar("T")
 _END = object()
 
@@ -126,6 +136,7 @@ class StreamProcessor:
         self._fingerprints: dict = {}  # source and pipeline fingerprints, stored with every watermark
         self._redis_down = False  # a store operation failed: status is kept in memory until Redis is back
         self._status_pending = False  # the status in memory is newer than the one in Redis
+        self._gap_from: float | None = None  # a resumed live stream: where the outage began (stream s)
 
     def stop(self) -> None:
         self._stop.set()
@@ -243,7 +254,23 @@ class StreamProcessor:
         resume_at = wm.get("next_clip_t") if (not src.live and wm) else None
         start_index = int(wm["clip_index"]) + 1 if wm.get("clip_index") is not None else 0
         saved_states = wm.get("segmenters") if wm else None
+        closed_at_restart: list[SegmentUpdate] = []
+        if src.live and wm.get("footage_s") is not None:
+            # A restarted live stream keeps the epoch of its first session and continues its axis
+            # after the outage (see the module docstring, "Live restarts").
+            try:
+                epoch = self._redis(lambda: self.store.epoch(self.stream_id), "reading the epoch")
+            except _Interrupted:
+                src.close()
+                rep.state = "stopped"
+                return rep
+            if epoch is not None:
+                self._gap_from = float(wm["footage_s"])
+                src.continue_from(epoch, self._gap_from)
         segmenters = self._segmenters(src.epoch, saved_states)
+        if self._gap_from is not None:
+            for seg in segmenters.values():
+                closed_at_restart.extend(seg.interrupt())
         self._holds: dict[str, float | None] = dict(wm.get("holds") or {})
         rep.resumed_from = resume_at
         rep.state = "running"
@@ -254,6 +281,18 @@ class StreamProcessor:
             if self.settings.runtime.retention_s is not None:
                 retention = self.settings.runtime.retention_s
                 self._redis(lambda: self.store.set_retention(self.stream_id, retention), "setting retention")
+            if self._gap_from is not None:  # close, at once, what the previous session left open
+                self._commit(
+                    closed_at_restart,
+                    {
+                        "clip_index": wm.get("clip_index"),
+                        "next_clip_t": wm.get("next_clip_t"),
+                        "footage_s": self._gap_from,
+                        "segmenters": {k: s.state() for k, s in segmenters.items()},
+                        "holds": self._holds,
+                    },
+                    src.epoch,
+                )
         except _Interrupted:
             src.close()
             rep.state, rep.reason = "stopped", ""
@@ -361,6 +400,8 @@ class StreamProcessor:
         cuts = [
             Segment(self.stream_id, "scene_cut", t, t, epoch=clip.epoch, score=1.0) for t in clip.meta.get("cuts", ())
         ]
+        if self._gap_from is not None:  # the first clip after a live restart: record the outage
+            cuts.append(Segment(self.stream_id, GAP_EVENT, self._gap_from, clip.start, epoch=clip.epoch, score=1.0))
         self._commit(
             updates,
             {
@@ -373,6 +414,7 @@ class StreamProcessor:
             clip.epoch,
             cuts,
         )
+        self._gap_from = None
         rep.clips += 1
         rep.footage_s = clip.end
         dt = time.perf_counter() - t0
