@@ -22,7 +22,13 @@ from longwatch.pipeline.store import SegmentStore
 
 log = logging.getLogger(__name__)
 
-CONTROLLER_NAME = "longwatch-controller"
+CONTROLLER_NAME = "longwatch-controller"  # + "-<prefix>": see controller_name
+
+
+def controller_name(prefix: str) -> str:
+    """The named Ray actor of the controller of the runtime with Redis prefix ``prefix``: one per prefix,
+    so two services on one cluster (different prefixes) never find, adopt or kill each other's."""
+    return f"{CONTROLLER_NAME}-{prefix}"
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)

@@ -6,12 +6,14 @@ Why Serve: ``@serve.batch`` gives cross-stream batching by size and max wait, re
 failure, ``num_replicas``/autoscaling and ``num_gpus`` fractions come with it, and handles apply
 backpressure (``max_ongoing_requests``). Each replica is a thin shell over ``model/``.
 
-One Serve application per backend kind (:data:`APP_NAMES`), each deployed only if an event needs it, so
-the kinds run side by side, each with its own replicas, CPUs/GPUs and batch size/wait:
-``longwatch-models`` (the CPU detector, for ``backend: detector`` events, settings ``runtime.model_*``,
-``runtime.max_batch_clips``, ``runtime.batch_wait_s``) and ``longwatch-vlm`` (Qwen2.5-VL, for
-``backend: qwen2_5_vl`` events, settings ``vlm.*``). :func:`deploy` starts one, :func:`handle` finds it
-from any process of the cluster.
+One Serve application per backend kind and runtime prefix (:func:`app_name`), each deployed only if an
+event needs it, so the kinds run side by side, each with its own replicas, CPUs/GPUs and batch size/wait:
+``longwatch-<prefix>-detector`` (the CPU detector, for ``backend: detector`` events, settings
+``runtime.model_*``, ``runtime.max_batch_clips``, ``runtime.batch_wait_s``) and ``longwatch-<prefix>-vlm``
+(Qwen2.5-VL, for ``backend: qwen2_5_vl`` events, settings ``vlm.*``). The prefix is the runtime's
+``runtime.redis_prefix``: Serve applications are global to a Ray cluster, so two services with different
+prefixes on one cluster never deploy over, or delete, each other's pools. :func:`deploy` starts one,
+:func:`handle` finds it from any process of the cluster.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from longwatch.pipeline.errors import ConfigError
 
 from .logs import route_ray_logs
 
-APP_NAMES = {DETECTOR: "longwatch-models", QWEN2_5_VL: "longwatch-vlm"}
-APP_NAME = APP_NAMES[DETECTOR]  # the detector pool's application (the embedded default)
+# The last part of each pool's Serve application name: ``longwatch-<prefix>-<part>`` (see :func:`app_name`).
+APP_KINDS = {DETECTOR: "detector", QWEN2_5_VL: "vlm"}
+DEFAULT_PREFIX = "lw"  # ``runtime.redis_prefix``'s default
 
 # The VLM settings that go to QwenVLBackend.load; the rest of ``vlm`` sizes the pool.
 _VLM_OPTIONS = {
@@ -78,11 +81,17 @@ class BackendPool:
         return {"batches": self.batches, "clips": self.clips, **{k: int(v) for k, v in own.items()}}
 
 
-def _app_name(kind: str) -> str:
+def app_name(kind: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """The Serve application of the pool of ``kind`` for the runtime with Redis prefix ``prefix``."""
     try:
-        return APP_NAMES[kind]
+        return f"longwatch-{prefix}-{APP_KINDS[kind]}"
     except KeyError:
         raise ConfigError(f"no model pool for backend {kind!r}; known: {', '.join(KINDS)}") from None
+
+
+def app_names(prefix: str = DEFAULT_PREFIX) -> list[str]:
+    """Every pool application a runtime with ``prefix`` may deploy (one per backend kind)."""
+    return [app_name(kind, prefix) for kind in APP_KINDS]
 
 
 def _start_serve() -> None:
@@ -120,6 +129,7 @@ def deploy(
     kind: str,
     *,
     events_text: str,
+    prefix: str = DEFAULT_PREFIX,
     options: dict | None = None,
     replicas: int = 1,
     num_cpus: float = 1.0,
@@ -127,10 +137,10 @@ def deploy(
     max_batch_clips: int = 4,
     batch_wait_s: float = 0.05,
 ):
-    """Start (or update) the pool of one backend kind, as its own Serve application, in the connected Ray
-    cluster; return its handle. ``options`` go to the backend's constructor (:func:`pool_settings` builds
+    """Start (or update) the pool of one backend kind for the runtime with ``prefix``, as its own Serve
+    application (:func:`app_name`), in the connected Ray cluster; return its handle. ``options`` go to the backend's constructor (:func:`pool_settings` builds
     them all from :class:`~longwatch.pipeline.config.Settings`)."""
-    name = _app_name(kind)
+    name = app_name(kind, prefix)
     _start_serve()
     actor_options: dict[str, float] = {"num_cpus": num_cpus}
     if num_gpus:
@@ -141,6 +151,7 @@ def deploy(
     return serve.run(app, name=name, route_prefix=None)
 
 
-def handle(kind: str = DETECTOR):
-    """The pool of ``kind``'s handle from any process of the cluster (stream workers call this)."""
-    return serve.get_app_handle(_app_name(kind))
+def handle(kind: str = DETECTOR, prefix: str = DEFAULT_PREFIX):
+    """The handle of the pool of ``kind`` of the runtime with ``prefix``, from any process of the cluster
+    (stream workers call this with their own runtime's prefix)."""
+    return serve.get_app_handle(app_name(kind, prefix))

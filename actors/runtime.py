@@ -9,12 +9,17 @@ from typing import Any
 import ray
 
 from longwatch.pipeline.config import Settings
+from longwatch.pipeline.errors import ConfigError
 from longwatch.pipeline.events import load_events
 from longwatch.pipeline.identity import check_stream_id, default_stream_id
 
 from . import model_pool
-from .controller import CONTROLLER_NAME, Controller
+from .controller import Controller, controller_name
 from .logs import route_ray_logs
+
+
+class RuntimeAlreadyRunningError(ConfigError):
+    """A live longwatch runtime with the same Redis prefix already runs on this Ray cluster."""
 
 
 def init_ray(address: str | None = None, *, num_cpus: int | None = None, log_file: str | Path | None = None) -> bool:
@@ -59,6 +64,7 @@ class Runtime:
         self._embedded = None
         self._started_ray = False
         self.controller = None
+        self._apps: list[str] = []  # the Serve applications this runtime deployed (close deletes these only)
         self.stream_ids: list[str] = []
 
     def start(self) -> Runtime:
@@ -88,20 +94,67 @@ class Runtime:
             check_checkpoint(self.settings.vlm.model, local_files_only=self.settings.vlm.local_files_only)
         self._started_ray = init_ray(rt.ray_address, log_file=Path(rt.data_dir) / "logs" / "ray.log")
         if self._embedded is not None and sum(1 for n in ray.nodes() if n.get("Alive")) > 1:
-            from longwatch.pipeline.errors import ConfigError
-
             self._embedded.close()
             self._embedded = None
             raise ConfigError(
                 "this Ray cluster has several nodes, but no REDIS_URL is set: the embedded Redis listens on "
                 "127.0.0.1 and other nodes cannot reach it. Set REDIS_URL (or LONGWATCH_RUNTIME__REDIS_URL)."
             )
-        for kind in sorted(backends):  # one pool (Serve app) per backend kind the events use
-            model_pool.deploy(kind, events_text=self.events_text, **model_pool.pool_settings(kind, self.settings))
-        self.controller = Controller.options(name=CONTROLLER_NAME, get_if_exists=True).remote(
-            self.settings.model_dump_json(), self.events_text, self.redis_url
-        )
+        # Claim this prefix's controller name first: a live runtime with the same prefix must be neither
+        # adopted nor have its pools redeployed under it (deploying updates a running Serve app).
+        try:
+            self.controller = self._claim_controller()
+        except BaseException:
+            if self._embedded is not None:
+                self._embedded.close()
+                self._embedded = None
+            raise
+        try:
+            for kind in sorted(backends):  # one pool (Serve app) per backend kind the events use
+                self._apps.append(model_pool.app_name(kind, rt.redis_prefix))
+                model_pool.deploy(
+                    kind,
+                    events_text=self.events_text,
+                    prefix=rt.redis_prefix,
+                    **model_pool.pool_settings(kind, self.settings),
+                )
+        except BaseException:
+            self.close()
+            raise
         return self
+
+    def _claim_controller(self):
+        """Create this prefix's named controller. One whose name is taken by a live controller (another
+        runtime with this prefix on this cluster) is :class:`RuntimeAlreadyRunningError`; a dead one
+        that still holds the name is killed and replaced. Other prefixes' controllers are never touched."""
+        from ray.exceptions import GetTimeoutError, RayActorError
+
+        prefix = self.settings.runtime.redis_prefix
+        name = controller_name(prefix)
+        running = RuntimeAlreadyRunningError(
+            f"a longwatch runtime with prefix {prefix!r} is already running on this cluster "
+            f"(controller actor {name!r}); stop it, or use another prefix (runtime.redis_prefix)"
+        )
+        for _ in range(2):
+            try:
+                return Controller.options(name=name).remote(
+                    self.settings.model_dump_json(), self.events_text, self.redis_url
+                )
+            except ValueError:  # the name is taken
+                pass
+            try:
+                existing = ray.get_actor(name)
+            except ValueError:  # gone meanwhile: try again
+                continue
+            try:
+                ray.get(existing.status.remote(), timeout=10)
+            except RayActorError:  # dead: free the name
+                ray.kill(existing, no_restart=True)
+                continue
+            except GetTimeoutError:  # busy, not dead: never take over a controller that may be live
+                raise running from None
+            raise running
+        raise running
 
     def add(self, uri: str, *, stream_id: str | None = None, start_at: str | None = None) -> str:
         sid = check_stream_id(stream_id) if stream_id is not None else stream_id_for(uri, set(self.stream_ids))
@@ -131,11 +184,12 @@ class Runtime:
                 self.controller = None
             from ray import serve
 
-            for app in model_pool.APP_NAMES.values():
+            for app in self._apps:  # this runtime's pools only, never another prefix's
                 try:
                     serve.delete(app)
                 except Exception:
                     pass
+            self._apps = []
             if shutdown_ray if shutdown_ray is not None else self._started_ray:
                 ray.shutdown()  # takes Serve's actors with it
             if self._embedded is not None:

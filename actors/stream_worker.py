@@ -50,7 +50,8 @@ class StreamWorker:
         """Send each clip to the pool of every backend its events use (concurrently); merge the scores."""
         from longwatch.actors import model_pool
 
-        pools = [model_pool.handle(kind) for kind in sorted({e.backend for e in self.events.events})]
+        prefix = self.settings.runtime.redis_prefix  # the pools of THIS runtime, never another's
+        pools = [model_pool.handle(kind, prefix) for kind in sorted({e.backend for e in self.events.events})]
         timeout = self.settings.runtime.model_timeout_s
 
         def score(clip):

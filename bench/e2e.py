@@ -189,13 +189,11 @@ def cpu_split(cpu: dict, keys=("stream workers", "model replica", "rtsp server",
 # part 1: files
 
 
-def pool_stats() -> dict:
-    from ray import serve
-
-    from longwatch.actors.model_pool import APP_NAME
+def pool_stats(prefix: str) -> dict:
+    from longwatch.actors.model_pool import handle
 
     try:
-        return serve.get_app_handle(APP_NAME).stats.remote().result(timeout_s=10)
+        return handle(prefix=prefix).stats.remote().result(timeout_s=10)
     except Exception:
         return {"batches": 0, "clips": 0}
 
@@ -214,7 +212,7 @@ def free_workers(rt, sids: list[str]) -> None:
 def run_files(rt, label: str, items: list[tuple[str, Path]], say) -> dict:
     """Add every (stream id, file) at once, wait for all; footage / wall, per stream and in total."""
     sids = [sid for sid, _ in items]
-    s0 = pool_stats()
+    s0 = pool_stats(rt.settings.runtime.redis_prefix)
     meter = CpuMeter().start()
     t0 = time.perf_counter()
     for sid, path in items:
@@ -223,7 +221,7 @@ def run_files(rt, label: str, items: list[tuple[str, Path]], say) -> dict:
     st = rt.wait(timeout=deadline, stream_ids=sids)
     wall = time.perf_counter() - t0
     cpu = meter.stop()
-    s1 = pool_stats()
+    s1 = pool_stats(rt.settings.runtime.redis_prefix)
     per = {sid: st.get(sid, {}) for sid in sids}
     bad = {sid: s for sid, s in per.items() if s.get("state") != "done"}
     if bad:

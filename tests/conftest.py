@@ -21,6 +21,37 @@ def footage_file(name: str) -> Path:
 
 
 @pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray instance for the session, on 127.0.0.1, with a private temp dir (a module that
+    starts its own Ray, e.g. tests/test_cluster.py, shuts this one down first)."""
+    import shutil
+    import tempfile
+
+    ray = pytest.importorskip("ray")
+    from longwatch.actors.runtime import init_ray
+
+    tmp = tempfile.mkdtemp(prefix="lwray-", dir="/tmp")
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    os.environ["RAY_TMPDIR"] = tmp
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, namespace="longwatch", _temp_dir=tmp, log_to_driver=False)
+    assert init_ray() is False  # the runtime joins the running instance
+    try:
+        yield
+    finally:
+        if ray.is_initialized():
+            from ray import serve
+
+            try:
+                serve.shutdown()
+            finally:
+                ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
 def synthetic(tmp_path_factory):
     """The standard synthetic set (known frame times, events, VFR, a PTS jump), made once."""
     from sample_videos.make_synthetic import standard_set

@@ -167,7 +167,7 @@ def test_two_files_on_a_two_node_cluster(clips, cluster, redis_server, tmp_path)
         placed = {sid: _placement(rt.worker(sid)) for sid in clips}  # while they work (``pid`` runs beside ``run``)
         status = rt.wait(timeout=150)
         elapsed = time.perf_counter() - t0
-        pool = pool_handle().stats.remote().result()
+        pool = pool_handle(prefix=settings.runtime.redis_prefix).stats.remote().result()
     finally:
         rt.close()
     assert not ray.is_initialized()  # the runtime disconnected the driver it connected

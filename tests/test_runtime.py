@@ -217,7 +217,7 @@ def test_two_files_and_a_camera_through_one_pool(ray_local, redis_server, data_d
             live = rt.status()["cam"]
             from longwatch.actors.model_pool import handle
 
-            pool = handle().stats.remote().result()
+            pool = handle(prefix=rt.settings.runtime.redis_prefix).stats.remote().result()
             rt.stop("cam")
             final = rt.status()
         cam_wm = _wm(rt, "cam")
@@ -270,7 +270,7 @@ def test_qwen_events_end_to_end_with_a_tiny_model(ray_local, redis_server, data_
             status = rt.wait(timeout=300)["bikes"]
             from longwatch.actors.model_pool import handle
 
-            stats = handle("qwen2_5_vl").stats.remote().result()
+            stats = handle("qwen2_5_vl", rt.settings.runtime.redis_prefix).stats.remote().result()
             return status, _segments(rt, "bikes", event=None), stats
         finally:
             rt.close()
