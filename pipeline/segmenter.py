@@ -221,12 +221,7 @@ class Segmenter:
                 raise SegmenterError(f"flush end_t must be finite, got {end_t!r}")
             if self._last_t is not None and e < self._last_t:
                 raise SegmenterError(f"flush end_t {e} precedes the last processed sample at {self._last_t}")
-        out: list[SegmentUpdate] = []
-        seg = self._seg
-        if seg is not None:
-            if seg["phase"] == "active":
-                seg["end"] = seg["last_on"]
-            self._finalize(out)
+        out = self._close_at_last_on()
         self._finished = True
         return out
 
@@ -237,14 +232,19 @@ class Segmenter:
         may follow."""
         if self._finished:
             return []
+        out = self._close_at_last_on()
+        self._prev_dt = None
+        self._broken = self._last_t is not None
+        return out
+
+    def _close_at_last_on(self) -> list[SegmentUpdate]:
+        """Close the open segment at its last on-sample (or emit the held-back close)."""
         out: list[SegmentUpdate] = []
         seg = self._seg
         if seg is not None:
             if seg["phase"] == "active":
                 seg["end"] = seg["last_on"]
             self._finalize(out)
-        self._prev_dt = None
-        self._broken = self._last_t is not None
         return out
 
     def state(self) -> dict[str, Any]:

@@ -4,8 +4,6 @@ the real CPU detector. Heavy drills are few: one clean run is the reference for 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -29,31 +27,6 @@ def _truth_from_csv() -> list[tuple[float, float]]:
     return [
         (float(r["start_s"]), float(r["end_s"])) for r in rows if r["clip"] == PERSON and r["event"] == "person_present"
     ]
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    """One local Ray instance for the module, on 127.0.0.1, with a private temp dir."""
-    from longwatch.actors.runtime import init_ray
-
-    tmp = tempfile.mkdtemp(prefix="lwray-", dir="/tmp")
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    os.environ["RAY_TMPDIR"] = tmp
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, namespace="longwatch", _temp_dir=tmp, log_to_driver=False)
-    assert init_ray() is False  # the runtime joins the running instance
-    try:
-        yield
-    finally:
-        from ray import serve
-
-        try:
-            serve.shutdown()
-        finally:
-            ray.shutdown()
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
