@@ -171,8 +171,20 @@ def test_query_rejects_mixed_time_kinds(tmp_path):
 
 @pytest.mark.timeout(400)
 def _processes_mentioning(*needles: str) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout.splitlines()
-    return [line for line in out[1:] if any(n in line for n in needles) and "ps -eo" not in line]
+    """Processes whose command line or working directory names one of ``needles`` (redis-server
+    rewrites its command line, but runs in its data dir)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if any(n in args or cwd.startswith(n) for n in needles):
+            found.append(f"{proc.name} {args} (cwd {cwd})")
+    return found
 
 
 def test_sigterm_saves_the_watermark_leaves_nothing_running_and_a_second_run_resumes(tmp_path):
