@@ -284,14 +284,11 @@ class StreamProcessor:
             if self._gap_from is not None:  # close, at once, what the previous session left open
                 self._commit(
                     closed_at_restart,
-                    {
-                        "clip_index": wm.get("clip_index"),
-                        "next_clip_t": wm.get("next_clip_t"),
-                        "footage_s": self._gap_from,
-                        "segmenters": {k: s.state() for k, s in segmenters.items()},
-                        "holds": self._holds,
-                    },
                     src.epoch,
+                    segmenters,
+                    clip_index=wm.get("clip_index"),
+                    next_clip_t=wm.get("next_clip_t"),
+                    footage_s=self._gap_from,
                 )
         except _Interrupted:
             src.close()
@@ -361,15 +358,12 @@ class StreamProcessor:
                 updates.extend(seg.flush(end_t))
             self._commit(
                 updates,
-                {
-                    "clip_index": rep.clips + start_index - 1,
-                    "next_clip_t": end_t,
-                    "done": True,
-                    "footage_s": end_t,
-                    "segmenters": {k: s.state() for k, s in segmenters.items()},
-                    "holds": self._holds,
-                },
                 src.epoch,
+                segmenters,
+                clip_index=rep.clips + start_index - 1,
+                next_clip_t=end_t,
+                footage_s=end_t,
+                done=True,
             )
             rep.state = "done"
         except _Interrupted:  # stopped while waiting for the model or Redis: resumes from the watermark
@@ -404,15 +398,12 @@ class StreamProcessor:
             cuts.append(Segment(self.stream_id, GAP_EVENT, self._gap_from, clip.start, epoch=clip.epoch, score=1.0))
         self._commit(
             updates,
-            {
-                "clip_index": clip.index,
-                "next_clip_t": next_clip_t if next_clip_t is not None else clip.end,
-                "footage_s": clip.end,
-                "segmenters": {k: s.state() for k, s in segmenters.items()},
-                "holds": self._holds,
-            },
             clip.epoch,
-            cuts,
+            segmenters,
+            clip_index=clip.index,
+            next_clip_t=next_clip_t if next_clip_t is not None else clip.end,
+            footage_s=clip.end,
+            extra=cuts,
         )
         self._gap_from = None
         rep.clips += 1
@@ -498,9 +489,28 @@ class StreamProcessor:
         return out
 
     def _commit(
-        self, updates: list[SegmentUpdate], watermark: dict, epoch: datetime, extra: Sequence[Segment] = ()
+        self,
+        updates: list[SegmentUpdate],
+        epoch: datetime,
+        segmenters: dict[str, Segmenter],
+        *,
+        clip_index: int | None,
+        next_clip_t: float | None,
+        footage_s: float | None,
+        done: bool = False,
+        extra: Sequence[Segment] = (),
     ) -> None:
-        watermark = {**watermark, **self._fingerprints}
+        """Commit segments with the stream's watermark (built here, the one place that knows its
+        fields) in one transaction."""
+        watermark: dict = {
+            "clip_index": clip_index,
+            "next_clip_t": next_clip_t,
+            "footage_s": footage_s,
+            "segmenters": {k: s.state() for k, s in segmenters.items()},
+            "holds": self._holds,
+            **({"done": True} if done else {}),
+            **self._fingerprints,
+        }
         latest: dict[str, Segment] = {}
         for u in updates:
             latest[u.segment.id] = u.segment
