@@ -6,6 +6,8 @@ import json
 import logging
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -20,6 +22,7 @@ from longwatch.pipeline.patches import patchify
 from longwatch.pipeline.sampler import choose_skip, sample_clips, sample_qwen
 from longwatch.pipeline.secrets import redact
 from longwatch.pipeline.source import Source
+from longwatch.pipeline.store import SegmentStore
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="longwatch: watch long footage.")
 console = Console()
@@ -193,19 +196,28 @@ def _settings(**runtime_overrides) -> Settings:
     return settings
 
 
-def _open_store(settings: Settings):
-    """The configured Redis, or the embedded one in the data dir (attached if already running)."""
+@contextmanager
+def _store(settings: Settings) -> Iterator[SegmentStore]:
+    """The configured Redis, or the embedded one in the data dir (attached if already running; a
+    server this command started is stopped again when the block ends)."""
     import os
 
     from longwatch.pipeline.redis_server import EmbeddedRedis
-    from longwatch.pipeline.store import SegmentStore
 
     url = settings.runtime.redis_url or os.environ.get("REDIS_URL")
     embedded = None
     if not url:
         embedded = EmbeddedRedis(Path(settings.runtime.data_dir) / "redis").start()
         url = embedded.url
-    return SegmentStore.from_url(url, prefix=settings.runtime.redis_prefix), embedded
+    try:
+        store = SegmentStore.from_url(url, prefix=settings.runtime.redis_prefix)
+        try:
+            yield store
+        finally:
+            store.close()
+    finally:
+        if embedded:
+            embedded.stop()
 
 
 def _parse_when(value: str | None):
@@ -375,13 +387,8 @@ def run(
     for sid, st in failed.items():
         err_console.print(f"[bold red]{sid} failed:[/] {st.get('error')}")
     if show:
-        store, embedded = _open_store(settings)
-        try:
+        with _store(settings) as store:
             segs = [s for sid in ids for s in store.query(stream=sid)]
-        finally:
-            store.close()
-            if embedded:
-                embedded.stop()
         console.print(_segments_table(sorted(segs, key=lambda s: (s.stream_id, s.start)), f"{len(segs)} segments"))
     if failed or rejected:  # the others ran to their end; the exit code still says one failed
         raise typer.Exit(1)
@@ -399,8 +406,7 @@ def _check_identities(settings: Settings, events_spec, ids, sources, rejected, r
     from longwatch.pipeline.identity import check_identity, fingerprints
 
     refused: dict[str, str] = {}
-    store, embedded = _open_store(settings)
-    try:
+    with _store(settings) as store:
         for sid, uri in zip(ids, sources):
             if sid in rejected:
                 continue
@@ -414,10 +420,6 @@ def _check_identities(settings: Settings, events_spec, ids, sources, rejected, r
                 check_identity(sid, wm, fingerprints(uri, events_spec, settings.sampler))
             except StreamIdentityError as exc:
                 refused[sid] = str(exc)
-    finally:
-        store.close()
-        if embedded:
-            embedded.stop()
     return refused
 
 
@@ -496,16 +498,11 @@ def query(
     if (t0 is not None or t1 is not None) and (u0 is not None or u1 is not None):
         raise typer.BadParameter("give --from/--to both as stream seconds or both as ISO times")
     settings = _settings(redis_url=redis_url, data_dir=data_dir)
-    store, embedded = _open_store(settings)
-    try:
+    with _store(settings) as store:
         if u0 is not None or u1 is not None:
             segs = store.query_utc(stream, event, u0, u1)
         else:
             segs = store.query(stream=stream, event=event, t0=t0, t1=t1)
-    finally:
-        store.close()
-        if embedded:
-            embedded.stop()
     if as_json:
         for s in segs:
             print(json.dumps(_segment_json(s)))
@@ -521,13 +518,8 @@ def streams(
 ) -> None:
     """Known streams: status, footage processed, lag, speed, restarts."""
     settings = _settings(redis_url=redis_url, data_dir=data_dir)
-    store, embedded = _open_store(settings)
-    try:
+    with _store(settings) as store:
         infos = store.streams()
-    finally:
-        store.close()
-        if embedded:
-            embedded.stop()
     rows = []
     for info in infos:
         meta = info.meta or {}
