@@ -257,6 +257,10 @@ class Source:
                 if self.kind == "file":
                     raise self._file_open_error(exc) from exc
                 err = exc
+            except UnicodeDecodeError as exc:  # PyAV decodes container metadata as UTF-8: random bytes
+                raise InvalidVideoError("not a readable video (unreadable metadata)", uri=self.uri) from (
+                    exc if self.kind == "file" else None
+                )
             self.stats.last_error = self._redact(f"{type(err).__name__}: {err}")
             # When the open timeout interrupts av.open, FFmpeg reports whatever the protocol was doing
             # (ExitError for http, InvalidDataError for rtsp): a server that accepts and never answers.
@@ -517,7 +521,9 @@ class Source:
                 last_t = out.t
                 yield out
         except av.error.FFmpegError as exc:
-            raise InvalidVideoError(f"decoding failed ({self._redact(str(exc.strerror or exc))})", uri=self.uri) from (
+            # Failing before the first frame: FFmpeg took the bytes for a container, but they hold no video.
+            what = "not a readable video (decoding failed: {})" if self.stats.frames == 0 else "decoding failed ({})"
+            raise InvalidVideoError(what.format(self._redact(str(exc.strerror or exc))), uri=self.uri) from (
                 exc if self.kind == "file" else None
             )  # a URL's FFmpeg text holds it as opened
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -239,7 +240,7 @@ def test_sigterm_saves_the_watermark_leaves_nothing_running_and_a_second_run_res
 BAD_FILES = {
     "missing": (None, "no such file"),
     "empty": (b"", "file is empty"),
-    "garbage": (os.urandom(50_000), "not a readable video"),
+    "garbage": (random.Random(0).randbytes(50_000), "not a readable video"),
 }
 
 
