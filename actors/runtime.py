@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from longwatch.pipeline.config import Settings
 from longwatch.pipeline.errors import ConfigError
 from longwatch.pipeline.events import load_events
 from longwatch.pipeline.identity import check_stream_id, default_stream_id
+from longwatch.pipeline.secrets import redact
 
 from . import model_pool
 from .controller import Controller, controller_name
@@ -52,20 +54,30 @@ def stream_id_for(uri: str, taken: set[str] | None = None) -> str:
 
 
 class Runtime:
-    """The whole system in one object: ``start()``, ``add(uri)``, ``wait()``, ``close()``."""
+    """The whole system in one object: ``start()``, ``add(uri)``, ``wait()``, ``close()``.
 
-    def __init__(self, settings: Settings | None = None, *, events_text: str | None = None):
+    ``service=True`` (``longwatch serve``): the controller reconciles every spec of the prefix and is
+    detached, so it outlives a crash of this process on a Ray cluster; ``close()`` stops the workers
+    but leaves the specs, which the next start resumes. One-shot (``longwatch run``, the default): the
+    controller runs only the streams added here, and ``close()`` pauses those of them not finished.
+    """
+
+    def __init__(self, settings: Settings | None = None, *, events_text: str | None = None, service: bool = False):
         from longwatch.pipeline.events import default_events_path
 
         self.settings = settings or Settings()
         self.events_text = events_text if events_text is not None else Path(default_events_path()).read_text()
         self.events = load_events(self.events_text)  # validated before anything starts
+        self.service = service
         self.redis_url: str | None = None
         self._embedded = None
         self._started_ray = False
         self.controller = None
         self._apps: list[str] = []  # the Serve applications this runtime deployed (close deletes these only)
         self.stream_ids: list[str] = []
+        self.store = None
+        self.registry = None
+        self._lease = None
 
     def start(self) -> Runtime:
         rt = self.settings.runtime
@@ -76,6 +88,22 @@ class Runtime:
 
             self._embedded = EmbeddedRedis(Path(rt.data_dir) / "redis").start()
             self.redis_url = self._embedded.url
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _start(self) -> None:
+        from longwatch.pipeline.lease import LeaseHeldError, ServiceLease
+        from longwatch.pipeline.registry import Registry
+        from longwatch.pipeline.store import SegmentStore
+
+        rt = self.settings.runtime
+        assert self.redis_url is not None
+        self.store = SegmentStore.from_url(self.redis_url, prefix=rt.redis_prefix)
+        self.registry = Registry.of(self.store)
         # Check model files on the driver first: a missing or wrong model fails here, before any stream.
         backends = {e.backend for e in self.events.events}
         if "detector" in backends:
@@ -83,8 +111,6 @@ class Runtime:
 
             DetectorWeights.locate(rt.data_dir)
         if "qwen2_5_vl" in backends:
-            from longwatch.pipeline.errors import ConfigError
-
             if not self.settings.vlm.model:
                 raise ConfigError(
                     "events with backend qwen2_5_vl need a model: set vlm.model (LONGWATCH_VLM__MODEL=DIR or hub id)"
@@ -92,74 +118,81 @@ class Runtime:
             from longwatch.model.checkpoint import check_checkpoint
 
             check_checkpoint(self.settings.vlm.model, local_files_only=self.settings.vlm.local_files_only)
+        # One live runtime per prefix: a second one is refused, never adopts the first's controller
+        # or redeploys its pools (deploying updates a running Serve app).
+        try:
+            self._lease = ServiceLease(self.store.r, prefix=rt.redis_prefix).acquire()
+        except LeaseHeldError as exc:
+            raise RuntimeAlreadyRunningError(str(exc)) from None
         self._started_ray = init_ray(rt.ray_address, log_file=Path(rt.data_dir) / "logs" / "ray.log")
         if self._embedded is not None and sum(1 for n in ray.nodes() if n.get("Alive")) > 1:
-            self._embedded.close()
-            self._embedded = None
             raise ConfigError(
                 "this Ray cluster has several nodes, but no REDIS_URL is set: the embedded Redis listens on "
                 "127.0.0.1 and other nodes cannot reach it. Set REDIS_URL (or LONGWATCH_RUNTIME__REDIS_URL)."
             )
-        # Claim this prefix's controller name first: a live runtime with the same prefix must be neither
-        # adopted nor have its pools redeployed under it (deploying updates a running Serve app).
-        try:
-            self.controller = self._claim_controller()
-        except BaseException:
-            if self._embedded is not None:
-                self._embedded.close()
-                self._embedded = None
-            raise
-        try:
-            for kind in sorted(backends):  # one pool (Serve app) per backend kind the events use
-                self._apps.append(model_pool.app_name(kind, rt.redis_prefix))
-                model_pool.deploy(
-                    kind,
-                    events_text=self.events_text,
-                    prefix=rt.redis_prefix,
-                    **model_pool.pool_settings(kind, self.settings),
-                )
-        except BaseException:
-            self.close()
-            raise
-        return self
+        for kind in sorted(backends):  # one pool (Serve app) per backend kind the events use
+            self._apps.append(model_pool.app_name(kind, rt.redis_prefix))
+            model_pool.deploy(
+                kind,
+                events_text=self.events_text,
+                prefix=rt.redis_prefix,
+                **model_pool.pool_settings(kind, self.settings),
+            )
+        self.controller = self._claim_controller()
 
     def _claim_controller(self):
-        """Create this prefix's named controller. One whose name is taken by a live controller (another
-        runtime with this prefix on this cluster) is :class:`RuntimeAlreadyRunningError`; a dead one
-        that still holds the name is killed and replaced. Other prefixes' controllers are never touched."""
+        """This prefix's named, detached controller. We hold the prefix's lease, so a controller
+        already under that name was left by a runtime that died: a live one on our Redis is adopted
+        (the service's streams run on, untouched); a dead one, or one of another Redis, is replaced."""
         from ray.exceptions import GetTimeoutError, RayActorError
 
-        prefix = self.settings.runtime.redis_prefix
-        name = controller_name(prefix)
-        running = RuntimeAlreadyRunningError(
-            f"a longwatch runtime with prefix {prefix!r} is already running on this cluster "
-            f"(controller actor {name!r}); stop it, or use another prefix (runtime.redis_prefix)"
-        )
-        for _ in range(2):
-            try:
-                return Controller.options(name=name).remote(
-                    self.settings.model_dump_json(), self.events_text, self.redis_url
-                )
-            except ValueError:  # the name is taken
-                pass
+        name = controller_name(self.settings.runtime.redis_prefix)
+        for _ in range(3):
             try:
                 existing = ray.get_actor(name)
-            except ValueError:  # gone meanwhile: try again
-                continue
-            try:
-                ray.get(existing.status.remote(), timeout=10)
-            except RayActorError:  # dead: free the name
+            except ValueError:
+                existing = None
+            if existing is not None:
+                try:
+                    url = ray.get(existing.ping.remote(), timeout=30)
+                except (RayActorError, GetTimeoutError):
+                    url = None
+                if url == self.redis_url and self.service:
+                    return existing
                 ray.kill(existing, no_restart=True)
-                continue
-            except GetTimeoutError:  # busy, not dead: never take over a controller that may be live
-                raise running from None
-            raise running
-        raise running
+                time.sleep(0.5)
+            try:
+                return Controller.options(name=name, lifetime="detached").remote(
+                    self.settings.model_dump_json(),
+                    self.events_text,
+                    self.redis_url,
+                    one_shot=not self.service,
+                )
+            except ValueError:  # the name is still taken (the old one is going away): again
+                time.sleep(1.0)
+        raise RuntimeAlreadyRunningError(f"the controller name {name!r} stays taken on this Ray cluster")
 
-    def add(self, uri: str, *, stream_id: str | None = None, start_at: str | None = None) -> str:
+    def add(
+        self,
+        uri: str,
+        *,
+        stream_id: str | None = None,
+        start_at: str | None = None,
+        events_text: str | None = None,
+        sampler: dict | None = None,
+        replace: bool = False,
+    ) -> str:
+        """Write the stream's spec (desired state: running) and have the controller start it."""
+        from longwatch.pipeline.registry import StreamSpec
+
         sid = check_stream_id(stream_id) if stream_id is not None else stream_id_for(uri, set(self.stream_ids))
-        ray.get(self.controller.add.remote(sid, uri, start_at))
-        self.stream_ids.append(sid)
+        spec = StreamSpec(id=sid, source=redact(str(uri)), events=events_text, sampler=sampler or {}, start_at=start_at)
+        # The service keeps a literal credential apart (:mod:`longwatch.pipeline.registry`) to reconnect
+        # after a restart; a one-shot run hands the source to its controller in memory only.
+        self.registry.put(spec, source=str(uri) if self.service else None, replace_existing=replace or not self.service)
+        ray.get(self.controller.manage.remote(sid, None if self.service else str(uri)))
+        if sid not in self.stream_ids:
+            self.stream_ids.append(sid)
         return sid
 
     def wait(self, timeout: float | None = None, stream_ids: list[str] | None = None) -> dict:
@@ -177,24 +210,47 @@ class Runtime:
 
     def close(self, *, shutdown_ray: bool | None = None) -> None:
         try:
-            self.stop()
+            if self.controller is not None:
+                try:
+                    self.stop()
+                finally:
+                    if not self.service:
+                        self._pause_unfinished()
         finally:
             if self.controller is not None:
                 ray.kill(self.controller, no_restart=True)
                 self.controller = None
-            from ray import serve
+            if self._apps:
+                from ray import serve
 
-            for app in self._apps:  # this runtime's pools only, never another prefix's
-                try:
-                    serve.delete(app)
-                except Exception:
-                    pass
-            self._apps = []
+                for app in self._apps:  # this runtime's pools only, never another prefix's
+                    try:
+                        serve.delete(app)
+                    except Exception:
+                        pass
+                self._apps = []
             if shutdown_ray if shutdown_ray is not None else self._started_ray:
                 ray.shutdown()  # takes Serve's actors with it
+            if self._lease is not None:
+                self._lease.release()
+                self._lease = None
+            if self.store is not None:
+                self.store.close()
+                self.store = None
             if self._embedded is not None:
                 self._embedded.close()
                 self._embedded = None
+
+    def _pause_unfinished(self) -> None:
+        """One-shot: a stream this run added and did not finish is paused, so a later ``serve`` on the
+        same data does not pick it up unasked (``run`` again resumes it)."""
+        try:
+            status = self.status()
+            for sid in self.stream_ids:
+                if status.get(sid, {}).get("state") not in ("done", "failed") and self.registry is not None:
+                    self.registry.set_state(sid, "paused")
+        except Exception:
+            pass
 
     def __enter__(self) -> Runtime:
         return self.start()

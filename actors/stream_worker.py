@@ -10,6 +10,7 @@ stream waits with backoff and retries the clip (see :mod:`pipeline.worker`, "Fai
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -45,6 +46,24 @@ class StreamWorker:
         self._processor: StreamProcessor | None = None
         self._lock = threading.Lock()
         self._stopped = False
+        self._close_open = False
+        self._beating = threading.Event()
+
+    def _heartbeat(self) -> None:
+        """Write ``heartbeat`` (Unix s), node and pid into the stream's status every ``heartbeat_s``
+        while :meth:`run` runs: the controller marks a worker whose heartbeat stopped as lost."""
+        node = ray.get_runtime_context().get_node_id()
+        pid = os.getpid()
+        every = self.settings.runtime.heartbeat_s
+        while self._beating.is_set():
+            try:
+                self.store.set_status(self.stream_id, heartbeat=time.time(), node=node, pid=pid)
+            except Exception:  # Redis away: the controller does not judge heartbeats then either
+                pass
+            for _ in range(max(1, int(every / 0.25))):
+                if not self._beating.is_set():
+                    return
+                time.sleep(min(0.25, every))
 
     def _score_fn(self):
         """Send each clip to the pool of every backend its events use (concurrently); merge the scores."""
@@ -84,20 +103,29 @@ class StreamWorker:
                 max_pending_clips=self.settings.runtime.max_pending_clips,
             )
             if self._stopped:
-                self._processor.stop()
-        report = self._processor.run()
+                self._processor.stop(close_open=self._close_open)
+        self._beating.set()
+        beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
+        beat.start()
+        try:
+            report = self._processor.run()
+        finally:
+            self._beating.clear()
         return report.as_status()
 
-    def stop(self) -> None:
+    def stop(self, close_open: bool = False) -> None:
+        """Stop after the clip in hand (``close_open``: a removed camera closes its open segments)."""
         with self._lock:
             self._stopped = True
+            self._close_open = close_open
             if self._processor is not None:
-                self._processor.stop()
+                self._processor.stop(close_open=close_open)
 
     def status(self) -> dict:
         return self._processor.report.as_status() if self._processor else {"state": "starting"}
 
     def pid(self) -> int:
-        import os
-
         return os.getpid()
+
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()

@@ -20,9 +20,11 @@ from longwatch.pipeline.config import QwenCompatConfig, SamplerConfig, Settings
 from longwatch.pipeline.errors import LongwatchError, MissingSecretError
 from longwatch.pipeline.patches import patchify
 from longwatch.pipeline.sampler import choose_skip, sample_clips, sample_qwen
-from longwatch.pipeline.secrets import redact
 from longwatch.pipeline.source import Source
 from longwatch.pipeline.store import SegmentStore
+
+from .reaper import start_reaper
+from .views import segment_json, utc_or_none
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="longwatch: watch long footage.")
 console = Console()
@@ -237,15 +239,15 @@ def _parse_when(value: str | None):
             ) from exc
 
 
-def _utc(epoch, dt):
-    """``dt``, or None where the stream has no known epoch (a file without a creation time and no
-    --start-at): its times exist only as stream seconds and are never shown as 1970."""
-    from longwatch.pipeline.timebase import UNIX_EPOCH
-
-    return None if epoch == UNIX_EPOCH else dt
+_utc = utc_or_none
 
 
 def _segments_table(segments, title: str) -> Table:
+    return _rows_table([segment_json(s) for s in segments], title)
+
+
+def _rows_table(rows: list[dict], title: str) -> Table:
+    """Segments (as :func:`longwatch.views.segment_json` rows) as a table."""
     table = Table(title=title, pad_edge=False)
     for col, right in (
         ("stream", False),
@@ -257,32 +259,18 @@ def _segments_table(segments, title: str) -> Table:
         ("score", True),
     ):
         table.add_column(col, justify="right" if right else "left", no_wrap=True)
-    for s in segments:
-        open_mark = " (open)" if s.state == "open" else ""
+    for r in rows:
+        open_mark = " (open)" if r["state"] == "open" else ""
         table.add_row(
-            s.stream_id,
-            s.event.removesuffix("_present"),
-            f"{s.start:.2f}",
-            f"{s.end:.2f}{open_mark}",
-            start.strftime("%Y-%m-%d %H:%M:%S") if (start := _utc(s.epoch, s.start_utc)) else "—",
-            f"{s.duration:.1f}",
-            f"{s.score:.2f}",
+            r["stream"],
+            r["event"].removesuffix("_present"),
+            f"{r['start_s']:.2f}",
+            f"{r['end_s']:.2f}{open_mark}",
+            r["start_utc"][:19].replace("T", " ") if r["start_utc"] else "—",
+            f"{r['end_s'] - r['start_s']:.1f}",
+            f"{r['score']:.2f}",
         )
     return table
-
-
-def _segment_json(s) -> dict:
-    return {
-        "id": s.id,
-        "stream": s.stream_id,
-        "event": s.event,
-        "start_s": round(s.start, 3),
-        "end_s": round(s.end, 3),
-        "start_utc": start.isoformat() if (start := _utc(s.epoch, s.start_utc)) else None,
-        "end_utc": end.isoformat() if (end := _utc(s.epoch, s.end_utc)) else None,
-        "score": round(s.score, 4),
-        "state": s.state,
-    }
 
 
 @app.command()
@@ -363,6 +351,7 @@ def run(
     # embedded Redis shut down, nothing left running.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
+        start_reaper()  # killed or not, nothing of ours outlives this process
         with err_console.status("starting runtime (Ray, Redis, model pool)…"):
             runtime.start()
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # again: ray.init installs its own
@@ -489,14 +478,26 @@ def query(
     from_: str | None = typer.Option(None, "--from", help="stream seconds or ISO 8601 time"),
     to: str | None = typer.Option(None, "--to", help="stream seconds or ISO 8601 time"),
     as_json: bool = typer.Option(False, "--json", help="JSON lines"),
+    url: str | None = typer.Option(None, "--url", help="ask the service there (or LONGWATCH_URL); default: Redis"),
     redis_url: str | None = typer.Option(None, "--redis-url"),
     data_dir: str | None = typer.Option(None, "--data-dir"),
 ) -> None:
     """What happened between --from and --to: segments overlapping that window."""
+    import os
+
     t0, u0 = _parse_when(from_)
     t1, u1 = _parse_when(to)
     if (t0 is not None or t1 is not None) and (u0 is not None or u1 is not None):
         raise typer.BadParameter("give --from/--to both as stream seconds or both as ISO times")
+    if (url or os.environ.get("LONGWATCH_URL")) and not redis_url:
+        with _service_errors(), _client(url, data_dir, required=True) as client:
+            rows = client.events(stream=stream, event=event, after=from_, before=to, limit=10_000)
+        if as_json:
+            for r in rows:
+                print(json.dumps(r))
+            return
+        console.print(_rows_table(rows, f"{len(rows)} segments"))
+        return
     settings = _settings(redis_url=redis_url, data_dir=data_dir)
     with _store(settings) as store:
         if u0 is not None or u1 is not None:
@@ -505,55 +506,290 @@ def query(
             segs = store.query(stream=stream, event=event, t0=t0, t1=t1)
     if as_json:
         for s in segs:
-            print(json.dumps(_segment_json(s)))
+            print(json.dumps(segment_json(s)))
         return
     console.print(_segments_table(segs, f"{len(segs)} segments"))
+
+
+def _client(url: str | None, data_dir: str | None, *, required: bool):
+    """A client of the running service: at ``url`` / LONGWATCH_URL (must answer), or the local one if it
+    answers; None (``required=False``) when no local service runs: the caller reads Redis itself."""
+    import os
+
+    from longwatch.client import Client, service_url
+
+    explicit = bool(url or os.environ.get("LONGWATCH_URL"))
+    client = Client(service_url(url, data_dir=data_dir or Settings().runtime.data_dir))
+    if explicit or required or client.health():
+        return client
+    client.close()
+    return None
+
+
+@contextmanager
+def _service_errors() -> Iterator[None]:
+    """Client errors as one red line and exit 2 (the service answered no), or 3 (no service)."""
+    from longwatch.client import ApiError, ServiceUnavailableError
+
+    try:
+        yield
+    except ServiceUnavailableError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(3) from None
+    except ApiError as exc:
+        err_console.print(f"[bold red]error ({exc.code}):[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+URL_OPTION = typer.Option(None, "--url", help="the service (or LONGWATCH_URL); default: the local `longwatch serve`")
 
 
 @app.command()
 def streams(
     as_json: bool = typer.Option(False, "--json"),
-    redis_url: str | None = typer.Option(None, "--redis-url"),
+    url: str | None = URL_OPTION,
+    redis_url: str | None = typer.Option(None, "--redis-url", help="read Redis directly (no service)"),
     data_dir: str | None = typer.Option(None, "--data-dir"),
 ) -> None:
-    """Known streams: status, footage processed, lag, speed, restarts."""
-    settings = _settings(redis_url=redis_url, data_dir=data_dir)
-    with _store(settings) as store:
-        infos = store.streams()
-    rows = []
-    for info in infos:
-        meta = info.meta or {}
-        rows.append(
-            {
-                "stream": info.stream_id,
-                "source": redact(meta.get("source", "")),  # stored redacted; older data may not be
-                **{
-                    k: meta.get(k, "")
-                    for k in ("state", "footage_s", "lag_s", "fps", "speed", "clips", "dropped_clips", "error")
-                },
-                "error": redact(str(meta.get("error", ""))),
-            }
-        )
+    """Streams: desired and actual state, reason, footage processed, lag, speed, restarts, errors."""
+    client = None if redis_url else _client(url, data_dir, required=False)
+    if client is not None:
+        with _service_errors(), client:
+            rows = client.streams()
+    else:
+        from longwatch.pipeline.registry import Registry
+
+        from .views import stream_json
+
+        settings = _settings(redis_url=redis_url, data_dir=data_dir)
+        with _store(settings) as store:
+            specs = {s.id: s for s in Registry.of(store).list() if s.state != "removed"}
+            infos = {i.stream_id: i.meta for i in store.streams()}
+        rows = [stream_json(specs.get(sid), infos.get(sid), stream_id=sid) for sid in sorted(set(specs) | set(infos))]
     if as_json:
         for r in rows:
             print(json.dumps(r, default=str))
         return
     table = Table(title=f"{len(rows)} streams", pad_edge=False)
-    for col in ("stream", "state", "footage s", "lag s", "speed ×", "clips", "dropped", "source", "error"):
+    for col in ("stream", "state", "footage s", "lag s", "speed ×", "clips", "restarts", "source", "reason / error"):
         table.add_column(col)
     for r in rows:
+        state = r["state"] or ""
+        if r.get("desired") and r["desired"] != "running" and r["desired"] != state:
+            state += f" → {r['desired']}"
         table.add_row(
-            r["stream"],
-            str(r["state"]),
-            str(r["footage_s"]),
-            str(r["lag_s"]),
-            str(r["speed"]),
-            str(r["clips"]),
-            str(r["dropped_clips"]),
+            r["id"],
+            state,
+            _cell(r.get("footage_s")),
+            _cell(r.get("lag_s")),
+            _cell(r.get("speed")),
+            _cell(r.get("clips")),
+            _cell(r.get("restarts")),
             str(r["source"])[:40],
-            str(r["error"])[:40],
+            str(r.get("error") or r.get("reason") or "")[:60],
         )
     console.print(table)
+
+
+def _cell(value) -> str:
+    return "" if value is None else str(value)
+
+
+def _abs_source(source: str) -> str:
+    """A file path as the service must see it: absolute (it runs in another directory)."""
+    from longwatch.pipeline.source import classify
+
+    try:
+        kind, _ = classify(source)
+    except LongwatchError:
+        return source
+    return str(Path(source).expanduser().absolute()) if kind == "file" else source
+
+
+def _parse_sampler(items: list[str] | None) -> dict:
+    out: dict = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r}: give KEY=VALUE, e.g. max_fps=1", param_hint="--sampler")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
+@app.command()
+def add(
+    source: str = typer.Argument(..., help="file path, rtsp:// camera (${VAR} for secrets), http(s)://"),
+    stream_id: str | None = typer.Option(None, "--id", help="stream id (default: derived from the whole source)"),
+    events: Path | None = typer.Option(None, "--events", "-e", help="events YAML for this stream"),
+    sampler: list[str] | None = typer.Option(None, "--sampler", help="sampler override KEY=VALUE (repeatable)"),
+    start_at: str | None = typer.Option(None, help="a file's epoch: ISO 8601 UTC or Unix seconds"),
+    validate: bool = typer.Option(True, help="probe the source first (--no-validate: add a camera that is down)"),
+    reprocess: bool = typer.Option(False, "--reprocess", help="drop this stream's segments and start it over"),
+    url: str | None = URL_OPTION,
+) -> None:
+    """Add a stream to the running service (it keeps running across restarts until removed)."""
+    try:
+        events_text = events.read_text() if events else None
+    except OSError as exc:
+        err_console.print(f"[bold red]error:[/] cannot read the events file: {exc}")
+        raise typer.Exit(2) from None
+    with _service_errors(), _client(url, None, required=True) as client:
+        st = client.add(
+            _abs_source(source),
+            id=stream_id,
+            events=events_text,
+            sampler=_parse_sampler(sampler),
+            start_at=start_at,
+            validate=validate,
+            reprocess=reprocess,
+        )
+    console.print(f"added [bold]{st['id']}[/] ({st['source']}): {st['state'] or 'starting'}")
+
+
+def _set_state(stream_id: str, url: str | None, verb: str) -> None:
+    with _service_errors(), _client(url, None, required=True) as client:
+        st = getattr(client, verb)(stream_id)
+    console.print(f"{st['id']}: desired {st['desired']}, now {st['state']}")
+
+
+@app.command()
+def pause(stream_id: str = typer.Argument(..., metavar="ID"), url: str | None = URL_OPTION) -> None:
+    """Pause a stream: its worker stops, its place is kept; `resume` goes on from there."""
+    _set_state(stream_id, url, "pause")
+
+
+@app.command()
+def resume(stream_id: str = typer.Argument(..., metavar="ID"), url: str | None = URL_OPTION) -> None:
+    """Resume a paused (or failed) stream from its watermark."""
+    _set_state(stream_id, url, "resume")
+
+
+@app.command()
+def remove(
+    stream_id: str = typer.Argument(..., metavar="ID"),
+    purge: bool = typer.Option(False, "--purge", help="delete its segments too"),
+    url: str | None = URL_OPTION,
+) -> None:
+    """Remove a stream: its worker stops and a camera's open segments close; --purge deletes its segments."""
+    with _service_errors(), _client(url, None, required=True) as client:
+        client.remove(stream_id, purge=purge)
+    console.print(f"{stream_id}: removed{' (segments deleted)' if purge else ' (segments kept)'}")
+
+
+@app.command()
+def follow(
+    stream: str | None = typer.Option(None, "--stream", "-s", help="one stream (default: all)"),
+    as_json: bool = typer.Option(False, "--json", help="JSON lines"),
+    url: str | None = URL_OPTION,
+) -> None:
+    """Tail the live feed: segments as they open, grow and close (Ctrl-C to stop)."""
+    try:
+        with _service_errors(), _client(url, None, required=True) as client:
+            for item in client.follow(stream=stream):
+                seg = item["segment"]
+                if as_json:
+                    print(json.dumps({"kind": item["kind"], **seg}), flush=True)
+                    continue
+                when = seg["start_utc"][11:19] if seg.get("start_utc") else f"{seg['start_s']:.1f}s"
+                console.print(
+                    f"{item['kind'].removeprefix('segment.'):6} {seg['stream']}  {seg['event']}  {when}  "
+                    f"{seg['start_s']:.1f} → {seg['end_s']:.1f} s  score {seg['score']:.2f}"
+                )
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="address to listen on (loopback by default)"),
+    port: int = typer.Option(8470, help="port of the HTTP API"),
+    events: Path | None = typer.Option(None, "--events", "-e", help="events YAML (default: the shipped one)"),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address (or RAY_ADDRESS); default: local"),
+    redis_url: str | None = typer.Option(None, "--redis-url", help="Redis URL (or REDIS_URL); default: embedded"),
+    data_dir: str | None = typer.Option(None, "--data-dir", help="embedded Redis data, model cache, logs"),
+) -> None:
+    """Run the always-on service: Ray, Redis, the controller and the HTTP API, until SIGINT/SIGTERM.
+    Every stream whose spec says running resumes from its watermark, with no command."""
+    import os
+    import socket
+
+    from longwatch.actors.runtime import Runtime
+    from longwatch.client import SERVE_FILE
+    from longwatch.pipeline.events import default_events_path, load_events
+
+    settings = _settings(ray_address=address, redis_url=redis_url, data_dir=data_dir)
+    try:
+        events_text = (events or Path(default_events_path())).read_text()
+        load_events(events_text)
+    except (LongwatchError, OSError) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    try:  # a taken port fails now, before Ray and Redis start
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        err_console.print(f"[bold red]error:[/] cannot listen on {host}:{port}: {exc.strerror or exc}")
+        raise typer.Exit(2) from None
+    if host not in ("127.0.0.1", "::1", "localhost"):
+        err_console.print(f"[yellow]warning:[/] listening on {host}: the API has no authentication yet")
+    runtime = Runtime(settings, events_text=events_text, service=True)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    serve_file = Path(settings.runtime.data_dir) / SERVE_FILE
+    try:
+        start_reaper()  # killed or not, nothing of ours outlives this process
+        with err_console.status("starting (Ray, Redis, model pool, controller)…"):
+            runtime.start()
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # again: ray.init installs its own
+        import ray
+        import uvicorn
+
+        from .api import create_app
+
+        controller = runtime.controller
+
+        def nudge() -> None:
+            ray.get(controller.reconcile.remote(), timeout=60)
+
+        def ready() -> bool:
+            return ray.get(controller.ping.remote(), timeout=5) == runtime.redis_url
+
+        def live_status() -> dict:
+            return ray.get(controller.status.remote(), timeout=30)
+
+        api = create_app(
+            store=runtime.store,
+            events_text=events_text,
+            settings=settings,
+            nudge=nudge,
+            ready=ready,
+            live_status=live_status,
+        )
+        server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning", lifespan="off"))
+        shown = f"[{host}]" if ":" in host else host
+        serve_file.write_text(json.dumps({"url": f"http://{shown}:{port}", "pid": os.getpid()}))
+        err_console.print(
+            f"longwatch serving on [bold]http://{shown}:{port}[/] (API /api/v1, docs /docs); "
+            f"data in {settings.runtime.data_dir}; Ctrl-C to stop"
+        )
+        # uvicorn stops on SIGINT / SIGTERM itself, then raises the signal again with the handler it
+        # found: ignored, so that the clean-up below is not cut short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    except LongwatchError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        err_console.print("[yellow]stopping: workers save their watermarks; specs stay for the next start[/]")
+        serve_file.unlink(missing_ok=True)
+        runtime.close()
 
 
 if __name__ == "__main__":

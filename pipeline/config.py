@@ -117,6 +117,10 @@ class RuntimeConfig(_Model):
     batch_wait_s: float = Field(0.05, ge=0, description="longest a clip waits for a batch to fill")
     max_pending_clips: int = Field(4, ge=1, description="clips a stream may have decoded but not scored")
     max_worker_restarts: int = Field(10, ge=0, description="crashes of one stream worker survived by resuming")
+    heartbeat_s: float = Field(5.0, gt=0, description="how often a stream worker writes its heartbeat")
+    heartbeat_timeout_s: float = Field(
+        30.0, gt=0, description="a worker whose heartbeat is older than this (while Redis answers) is lost: restarted"
+    )
     model_timeout_s: float = Field(
         60.0, gt=0, description="longest one model call may take; past it the call is retried (a hung replica)"
     )

@@ -98,6 +98,14 @@ class StoreKeyError(LongwatchError, ValueError):
     """A stream id or event name cannot be used in a store key (empty, or holds ``{`` / ``}``)."""
 
 
+class StreamFencedError(LongwatchError, RuntimeError):
+    """A worker's claim on its stream was taken over by a newer worker: its commits are refused."""
+
+    def __init__(self, message: str, *, stream_id: str = ""):
+        super().__init__(message)
+        self.stream_id = stream_id
+
+
 class InvalidStreamIdError(ConfigError):
     """A given stream id is not 1-64 letters, digits, ``_``, ``.`` or ``-``. ``stream_id`` names it."""
 

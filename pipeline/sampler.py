@@ -115,6 +115,10 @@ class DynamicSampler:
         self.next_clip_t: float | None = origin
         self._prev: FrameLike | None = None
         self._last_thumb: np.ndarray | None = None
+        # Resuming: the frame of the slot before ``origin`` (from the decoder's pre-roll), whose thumbnail
+        # the first candidate's motion is measured against, as in an uninterrupted run.
+        self._pre_t: float | None = None if origin is None else origin - 1.0 / self.max_fps
+        self._pre: FrameLike | None = None
         self._drop = 0
         self._last_emitted_t = -math.inf
         self.clip_index = start_index
@@ -148,6 +152,9 @@ class DynamicSampler:
         while True:
             g = self._grid(self._slot)
             if t < g:
+                pre_t = self._pre_t
+                if pre_t is not None and (self._pre is None or abs(t - pre_t) <= abs(self._pre.t - pre_t)):
+                    self._pre = frame  # nearest to the slot before the origin (ties to the later frame)
                 self._prev = frame
                 clips.extend(self._emit_ready())  # a slot filled by the previous frame may complete a clip
                 return clips
@@ -168,16 +175,21 @@ class DynamicSampler:
             self._drop -= 1  # covered by the previous clip already
             self._slot += 1
             return
-        if hasattr(frame, "to_gray"):  # straight from the decoder's luma plane: no RGB needed
-            thumb = frame.to_gray(*self._thumb)
-        else:
-            small = cv2.resize(frame.to_rgb(self.width, self.height), self._thumb, interpolation=cv2.INTER_AREA)
-            thumb = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+        thumb = self._thumb_of(frame)
         prev = self._last_thumb
+        if prev is None and self._pre is not None:  # resumed: the pre-roll's frame before the origin
+            prev = self._thumb_of(self._pre)
+        self._pre = self._pre_t = None
         motion = float(np.mean(cv2.absdiff(thumb, prev))) / 255.0 if prev is not None else 0.0
         self._last_thumb = thumb
         self._buf.append(_Candidate(float(frame.t), frame, thumb, self._slot, motion))
         self._slot += 1
+
+    def _thumb_of(self, frame: FrameLike) -> np.ndarray:
+        if hasattr(frame, "to_gray"):  # straight from the decoder's luma plane: no RGB needed
+            return frame.to_gray(*self._thumb)
+        small = cv2.resize(frame.to_rgb(self.width, self.height), self._thumb, interpolation=cv2.INTER_AREA)
+        return cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
 
     def _take_prev_if_close(self) -> None:
         prev = self._prev
@@ -295,9 +307,13 @@ def sample_clips(
     config = config or SamplerConfig()
     skip = choose_skip(source, config)
     sampler: DynamicSampler | None = None
-    cuts = _Cuts(config) if config.scene_cuts and skip != "NONKEY" else None
-    # Decode from a little before the resume point: the nearest-frame rule needs the frame before.
-    start_s = None if resume_at is None else max(0.0, resume_at - 1.0)
+    # Decode from a little before the resume point: the nearest-frame rule needs the frame before, the
+    # first candidate's motion the frame of the slot before (one sampling interval back), and the cut
+    # detector a neighbourhood to judge by (its cuts in that warm-up are the previous session's).
+    rate = min(config.max_fps, source.native_fps or math.inf)
+    start_s = None if resume_at is None else max(0.0, resume_at - max(_CUT_WARMUP_S + 1.0, 1.5 / rate))
+    warm_until = None if start_s is None or start_s == 0.0 else start_s + _CUT_WARMUP_S
+    cuts = _Cuts(config, ignore_before=warm_until) if config.scene_cuts and skip != "NONKEY" else None
     for frame in source.frames(skip=skip, start_s=start_s):
         if cuts is not None:
             cuts.push(frame)
@@ -324,25 +340,30 @@ def sample_clips(
 
 
 _CUT_INTERPOLATION = "AREA"  # 64-px thumbnail; AREA averages, so noise does not look like a cut
+_CUT_WARMUP_S = 2.0  # a resumed detector judges only after this much pre-roll (its window and lookahead)
 
 
 class _Cuts:
     """Feeds the scene-cut detector ~``cut_fps`` tiny RGB frames of the decoded stream and hands the
     cuts it finds to the clips that cover them (``clip.meta["cuts"]``, stream seconds)."""
 
-    def __init__(self, config: SamplerConfig):
+    def __init__(self, config: SamplerConfig, *, ignore_before: float | None = None):
         from .signals import CutDetector
 
         self.detector = CutDetector()
-        self.every = 1.0 / config.cut_fps
-        self.next_t: float | None = None
+        self.cut_fps = config.cut_fps
+        self.slot: int | None = None
+        self.ignore_before = ignore_before
         self.found: list[float] = []
 
     def push(self, frame) -> None:
         t = float(frame.t)
-        if self.next_t is not None and t < self.next_t - 1e-6:
+        # The first frame of each 1/cut_fps slot of stream time: the same frames whichever frame the
+        # decode started at, so a resumed stream sees the frames an uninterrupted one saw.
+        slot = math.floor(t * self.cut_fps + 1e-6)
+        if self.slot is not None and slot <= self.slot:
             return
-        self.next_t = t + self.every * 0.9
+        self.slot = slot
         if hasattr(frame, "av_frame"):  # swscale straight from YUV to a 64-px RGB thumbnail
             w = 64
             h = max(8, round(w * frame.height / frame.width))
@@ -351,10 +372,14 @@ class _Cuts:
             ).to_ndarray()
         else:
             small = frame.to_rgb()
-        self.found.extend(self.detector.push(t, small))
+        self._keep(self.detector.push(t, small))
 
     def flush(self) -> None:
-        self.found.extend(self.detector.flush())
+        self._keep(self.detector.flush())
+
+    def _keep(self, cuts: list[float]) -> None:
+        """Cuts judged without a full neighbourhood (a resumed stream's warm-up) are not kept."""
+        self.found.extend(t for t in cuts if self.ignore_before is None or t >= self.ignore_before)
 
     def attach(self, clip: Clip, *, last: bool = False) -> Clip:
         mine = [t for t in self.found if t < clip.end or last]

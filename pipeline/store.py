@@ -33,7 +33,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 from redis.typing import EncodableT, FieldT
 
-from .errors import StoreError, StoreKeyError
+from .errors import StoreError, StoreKeyError, StreamFencedError
 from .feed import FeedRecord, feed_entry, read_feed
 from .keys import (
     DEFAULT_INDEX_CHUNK,
@@ -289,6 +289,11 @@ class SegmentStore:
             out.append(StreamInfo(sid, meta, wm))
         return out
 
+    def claim(self, stream_id: str, token: str) -> None:
+        """Make ``token`` the stream's one writer: from now on only commits with ``owner=token`` land
+        (see :meth:`commit`). A worker claims its stream before it reads the watermark."""
+        self._retrying(lambda: self.r.set(self.keys.key(stream_id, "owner"), token))
+
     def drop_stream(self, stream_id: str) -> int:
         """Delete every key of a stream (segments, index, watermark, meta, feed) in ONE MULTI/EXEC,
         then unregister it. Returns the number of keys deleted.
@@ -321,8 +326,13 @@ class SegmentStore:
         watermark: dict[str, Any] | None,
         epoch: datetime | None = None,
         source: str | None = None,
+        owner: str | None = None,
     ) -> CommitResult:
         """Write (or overwrite) ``segments`` and the stream's ``watermark`` in one MULTI/EXEC.
+
+        ``owner``: the token of the worker that claimed the stream (:meth:`claim`). A commit of a worker whose
+        claim another worker took over since (an old worker still running while its replacement starts)
+        is refused with :class:`StreamFencedError`, so two workers never interleave one stream's commits.
 
         Open segments are stored like closed ones (visible to queries) and are later overwritten by
         their closed version (same id). Idempotent. ``watermark=None`` leaves the watermark as is; a
@@ -353,6 +363,7 @@ class SegmentStore:
         wm_key = self.keys.wm(stream_id)
         feed_key = self.keys.feed(stream_id)
         events_key = self.keys.events(stream_id)
+        owner_key = self.keys.key(stream_id, "owner")
         result: dict[str, Any] = {}
 
         def txn(pipe: redis.client.Pipeline) -> None:
@@ -366,7 +377,15 @@ class SegmentStore:
                 rd.hgetall(k)
             rd.hmget(meta_key, ["head", "retention_s"])
             rd.sadd(self.keys.registry, stream_id)
+            if owner is not None:
+                rd.get(owner_key)  # WATCHed already: a claim after this read aborts EXEC
             got = rd.execute(raise_on_error=False)
+            if owner is not None:
+                holder = text(got.pop())
+                if holder != owner:
+                    raise StreamFencedError(
+                        f"stream {stream_id!r} was taken over by another worker; this one stops", stream_id=stream_id
+                    )
             for x in got[:-1]:
                 if isinstance(x, Exception):
                     raise x
@@ -420,7 +439,8 @@ class SegmentStore:
                 retention=json.loads(retention_raw) if retention_raw else None,
             )
 
-        self._retrying(lambda: self.r.transaction(txn, *seg_keys))
+        watched = [*seg_keys, owner_key] if owner is not None else seg_keys
+        self._retrying(lambda: self.r.transaction(txn, *watched))
         if result.get("register_error") is not None:
             raise result["register_error"]
         expired = 0

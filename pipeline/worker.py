@@ -38,6 +38,7 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,7 +47,7 @@ from typing import TypeVar
 import numpy as np
 
 from .config import Settings
-from .errors import LongwatchError, SourceError, StoreError, StreamIdentityError
+from .errors import LongwatchError, SourceError, StoreError, StreamFencedError, StreamIdentityError
 from .events import EventsSpec
 from .identity import check_identity, fingerprints
 from .retry import Backoff, retry_call
@@ -137,8 +138,13 @@ class StreamProcessor:
         self._redis_down = False  # a store operation failed: status is kept in memory until Redis is back
         self._status_pending = False  # the status in memory is newer than the one in Redis
         self._gap_from: float | None = None  # a resumed live stream: where the outage began (stream s)
+        self._close_open = False  # stop(close_open=True): a removed live stream closes its open segments
+        self._token = uuid.uuid4().hex  # this run's claim on the stream (:meth:`SegmentStore.claim`)
 
-    def stop(self) -> None:
+    def stop(self, *, close_open: bool = False) -> None:
+        """Stop after the clip in hand; the watermark keeps the place. ``close_open`` (a live stream
+        that is removed): also close its open segments at their last frame seen."""
+        self._close_open = self._close_open or close_open
         self._stop.set()
         if self._source is not None:
             self._source.stop()
@@ -221,9 +227,22 @@ class StreamProcessor:
         return out
 
     def run(self) -> StreamReport:
+        """Process the stream to its end (a file) or until :meth:`stop`; see the module doc."""
+        try:
+            return self._run()
+        except StreamFencedError:  # superseded by a newer worker of this stream: end quietly
+            log.warning("%s: another worker took this stream over; this one stops", self.stream_id)
+            self._stop.set()
+            self.report.state, self.report.reason = "superseded", ""
+            return self.report
+
+    def _run(self) -> StreamReport:
         rep = self.report
         started = time.perf_counter()
         try:
+            # Claim the stream first: a worker it replaces (still running, e.g. its controller died)
+            # can commit nothing from now on, so the watermark read next stays the truth.
+            self._redis(lambda: self.store.claim(self.stream_id, self._token), "claiming the stream")
             wm = self._redis(lambda: self.store.watermark(self.stream_id), "reading the watermark") or {}
         except _Interrupted:
             rep.state = "stopped"
@@ -348,6 +367,16 @@ class StreamProcessor:
             if errors:
                 raise errors[0]
             if self._stop.is_set():
+                if self._close_open and src.live and rep.clips:
+                    closing = [u for seg in segmenters.values() for u in seg.interrupt()]
+                    self._commit(
+                        closing,
+                        src.epoch,
+                        segmenters,
+                        clip_index=rep.clips + start_index - 1,
+                        next_clip_t=last_t,
+                        footage_s=last_t,
+                    )
                 rep.state = "stopped"
                 self._status()
                 return rep
@@ -368,6 +397,8 @@ class StreamProcessor:
             rep.state = "done"
         except _Interrupted:  # stopped while waiting for the model or Redis: resumes from the watermark
             rep.state, rep.reason = "stopped", ""
+        except StreamFencedError:
+            raise  # a newer worker owns the stream (and its status): see run()
         except LongwatchError as exc:
             rep.state, rep.reason, rep.error = "failed", "", redact(str(exc))
             self._status()
@@ -519,7 +550,7 @@ class StreamProcessor:
         segments = list(latest.values())
         self._redis(
             lambda: self.store.commit(
-                self.stream_id, segments, watermark=watermark, epoch=epoch, source=self.shown_uri
+                self.stream_id, segments, watermark=watermark, epoch=epoch, source=self.shown_uri, owner=self._token
             ),
             f"committing clip {watermark.get('clip_index')}",
         )

@@ -324,7 +324,7 @@ def test_cli_same_stem_in_two_folders_both_decoded_after_reprocess(two_clips_run
     assert out.returncode == 0, out.stderr[-3000:]
     assert r["ida"] != r["idb"]
     s = _cli(["streams", "--json"], r["env"], timeout=60)
-    info = {i["stream"]: i for i in map(json.loads, s.stdout.splitlines())}
+    info = {i["id"]: i for i in map(json.loads, s.stdout.splitlines())}
     assert set(info) == {r["ida"], r["idb"]}, s.stdout
     assert info[r["ida"]]["state"] == info[r["idb"]]["state"] == "done"
     assert 15 < float(info[r["ida"]]["footage_s"]) < 25  # cfr30: 20 s, decoded (not the old 999 s)
@@ -358,7 +358,7 @@ def test_cli_refuses_another_source_or_other_events_under_an_id_before_starting(
     assert time.monotonic() - started < 60
     assert os.listdir(env["RAY_TMPDIR"]) == []  # Ray never started
     s = _cli(["streams", "--json"], env, timeout=60)
-    info = {i["stream"]: i for i in map(json.loads, s.stdout.splitlines())}
+    info = {i["id"]: i for i in map(json.loads, s.stdout.splitlines())}
     assert info[r["ida"]]["state"] == "done"  # the stream itself is untouched
 
 

@@ -213,7 +213,7 @@ def test_run_with_camera_passwords_leaks_them_nowhere(synthetic, tmp_path):
     assert proc.returncode is not None
     assert "stopping" in err, err[-2000:]
     streams = subprocess.run([*LONGWATCH, "streams", "--json"], capture_output=True, text=True, timeout=60, env=env)
-    rows = {r["stream"]: r for r in map(json.loads, streams.stdout.splitlines())}
+    rows = {r["id"]: r for r in map(json.loads, streams.stdout.splitlines())}
     assert int(rows["lit"]["clips"] or 0) > 0 and int(rows["ref"]["clips"] or 0) > 0, rows  # they ran
     assert rows["lit"]["source"] == literal.replace(PASSWORD, "***")
     assert rows["ref"]["source"] == referenced  # the reference is stored, so a restart can resolve it

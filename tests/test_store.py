@@ -186,6 +186,22 @@ def test_watermark_round_trip_and_replace(store):
     assert store.query(stream="cam3") == [] and store.watermark("cam3") == {"clip": 42}
 
 
+def test_a_superseded_worker_cannot_commit(store):
+    """Fencing: once a new worker claims the stream, the old one's commits are refused (on a single
+    server and on a cluster alike), so two workers never interleave one stream's watermark."""
+    from longwatch.pipeline.errors import StreamFencedError
+
+    e = datetime(2026, 1, 1, tzinfo=UTC)
+    store.claim("cam", "old")
+    store.commit("cam", [Segment("cam", "person", 1.0, 2.0, epoch=e)], watermark={"clip_index": 0}, owner="old")
+    store.claim("cam", "new")
+    with pytest.raises(StreamFencedError, match="taken over"):
+        store.commit("cam", [Segment("cam", "person", 5.0, 6.0, epoch=e)], watermark={"clip_index": 1}, owner="old")
+    assert store.watermark("cam") == {"clip_index": 0} and len(store.query(stream="cam")) == 1
+    store.commit("cam", [Segment("cam", "person", 5.0, 6.0, epoch=e)], watermark={"clip_index": 1}, owner="new")
+    assert store.watermark("cam") == {"clip_index": 1} and len(store.query(stream="cam")) == 2
+
+
 def test_failed_transaction_leaves_neither_segments_nor_watermark(store):
     """The server rejects the queued writes (out of memory): EXEC aborts; nothing of it lands."""
     store.commit("cam3", [seg(start=0, end=5)], watermark={"clip": 1}, epoch=EPOCH)

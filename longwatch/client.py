@@ -1,0 +1,178 @@
+"""The Python client of ``longwatch serve``: ``Client(url).add(…)``, ``remove``, ``pause``, ``resume``,
+``streams``, ``events``, ``follow``. The CLI's client commands use it.
+
+The service's URL: ``url``, else ``LONGWATCH_URL``, else the one the local ``serve`` wrote into its data
+directory (``serve.json``: another port found with no flags), else ``http://127.0.0.1:8470``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from longwatch.pipeline.errors import LongwatchError
+
+DEFAULT_URL = "http://127.0.0.1:8470"
+SERVE_FILE = "serve.json"
+
+
+class ApiError(LongwatchError):
+    """The service refused a request: ``status`` (HTTP), ``code`` (stable), the message."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+class ServiceUnavailableError(LongwatchError, ConnectionError):
+    """No longwatch service answers at the URL."""
+
+
+def service_url(url: str | None = None, *, data_dir: str | os.PathLike | None = None) -> str:
+    if url:
+        return url.rstrip("/")
+    if os.environ.get("LONGWATCH_URL"):
+        return os.environ["LONGWATCH_URL"].rstrip("/")
+    if data_dir is None:
+        from longwatch.pipeline.config import Settings
+
+        data_dir = Settings().runtime.data_dir
+    try:
+        return str(json.loads((Path(data_dir) / SERVE_FILE).read_text())["url"]).rstrip("/")
+    except (OSError, ValueError, KeyError):
+        return DEFAULT_URL
+
+
+class Client:
+    def __init__(self, url: str | None = None, *, token: str | None = None, timeout: float = 30.0):
+        self.url = service_url(url)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kw)
+        except httpx.TransportError as exc:
+            raise ServiceUnavailableError(
+                f"no longwatch service answers at {self.url} ({type(exc).__name__}); start one with "
+                "`longwatch serve`, or point LONGWATCH_URL / --url at it"
+            ) from None
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+                code, message = body.get("code", "error"), body.get("message", response.text)
+            except ValueError:
+                code, message = "error", response.text[:500]
+            raise ApiError(response.status_code, code, message)
+        return response.json()
+
+    # ---- streams ----------------------------------------------------------------------------------
+
+    def health(self) -> bool:
+        try:
+            self._call("GET", "/healthz")
+            return True
+        except ServiceUnavailableError:
+            return False
+
+    def add(
+        self,
+        source: str,
+        *,
+        id: str | None = None,
+        events: str | None = None,
+        sampler: dict | None = None,
+        start_at: str | None = None,
+        validate: bool = True,
+        reprocess: bool = False,
+    ) -> dict:
+        body = {
+            "source": source,
+            "id": id,
+            "events": events,
+            "sampler": sampler or {},
+            "start_at": start_at,
+            "validate": validate,
+            "reprocess": reprocess,
+        }
+        return self._call("POST", "/api/v1/streams", json=body)
+
+    def remove(self, stream_id: str, *, purge: bool = False) -> dict:
+        return self._call("DELETE", f"/api/v1/streams/{stream_id}", params={"purge": str(purge).lower()})
+
+    def pause(self, stream_id: str) -> dict:
+        return self._call("PATCH", f"/api/v1/streams/{stream_id}", json={"state": "paused"})
+
+    def resume(self, stream_id: str) -> dict:
+        return self._call("PATCH", f"/api/v1/streams/{stream_id}", json={"state": "running"})
+
+    def streams(self) -> list[dict]:
+        return self._call("GET", "/api/v1/streams")
+
+    def stream(self, stream_id: str) -> dict:
+        return self._call("GET", f"/api/v1/streams/{stream_id}")
+
+    def events(
+        self,
+        *,
+        stream: str | None = None,
+        event: str | None = None,
+        after: str | float | None = None,
+        before: str | float | None = None,
+        limit: int = 1000,
+    ) -> list[dict]:
+        params = {
+            k: v for k, v in dict(stream=stream, event=event, after=after, before=before).items() if v is not None
+        }
+        return self._call("GET", "/api/v1/events", params={**params, "limit": limit})
+
+    def follow(self, *, stream: str | None = None, since: str | None = None) -> Iterator[dict]:
+        """The live feed: ``{"kind": "segment.close", "cursor": …, "segment": {…}}`` dicts, forever.
+        A dropped connection is re-made with the last cursor, so nothing is missed or seen twice."""
+        cursor = since
+        while True:
+            headers = {"Accept": "text/event-stream", **({"Last-Event-ID": cursor} if cursor else {})}
+            params = {"stream": stream} if stream else {}
+            try:
+                with self._http.stream(
+                    "GET", "/api/v1/events/live", headers=headers, params=params, timeout=None
+                ) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        body = response.json()
+                        raise ApiError(response.status_code, body.get("code", "error"), body.get("message", ""))
+                    kind, ident, data = "message", None, []
+                    for line in response.iter_lines():
+                        if line.startswith(":"):
+                            continue
+                        if not line:
+                            if data:
+                                cursor = ident or cursor
+                                yield {"kind": kind, "cursor": ident, "segment": json.loads("\n".join(data))}
+                            kind, ident, data = "message", None, []
+                            continue
+                        name, _, value = line.partition(":")
+                        value = value[1:] if value.startswith(" ") else value
+                        if name == "event":
+                            kind = value
+                        elif name == "id":
+                            ident = value
+                        elif name == "data":
+                            data.append(value)
+            except httpx.TransportError:
+                time.sleep(1.0)  # the service restarts: follow on from the cursor
