@@ -263,7 +263,7 @@ class Controller:
                     return
                 entry.state = "restarting"
                 reason = f"worker died ({type(exc).__name__}); restart {entry.restarts}, resuming from the watermark"
-                self._publish(sid, state="restarting", reason=reason, restarts=entry.restarts)
+                self._publish(sid, state="restarting", reason=reason, restarts=entry.restarts, last_restart=reason)
                 # Call run() again only once Ray has brought the worker back: a call made while it is
                 # still restarting fails too, and must not count as another death.
                 if not self._until_alive(entry):
@@ -291,7 +291,7 @@ class Controller:
     def _replace_lost(self, entry: _Entry) -> None:
         entry.restarts += 1
         reason = f"worker lost (no heartbeat for {self.settings.runtime.heartbeat_timeout_s:g} s); restarted"
-        self._publish(entry.spec.id, state="lost", reason=reason, restarts=entry.restarts)
+        self._publish(entry.spec.id, state="lost", reason=reason, restarts=entry.restarts, last_restart=reason)
         with self._lock:
             spec = self.registry.find(entry.spec.id)
             entry.finished.set()

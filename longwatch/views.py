@@ -19,6 +19,7 @@ STATUS_FIELDS = (
     "dropped_clips",
     "segments_committed",
     "restarts",
+    "last_restart",
     "error",
     "node",
     "heartbeat",
