@@ -759,8 +759,13 @@ def serve(
         def live_status() -> dict:
             return ray.get(controller.status.remote(), timeout=30)
 
+        # The API's own connection gives up within seconds when Redis is away (the workers' wait on):
+        # then GET /streams shows the controller's view instead of hanging.
+        api_store = SegmentStore.from_url(
+            runtime.redis_url, prefix=settings.runtime.redis_prefix, retries=2, retry_deadline_s=3.0
+        )
         api = create_app(
-            store=runtime.store,
+            store=api_store,
             events_text=events_text,
             settings=settings,
             nudge=nudge,
