@@ -293,7 +293,7 @@ def run(
     A stream's id is --id, or derived from the whole source (a file: its name and a hash of its
     path). An id that already holds segments of another source, or of other events or sampler
     settings, is refused; --reprocess starts it over."""
-    from longwatch.actors.runtime import Runtime, stream_id_for
+    from longwatch.actors.runtime import Runtime, RuntimeAlreadyRunningError, stream_id_for
     from longwatch.pipeline.events import default_events_path, load_events
     from longwatch.pipeline.identity import check_stream_id
     from longwatch.pipeline.source import classify
@@ -363,6 +363,8 @@ def run(
         err_console.print("[yellow]stopping: watermarks are saved; run again to resume[/]")
     except LongwatchError as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
+        if isinstance(exc, RuntimeAlreadyRunningError):
+            err_console.print("(if it is `longwatch serve`, give it these sources with `longwatch add`)")
         raise typer.Exit(2) from None
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short

@@ -18,22 +18,13 @@ from typing import Any
 
 from .errors import ConfigError
 from .keys import text
+from .redis_server import pid_alive
 
 __all__ = ["LeaseHeldError", "ServiceLease"]
 
 
 class LeaseHeldError(ConfigError):
     """Another live runtime holds this prefix's lease."""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class ServiceLease:
@@ -61,7 +52,7 @@ class ServiceLease:
             if raw is None:
                 continue  # expired meanwhile
             held = json.loads(text(raw))
-            if held.get("host") == self.owner["host"] and not _pid_alive(int(held.get("pid", 0))):
+            if held.get("host") == self.owner["host"] and not pid_alive(int(held.get("pid", 0))):
                 # Its process is gone (killed, crashed): take over now, unless another took it first.
                 with self.r.pipeline(transaction=True) as pipe:
                     pipe.watch(self.key)

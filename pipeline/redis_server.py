@@ -57,7 +57,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -150,7 +150,7 @@ class EmbeddedRedis:
         if self.proc is not None:
             return self.proc.poll() is None
         if self._adopted_pid is not None:
-            return _pid_alive(self._adopted_pid)
+            return pid_alive(self._adopted_pid)
         if self.port is not None and not self.owned and self._attached:
             return _ping(self.port)
         return False
@@ -165,7 +165,7 @@ class EmbeddedRedis:
             pid, port, owner = int(state["pid"]), int(state["port"]), int(state.get("owner", 0))
         except (OSError, ValueError, KeyError, TypeError):
             return False
-        if not (_pid_alive(pid) and _ping(port)):
+        if not (pid_alive(pid) and _ping(port)):
             return False
         try:  # the server on that port must be the one of this data dir
             c = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1.0, decode_responses=True)
@@ -178,7 +178,7 @@ class EmbeddedRedis:
         if served is None or Path(served).resolve() != self.data_dir:
             return False
         self.port = port
-        if owner and _pid_alive(owner):
+        if owner and pid_alive(owner):
             self.owned = False  # someone else's server: use it, never stop it
             self._attached = True
         else:
@@ -290,7 +290,7 @@ class EmbeddedRedis:
                 except ProcessLookupError:
                     pass
                 deadline = time.monotonic() + timeout_s
-                while _pid_alive(pid) and time.monotonic() < deadline:
+                while pid_alive(pid) and time.monotonic() < deadline:
                     time.sleep(0.02)
                 self._adopted_pid = None
             else:

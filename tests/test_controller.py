@@ -15,6 +15,7 @@ import time
 import uuid
 
 import pytest
+from waiting import until
 
 ray = pytest.importorskip("ray")
 
@@ -38,16 +39,6 @@ def _settings(redis_server, data_dir, **runtime) -> Settings:
     # Every frame at 2 fps through the detector: slow enough to act on a stream mid-file.
     sampler = settings.sampler.model_copy(update={"min_fps": 2.0, "max_fps": 2.0})
     return settings.model_copy(update={"runtime": rt, "sampler": sampler})
-
-
-def _until(what, timeout_s: float, every: float = 0.2):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout_s:g} s")
 
 
 def _shape(store: SegmentStore, sid: str) -> list[tuple]:
@@ -85,28 +76,28 @@ def test_the_registry_drives_pause_resume_remove_and_a_restarted_controller(
         store: SegmentStore = rt.store
         rt.add(str(long_demo), stream_id="clip")
         rt.add(str(long_demo), stream_id="gone")
-        _until(lambda: float(store.meta("clip").get("footage_s") or 0) >= 4, 120)
+        until(lambda: float(store.meta("clip").get("footage_s") or 0) >= 4, 120)
 
         # Pause: the worker stops, its place is kept.
         reg.set_state("clip", "paused")
         ray.get(rt.controller.reconcile.remote())
-        paused = _until(lambda: (m := store.meta("clip")).get("state") == "paused" and m, 60)
+        paused = until(lambda: (m := store.meta("clip")).get("state") == "paused" and m, 60)
         held = float(paused["footage_s"])
         time.sleep(2)
         assert float(store.meta("clip")["footage_s"]) == held and rt.status()["clip"]["state"] == "paused"
 
         # Remove with purge: the worker stops, its segments and spec go.
         reg.update("gone", state="removed", purge=True)
-        _until(lambda: reg.find("gone") is None, 60)
+        until(lambda: reg.find("gone") is None, 60)
         assert store.query(stream="gone") == [] and store.watermark("gone") is None
 
         # Resume, then kill the controller mid-file: Ray restarts it and it resumes the running spec.
         reg.set_state("clip", "running")
         ray.get(rt.controller.reconcile.remote())
-        _until(lambda: float(store.meta("clip").get("footage_s") or 0) > held, 60)
+        until(lambda: float(store.meta("clip").get("footage_s") or 0) > held, 60)
         workers_before = rt.status()["clip"]
         ray.kill(rt.controller, no_restart=False)
-        status = _until(lambda: store.meta("clip").get("state") == "done" and store.meta("clip"), 240)
+        status = until(lambda: store.meta("clip").get("state") == "done" and store.meta("clip"), 240)
         assert status["generation"] == reg.get("clip").generation
         assert _shape(store, "clip") == reference, workers_before
     # The specs stay (the service's next start would resume them); the finished one is not re-run.
@@ -122,11 +113,11 @@ def test_a_worker_that_stops_beating_is_lost_and_replaced(ray_local, redis_serve
     with Runtime(_settings(redis_server, tmp_path)) as rt:
         rt.add(str(long_demo), stream_id="clip")
         store = rt.store
-        _until(lambda: float(store.meta("clip").get("footage_s") or 0) >= 4, 120)
+        until(lambda: float(store.meta("clip").get("footage_s") or 0) >= 4, 120)
         pid = ray.get(rt.worker("clip").pid.remote())
         os.kill(pid, signal.SIGSTOP)  # alive to the OS, frozen to us: no heartbeat, no progress
         try:  # lost, killed and replaced: the replacement runs and the status says why it restarted
-            lost = _until(lambda: (m := store.meta("clip")).get("restarts") == 1 and m, 30)
+            lost = until(lambda: (m := store.meta("clip")).get("restarts") == 1 and m, 30)
         finally:
             try:
                 os.kill(pid, signal.SIGCONT)

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,18 +23,13 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import FOOTAGE
+from waiting import free_port, processes_mentioning, until
 
 from longwatch.pipeline.identity import default_stream_id
 
 ROOT = Path(__file__).resolve().parents[1]
 LONGWATCH = [sys.executable, "-m", "longwatch.cli"]
 GAP = "gap"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env(tmp_path: Path, port: int) -> dict[str, str]:
@@ -51,26 +45,6 @@ def _env(tmp_path: Path, port: int) -> dict[str, str]:
         LONGWATCH_RUNTIME__HEARTBEAT_S="1",
     )
     return env
-
-
-def _processes_mentioning(*needles: str) -> list[str]:
-    """Processes whose command line or working directory names one of ``needles`` (redis-server
-    rewrites its command line, but runs in its data dir)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            cwd = os.readlink(proc / "cwd")
-            state = next((ln for ln in (proc / "status").read_text().splitlines() if ln.startswith("State:")), "")
-        except OSError:
-            continue
-        if "zombie" in state:
-            continue
-        if any(n in args or cwd.startswith(n) for n in needles):
-            found.append(f"{proc.name} {args[:150]} (cwd {cwd})")
-    return found
 
 
 class Service:
@@ -113,19 +87,9 @@ def _cli(env, *args, timeout=120) -> subprocess.CompletedProcess:
     return subprocess.run(LONGWATCH + list(args), env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
-def _until(what, timeout_s: float, every: float = 0.3):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
-
-
 def _nothing_left(needles: tuple[str, ...], timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
-    while (left := _processes_mentioning(*needles)) and time.monotonic() < deadline:
+    while (left := processes_mentioning(*needles)) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert left == [], left
 
@@ -197,7 +161,7 @@ def test_serve_survives_sigkill_and_sigterm_mid_file_and_leaves_nothing(tmp_path
     file_a, file_b = clips[0], clips[1]
     ids = [default_stream_id(str(file_a)), default_stream_id(str(file_b))]
     assert ids[0] != ids[1] and ids[0].startswith("cam-") and ids[1].startswith("cam-")
-    port = _free_port()
+    port = free_port()
     env = _env(tmp_path, port)
     needles = (env["RAY_TMPDIR"], env["LONGWATCH_RUNTIME__DATA_DIR"])
 
@@ -208,7 +172,7 @@ def test_serve_survives_sigkill_and_sigterm_mid_file_and_leaves_nothing(tmp_path
         # first (short clips, so it has footage soon), then the two files.
         out = _cli(env, "add", cam.url, "--id", "cam", "--sampler", "clip_seconds=2")
         assert out.returncode == 0, out.stderr
-        _until(lambda: float(svc.streams().get("cam", {}).get("footage_s") or 0) >= 4, 120)
+        until(lambda: float(svc.streams().get("cam", {}).get("footage_s") or 0) >= 4, 120)
         for path in (file_a, file_b):
             out = _cli(env, "add", str(path))
             assert out.returncode == 0, out.stderr
@@ -218,7 +182,7 @@ def test_serve_survives_sigkill_and_sigterm_mid_file_and_leaves_nothing(tmp_path
             st = svc.streams()
             return float(st.get(ids[0], {}).get("footage_s") or 0) >= 20 and st
 
-        before = _until(under_way, 240)
+        before = until(under_way, 240)
         assert before[ids[0]]["state"] == "running", before[ids[0]]
         cam_before = {s["id"]: s for s in svc.segments("cam") if s["state"] == "closed"}
         svc.kill(signal.SIGKILL)
@@ -227,7 +191,7 @@ def test_serve_survives_sigkill_and_sigterm_mid_file_and_leaves_nothing(tmp_path
 
         # 2. Started again, no other command: every stream continues.
         svc.start()
-        progressed = _until(
+        progressed = until(
             lambda: (
                 (st := svc.streams())
                 and float(st[ids[0]].get("footage_s") or 0) > float(before[ids[0]]["footage_s"])
@@ -242,16 +206,22 @@ def test_serve_survives_sigkill_and_sigterm_mid_file_and_leaves_nothing(tmp_path
             assert svc.proc.returncode == 0, log.read_text()[-3000:]
             _nothing_left(needles)
             svc.start()
-        done = _until(lambda: (st := svc.streams()) and all(st[s]["state"] == "done" for s in ids) and st, 400)
+        done = until(lambda: (st := svc.streams()) and all(st[s]["state"] == "done" for s in ids) and st, 400)
         for sid in ids:
             got = sorted(_key(s) for s in svc.segments(sid))
             assert got == reference[sid], (sid, got, reference[sid])
             assert len({k[0] for k in got}) == len(got)  # no duplicates
         assert done["cam"]["desired"] == "running"
-        _until(lambda: svc.streams()["cam"]["state"] == "running", 90)  # reconnected after the restarts
-        cam_after = _until(
+        until(lambda: svc.streams()["cam"]["state"] == "running", 90)  # reconnected after the restarts
+        cam_after = until(
             lambda: (segs := svc.segments("cam")) and len([s for s in segs if s["event"] == GAP]) >= 1 and segs, 60
         )
+        # Removing the camera stops it and closes what it had open; its segments stay.
+        out = _cli(env, "remove", "cam")
+        assert out.returncode == 0, out.stderr
+        until(lambda: "cam" not in svc.streams() or svc.streams()["cam"]["state"] == "removed", 60)
+        kept = svc.segments("cam")
+        assert kept and all(s["state"] == "closed" for s in kept), [s for s in kept if s["state"] != "closed"]
         svc.kill(signal.SIGTERM)
         assert svc.proc.returncode == 0
 
@@ -292,14 +262,14 @@ def test_a_hung_replica_and_redis_away_for_90_s_the_stream_waits_says_why_and_lo
 
     file_a = clips[0]
     sid = default_stream_id(str(file_a))
-    port = _free_port()
+    port = free_port()
     redis = EmbeddedRedis(tmp_path / "redis", reuse=False, appendonly=True).start()
     env = {**_env(tmp_path, port), "REDIS_URL": redis.url, "LONGWATCH_RUNTIME__MODEL_TIMEOUT_S": "3"}
     svc = Service(env, port, tmp_path / "serve.log")
     try:
         svc.start()
         assert _cli(env, "add", str(file_a)).returncode == 0
-        _until(lambda: float(svc.streams()[sid].get("footage_s") or 0) >= 8, 120)
+        until(lambda: float(svc.streams()[sid].get("footage_s") or 0) >= 8, 120)
 
         # A replica that hangs (SIGSTOP: it takes the request and never answers) past the model timeout.
         pids = _replica_pids(env["RAY_TMPDIR"])
@@ -307,12 +277,12 @@ def test_a_hung_replica_and_redis_away_for_90_s_the_stream_waits_says_why_and_lo
         for pid in pids:
             os.kill(pid, signal.SIGSTOP)
         try:
-            hung = _until(lambda: (st := svc.streams()[sid])["state"] == "waiting" and st, 60)
+            hung = until(lambda: (st := svc.streams()[sid])["state"] == "waiting" and st, 60)
             assert "model" in hung["reason"] and "3 s" in hung["reason"], hung
         finally:
             for pid in pids:
                 os.kill(pid, signal.SIGCONT)
-        _until(lambda: svc.streams()[sid]["state"] == "running", 120)
+        until(lambda: svc.streams()[sid]["state"] == "running", 120)
 
         # Redis stopped for 90 s: the API shows the controller's view, the stream waits and says why.
         redis.stop()
@@ -329,7 +299,7 @@ def test_a_hung_replica_and_redis_away_for_90_s_the_stream_waits_says_why_and_lo
         redis.start()
         waiting = [s for s in seen if s.get("redis") == "unreachable" and s["state"] == "waiting"]
         assert waiting and all("Redis unreachable" in s["reason"] for s in waiting), seen[-3:]
-        done = _until(lambda: (st := svc.streams()[sid])["state"] == "done" and st, 300)
+        done = until(lambda: (st := svc.streams()[sid])["state"] == "done" and st, 300)
         assert done["error"] == ""
         assert sorted(_key(s) for s in svc.segments(sid)) == reference[sid]
     finally:
