@@ -265,14 +265,13 @@ def _new_spec(body: StreamIn, store: SegmentStore, registry: Registry, events_te
         sid = check_stream_id(body.id) if body.id is not None else default_stream_id(body.source)
         kind, _target = classify(body.source)
         events = load_events(body.events if body.events is not None else events_text)
-        sampler = SamplerConfig(**{**settings.sampler.model_dump(), **body.sampler})
-        spec = StreamSpec(
+        spec = StreamSpec(  # checks the sampler's keys (and values) with a message naming them
             id=sid, source=redact(body.source), events=body.events, sampler=body.sampler, start_at=body.start_at
         )
+        sampler = SamplerConfig(**{**settings.sampler.model_dump(), **body.sampler})
     except LongwatchError as exc:
         raise ApiError(422, "invalid", redact(str(exc))) from None
-    except ValueError as exc:  # pydantic (sampler values)
-        raise ApiError(422, "invalid", redact(str(exc)).splitlines()[0]) from None
+
     if body.validate_source:
         try:
             with Source.open(body.source, config=settings.source.model_copy(update={"connect_attempts": 1})):

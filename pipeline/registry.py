@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import redis
+from pydantic import ValidationError
 
 from .errors import ConfigError, LongwatchError
 from .identity import check_stream_id
@@ -91,7 +92,11 @@ class StreamSpec:
             unknown = sorted(set(self.sampler) - set(SamplerConfig.model_fields))
             if unknown:
                 raise ConfigError(f"stream {self.id!r}: unknown sampler setting(s): {', '.join(unknown)}")
-            SamplerConfig(**self.sampler)  # values checked (pydantic's ValidationError is a ValueError)
+            try:
+                SamplerConfig(**self.sampler)
+            except ValidationError as exc:
+                detail = "; ".join(f"sampler.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                raise ConfigError(f"stream {self.id!r}: {detail}") from None
         if self.generation < 1:
             raise ConfigError(f"stream {self.id!r}: generation must be >= 1")
 

@@ -34,7 +34,7 @@ def test_a_spec_is_validated_on_construction():
         StreamSpec(id="a", source="a.mp4", state="dancing")
     with pytest.raises(ConfigError, match="unknown sampler setting.*max_fsp"):
         StreamSpec(id="a", source="a.mp4", sampler={"max_fsp": 2})
-    with pytest.raises(ValueError):  # pydantic checks the values
+    with pytest.raises(ConfigError, match="sampler.max_fps: Input should be greater than 0"):
         StreamSpec(id="a", source="a.mp4", sampler={"max_fps": -1})
     with pytest.raises(ConfigError, match="shown source"):
         StreamSpec(id="a", source="rtsp://u:secret@10.0.0.5/s")
