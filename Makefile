@@ -43,7 +43,7 @@ $(DEMO_CLIP): | $(BIN)/longwatch
 demo: $(BIN)/longwatch $(DEMO_CLIP)
 	$(BIN)/longwatch run $(DEMO_CLIP)
 
-test: apt $(VENV)/.test-deps
+test: apt $(VENV)/.test-deps $(DEMO_CLIP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	@# mypy sees pipeline/ and model/ under their installed names through a tree of links.

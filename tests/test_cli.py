@@ -90,10 +90,8 @@ def _runtime_env(tmp_path):
 
 
 @pytest.mark.timeout(300)
-def test_run_then_query_and_streams(tmp_path):
-    from conftest import footage_file
-
-    clip = footage_file("bikes.mp4")
+def test_run_then_query_and_streams(tmp_path, demo_clip):
+    clip = demo_clip  # sample_videos/demo/bikes.mp4: the same bytes as shared/footage/bikes.mp4
     env = _runtime_env(tmp_path)
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
@@ -170,7 +168,6 @@ def test_query_rejects_mixed_time_kinds(tmp_path):
     assert out.returncode == 2 and "both" in out.stderr
 
 
-@pytest.mark.timeout(400)
 def _processes_mentioning(*needles: str) -> list[str]:
     """Processes whose command line or working directory names one of ``needles`` (redis-server
     rewrites its command line, but runs in its data dir)."""
@@ -188,14 +185,26 @@ def _processes_mentioning(*needles: str) -> list[str]:
     return found
 
 
-def test_sigterm_saves_the_watermark_leaves_nothing_running_and_a_second_run_resumes(tmp_path):
-    # SIGTERM is what systemd and Kubernetes send; it takes the same path as Ctrl-C (SIGINT).
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("case", ["demo", "footage"])
+def test_sigterm_saves_the_watermark_leaves_nothing_running_and_a_second_run_resumes(tmp_path, request, case):
+    """SIGTERM is what systemd and Kubernetes send; it takes the same path as Ctrl-C (SIGINT).
+
+    ``demo``: bikes.mp4 12 times over (2 minutes of real footage the project fetches itself, one person
+    segment per copy); ``footage``: the team's person clip (139 s, six people one at a time)."""
     import signal
     import time
 
     from conftest import footage_file
+    from demo_clips import loop_clip
 
-    clip = footage_file("one-by-one-person-detection.mp4")
+    if case == "demo":
+        copies = 12
+        clip = loop_clip(request.getfixturevalue("demo_clip"), tmp_path / f"bikes-x{copies}.mp4", copies)
+        duration, people = 10.0 * copies, copies
+    else:
+        clip = footage_file("one-by-one-person-detection.mp4")
+        duration, people = 139.4, 6
     env = _runtime_env(tmp_path)
     proc = subprocess.Popen(
         LONGWATCH + ["run", str(clip), "--no-show"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
@@ -222,7 +231,7 @@ def test_sigterm_saves_the_watermark_leaves_nothing_running_and_a_second_run_res
     assert left == [], left
     s = subprocess.run(LONGWATCH + ["streams", "--json"], capture_output=True, text=True, timeout=60, env=env)
     first = json.loads(s.stdout.splitlines()[0])
-    assert first["state"] == "stopped" and 30 <= float(first["footage_s"]) < 139
+    assert first["state"] == "stopped" and 30 <= float(first["footage_s"]) < duration - 1, first
     # Run again: it resumes from the watermark and finishes; the segments are whole.
     again = subprocess.run(LONGWATCH + ["run", str(clip)], capture_output=True, text=True, timeout=300, env=env)
     assert again.returncode == 0, again.stderr[-2000:]
@@ -234,7 +243,14 @@ def test_sigterm_saves_the_watermark_leaves_nothing_running_and_a_second_run_res
         env=env,
     )
     segs = [json.loads(line) for line in q.stdout.splitlines()]
-    assert len(segs) == 6 and all(r["state"] == "closed" for r in segs)
+    assert len(segs) == people and all(r["state"] == "closed" for r in segs), segs
+    if case == "demo":  # one segment per copy, each the first one shifted by 10 s: none split at the stop
+        segs.sort(key=lambda r: r["start_s"])
+        s0, e0 = segs[0]["start_s"], segs[0]["end_s"]
+        assert 0 < s0 < e0 < 10.0, segs[0]
+        for k, r in enumerate(segs):
+            assert r["start_s"] == pytest.approx(s0 + 10 * k, abs=1e-3), (k, r, segs[0])
+            assert r["end_s"] == pytest.approx(e0 + 10 * k, abs=1e-3), (k, r, segs[0])
 
 
 BAD_FILES = {

@@ -369,9 +369,8 @@ def test_no_cut_in_the_person_clip_despite_the_fast_exit():
     assert scene_cuts(clip.frames, clip.times) == []
 
 
-@pytest.mark.footage
-def test_cuts_found_in_bikes():
-    path = footage_file("bikes.mp4")
+def test_cuts_found_in_bikes(demo_clip):
+    path = demo_clip  # sample_videos/demo/bikes.mp4: the same bytes as shared/footage/bikes.mp4
     times, thumbs = _thumbs(path)
     cuts = scene_cuts(thumbs, times)
     assert len(cuts) >= 1

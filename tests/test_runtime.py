@@ -1,5 +1,11 @@
 """The runtime end to end: real Ray (one instance for the module), a real Redis server, real footage,
-the real CPU detector. Heavy drills are few: one clean run is the reference for the crash drills."""
+the real CPU detector. Heavy drills are few: one clean run is the reference for the crash drills.
+
+Each drill runs on two files: ``demo``, bikes.mp4 six times over (a minute of real street footage the
+project fetches itself from PyPI, so it runs in every clone), and ``footage``, the team's person clip
+(139 s, with ground truth; skipped where ../shared/footage is absent). Every run of one file uses the
+same stream id under a prefix of its own, so segment ids are comparable across runs.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,8 @@ import os
 import threading
 import time
 import uuid
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from conftest import FOOTAGE, footage_file
@@ -18,6 +26,20 @@ from longwatch.pipeline.store import SegmentStore  # noqa: E402
 
 PERSON = "one-by-one-person-detection.mp4"
 TRUTH = [(6.1, 20.2), (22.8, 45.1), (50.2, 70.1), (74.5, 87.3), (92.1, 120.5), (123.5, 136.5)]
+SID = "clip"  # one stream id for every run of a file (ids are a hash of stream, event and start)
+COPY_S, COPIES = 10.0, 6  # the demo file: bikes.mp4 (10 s) six times
+
+
+@dataclass(frozen=True)
+class Case:
+    """A file and how the drills cut into it (clip indices, at the case's clip length)."""
+
+    name: str
+    path: Path
+    sampler: dict
+    kill_at: tuple[int, int]
+    outage_at: int
+    duration: float
 
 
 def _truth_from_csv() -> list[tuple[float, float]]:
@@ -34,7 +56,7 @@ def data_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("lwdata")
 
 
-def _runtime(redis_server, data_dir, **runtime):
+def _runtime(redis_server, data_dir, sampler=None, **runtime):
     from longwatch.actors.runtime import Runtime
 
     settings = Settings()
@@ -46,7 +68,10 @@ def _runtime(redis_server, data_dir, **runtime):
             **runtime,
         }
     )
-    settings = settings.model_copy(update={"runtime": rt})
+    update = {"runtime": rt}
+    if sampler:
+        update["sampler"] = settings.sampler.model_copy(update=sampler)
+    settings = settings.model_copy(update=update)
     return Runtime(settings).start()
 
 
@@ -66,23 +91,56 @@ def _wm(runtime, stream_id):
         store.close()
 
 
+def _same(segs) -> list[tuple]:
+    """What must be identical between two runs of one file: every segment of every event, id included."""
+    return sorted((s.id, s.event, s.start, s.end, s.score, s.state) for s in segs)
+
+
 @pytest.fixture(scope="module")
-def clean_run(ray_local, redis_server, data_dir):
-    """The reference: the person clip processed once, undisturbed."""
-    path = footage_file(PERSON)
-    rt = _runtime(redis_server, data_dir)
+def demo_case(demo_long) -> Case:
+    # 2 s clips: 30 clips in the minute, so a kill at clip 15 still leaves half the file to resume.
+    return Case("demo", demo_long, {"clip_seconds": 2.0}, kill_at=(6, 15), outage_at=12, duration=COPY_S * COPIES)
+
+
+@pytest.fixture(scope="module")
+def footage_case() -> Case:
+    return Case("footage", footage_file(PERSON), {}, kill_at=(4, 10), outage_at=5, duration=139.4)
+
+
+def _clean(case, redis_server, data_dir) -> dict:
+    """The reference: the case's file processed once, undisturbed."""
+    rt = _runtime(redis_server, data_dir, case.sampler)
     try:
-        rt.add(str(path), stream_id="clean")
+        rt.add(str(case.path), stream_id=SID)
         status = rt.wait(timeout=600)
-        segs = _segments(rt, "clean")
+        segs = _segments(rt, SID)
+        every = _segments(rt, SID, event=None)
+        wm = _wm(rt, SID)
     finally:
         rt.close()
-    return {**status["clean"], "prefix": rt.settings.runtime.redis_prefix}, segs
+    prefix = rt.settings.runtime.redis_prefix
+    return {"case": case, "status": status[SID], "prefix": prefix, "segs": segs, "all": every, "wm": wm}
+
+
+@pytest.fixture(scope="module")
+def demo_clean(ray_local, redis_server, data_dir, demo_case):
+    return _clean(demo_case, redis_server, data_dir)
+
+
+@pytest.fixture(scope="module")
+def footage_clean(ray_local, redis_server, data_dir, footage_case):
+    return _clean(footage_case, redis_server, data_dir)
+
+
+@pytest.fixture(scope="module", params=["demo", "footage"])
+def clean_run(request):
+    """The clean run of each case: the drills below run once per case."""
+    return request.getfixturevalue(f"{request.param}_clean")
 
 
 @pytest.mark.timeout(900)
-def test_person_segments_match_ground_truth(clean_run):
-    status, segs = clean_run
+def test_person_segments_match_ground_truth(footage_clean):
+    status, segs = footage_clean["status"], footage_clean["segs"]
     assert status["state"] == "done", status
     truth = _truth_from_csv() if (FOOTAGE / "events.csv").is_file() else TRUTH
     assert len(truth) == 6
@@ -93,15 +151,31 @@ def test_person_segments_match_ground_truth(clean_run):
         assert seg.state == "closed" and seg.start_utc.year == 2017  # absolute time from the file's epoch
 
 
-def test_no_scene_cut_on_a_static_camera(clean_run, redis_server):
+def test_no_scene_cut_on_a_static_camera(footage_clean):
     # The clip has no cuts (a fast exit at 43.6-45 s fools frame differencing, not the cut detector).
-    status, _ = clean_run
-    store = SegmentStore.from_url(redis_server.url, prefix=status["prefix"])
-    try:
-        assert store.query(stream="clean", event="scene_cut") == []
-        assert {s.event for s in store.query(stream="clean")} == {"person_present"}
-    finally:
-        store.close()
+    assert [s for s in footage_clean["all"] if s.event == "scene_cut"] == []
+    assert {s.event for s in footage_clean["all"]} == {"person_present"}
+
+
+@pytest.mark.timeout(900)
+def test_demo_segments_repeat_with_each_copy_of_the_clip(demo_clean):
+    """bikes.mp4 six times: the whole minute is processed, and each copy gives the first copy's segments
+    shifted by 10 s, every event (times are the frames' own PTS; nothing lost, split or doubled)."""
+    status, every, wm = demo_clean["status"], demo_clean["all"], demo_clean["wm"]
+    assert status["state"] == "done" and status["restarts"] == 0, status
+    assert int(status["clips"]) == wm["clip_index"] + 1 >= 30, (status, wm)
+    assert 59.96 <= wm["footage_s"] <= 62.0, wm  # the end of the last clip: the last frame (59.96 s) is in it
+    assert all(s.state == "closed" and 0.0 <= s.start <= s.end < COPY_S * COPIES for s in every), every
+    first = sorted((s.event, s.start, s.end) for s in every if s.start < COPY_S)
+    assert {"person_present", "car_present", "scene_cut"} <= {e for e, _, _ in first}, first
+    assert all(e < COPY_S for _, _, e in first)  # no segment runs across a copy's end
+    for k in range(1, COPIES):
+        copy_k = sorted((s.event, s.start, s.end) for s in every if k * COPY_S <= s.start < (k + 1) * COPY_S)
+        shifted = [(e, a + k * COPY_S, b + k * COPY_S) for e, a, b in first]
+        assert [e for e, _, _ in copy_k] == [e for e, _, _ in shifted], (k, copy_k, first)
+        for (_, a, b), (_, a0, b0) in zip(copy_k, shifted):
+            assert a == pytest.approx(a0, abs=1e-3) and b == pytest.approx(b0, abs=1e-3), (k, copy_k, shifted)
+    assert len({s.id for s in every}) == len(every) == COPIES * len(first)
 
 
 def _kill_after(rt, stream_id, clip_marks, *, redis_server=None):
@@ -114,7 +188,7 @@ def _kill_after(rt, stream_id, clip_marks, *, redis_server=None):
             while time.time() < deadline:
                 if _wm(rt, stream_id).get("clip_index", -1) >= mark:
                     break
-                time.sleep(0.2)
+                time.sleep(0.05)
             worker = rt.worker(stream_id)
             ray.kill(worker, no_restart=False)
             kills.append(mark)
@@ -126,63 +200,71 @@ def _kill_after(rt, stream_id, clip_marks, *, redis_server=None):
 
 @pytest.mark.timeout(900)
 def test_worker_killed_twice_mid_file_gives_identical_segments(clean_run, redis_server, data_dir):
-    _, reference = clean_run
-    path = footage_file(PERSON)
-    rt = _runtime(redis_server, data_dir)
+    case, reference = clean_run["case"], clean_run["all"]
+    rt = _runtime(redis_server, data_dir, case.sampler)
     try:
-        rt.add(str(path), stream_id="crashy")
-        drill, kills = _kill_after(rt, "crashy", [4, 10])
-        status = rt.wait(timeout=600)["crashy"]
+        rt.add(str(case.path), stream_id=SID)
+        drill, kills = _kill_after(rt, SID, case.kill_at)
+        status = rt.wait(timeout=600)[SID]
         drill.join(timeout=60)
-        segs = _segments(rt, "crashy")
-        all_segs = _segments(rt, "crashy", event=None)
+        all_segs = _segments(rt, SID, event=None)
+        wm = _wm(rt, SID)
     finally:
         rt.close()
-    assert kills == [4, 10]
-    assert status["state"] == "done" and status["restarts"] == 2, status
-    assert [(s.start, s.end, s.score, s.state) for s in segs] == [(s.start, s.end, s.score, s.state) for s in reference]
+    assert kills == list(case.kill_at)
+    assert status["state"] == "done", status
+    assert wm["clip_index"] == clean_run["wm"]["clip_index"] and wm["footage_s"] == clean_run["wm"]["footage_s"]
+    assert _same(all_segs) == _same(reference)  # same ids, events, times, scores: exactly once
     assert len({s.id for s in all_segs}) == len(all_segs)  # nothing duplicated
+    assert status["restarts"] == 2, status  # both deaths counted
 
 
 @pytest.mark.timeout(900)
 def test_redis_outage_mid_run_loses_nothing(clean_run, redis_server, data_dir):
-    _, reference = clean_run
-    path = footage_file(PERSON)
-    rt = _runtime(redis_server, data_dir)
+    case, reference = clean_run["case"], clean_run["all"]
+    rt = _runtime(redis_server, data_dir, case.sampler)
     try:
-        rt.add(str(path), stream_id="outage")
+        rt.add(str(case.path), stream_id=SID)
         deadline = time.time() + 300
-        while _wm(rt, "outage").get("clip_index", -1) < 5 and time.time() < deadline:
-            time.sleep(0.2)
+        while _wm(rt, SID).get("clip_index", -1) < case.outage_at and time.time() < deadline:
+            time.sleep(0.1)
         redis_server.stop()
         time.sleep(4)
         redis_server.start()
-        status = rt.wait(timeout=600)["outage"]
-        segs = _segments(rt, "outage")
+        status = rt.wait(timeout=600)[SID]
+        segs = _segments(rt, SID, event=None)
     finally:
         if not redis_server.running:
             redis_server.start()
         rt.close()
     assert status["state"] == "done", status
-    assert [(s.start, s.end, s.score) for s in segs] == [(s.start, s.end, s.score) for s in reference]
+    assert _same(segs) == _same(reference)
 
 
 @pytest.mark.timeout(900)
 @pytest.mark.rtsp
-def test_two_files_and_a_camera_through_one_pool(ray_local, redis_server, data_dir, synthetic, tmp_path):
+@pytest.mark.parametrize("case", ["demo", "footage"])
+def test_two_files_and_a_camera_through_one_pool(ray_local, redis_server, data_dir, synthetic, tmp_path, request, case):
+    """A real file, a synthetic one, a corrupt one and an RTSP camera at once. ``demo``: bikes.mp4, and the
+    camera serves bikes.mp4 × 6, in 2 s clips (the camera's three clips take 6 s of real time, not 24 s);
+    ``footage``: car-detection.mp4 (with a silent audio track), and the camera serves the person clip."""
     from rtsp_server import RtspServer
 
-    cam_file = footage_file("car-detection.mp4")
+    if case == "demo":
+        file, cam_file = request.getfixturevalue("demo_clip"), request.getfixturevalue("demo_long")
+        sampler = {"clip_seconds": 2.0}
+    else:
+        file, cam_file, sampler = footage_file("car-detection.mp4"), footage_file(PERSON), None
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(os.urandom(100_000))
-    rt = _runtime(redis_server, data_dir)
+    rt = _runtime(redis_server, data_dir, sampler)
     try:
-        with RtspServer(footage_file(PERSON), mount="/cam") as cam:
-            rt.add(str(cam_file), stream_id="cars")
+        with RtspServer(cam_file, mount="/cam") as cam:
+            rt.add(str(file), stream_id="file")
             rt.add(synthetic["cfr"].path, stream_id="synthetic")
             rt.add(str(corrupt), stream_id="corrupt")
             rt.add(cam.url, stream_id="cam")
-            status = rt.wait(timeout=600, stream_ids=["cars", "synthetic", "corrupt"])
+            status = rt.wait(timeout=600, stream_ids=["file", "synthetic", "corrupt"])
             # The camera keeps running until stopped; give it time to produce clips.
             deadline = time.time() + 120
             while time.time() < deadline and _wm(rt, "cam").get("clip_index", -1) < 2:
@@ -194,26 +276,28 @@ def test_two_files_and_a_camera_through_one_pool(ray_local, redis_server, data_d
             rt.stop("cam")
             final = rt.status()
         cam_wm = _wm(rt, "cam")
+        file_segs = _segments(rt, "file", event=None)
     finally:
         rt.close()
-    assert status["cars"]["state"] == "done" and status["synthetic"]["state"] == "done", status
+    assert status["file"]["state"] == "done" and status["synthetic"]["state"] == "done", status
     assert status["corrupt"]["state"] == "failed" and "corrupt.mp4" in status["corrupt"]["error"]
     assert live["state"] == "running" and cam_wm.get("clip_index", -1) >= 2
     assert final["cam"]["state"] == "stopped"
+    assert "car_present" in {s.event for s in file_segs}, file_segs  # both files are street scenes
     # One model pool scored every stream's clips, several clips per batch (cross-stream batching).
-    clips = sum(int(final[s].get("clips") or 0) for s in ("cars", "synthetic", "cam"))
+    clips = sum(int(final[s].get("clips") or 0) for s in ("file", "synthetic", "cam"))
     assert pool["clips"] >= clips - 2 and pool["batches"] < pool["clips"], (pool, clips)
 
 
 @pytest.mark.timeout(600)
-def test_qwen_events_end_to_end_with_a_tiny_model(ray_local, redis_server, data_dir, tmp_path):
+def test_qwen_events_end_to_end_with_a_tiny_model(ray_local, redis_server, data_dir, tmp_path, demo_clip):
     """Runtime + a tiny random Qwen2.5-VL over real footage → segments in Redis. With random weights
     the content is noise: this checks plumbing, times and idempotency, not accuracy."""
     pytest.importorskip("torch")
     from longwatch.actors.runtime import Runtime
     from tests.tiny_qwen import make_tiny_checkpoint
 
-    clip = footage_file("bikes.mp4")
+    clip = demo_clip  # the same bytes as shared/footage/bikes.mp4
     ckpt = make_tiny_checkpoint(tmp_path / "tiny-qwen")
     events = (
         "- event: cyclist\n  backend: qwen2_5_vl\n  prompt: a person rides a bicycle\n  threshold: 0.05\n"
