@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from waiting import processes_mentioning
 
 from longwatch.pipeline.identity import default_stream_id
 
@@ -61,7 +62,6 @@ def test_inspect_bad_input_exits_2_with_a_message(tmp_path):
 
 
 def test_env_overrides_config(synthetic):
-    import os
 
     env = {**os.environ, "LONGWATCH_SAMPLER__MAX_FPS": "1", "LONGWATCH_SAMPLER__MIN_FPS": "1"}
     out = run("inspect", synthetic["cfr"].path, "--json", env=env)
@@ -76,7 +76,6 @@ def test_env_overrides_config(synthetic):
 
 
 def _runtime_env(tmp_path):
-    import os
     import tempfile
 
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "RAY_ADDRESS")}
@@ -136,7 +135,7 @@ def test_run_then_query_and_streams(tmp_path, demo_clip):
     assert len(cuts) >= 3 and all(0 < t < 10 for t in cuts), cuts
     s = subprocess.run(LONGWATCH + ["streams", "--json"], capture_output=True, text=True, timeout=60, env=env)
     info = [json.loads(line) for line in s.stdout.splitlines()]
-    assert [(i["stream"], i["state"]) for i in info] == [(default_stream_id(str(clip)), "done")]
+    assert [(i["id"], i["state"]) for i in info] == [(default_stream_id(str(clip)), "done")]
 
 
 def test_run_rejects_bad_events_before_starting(tmp_path):
@@ -166,23 +165,6 @@ def test_query_rejects_mixed_time_kinds(tmp_path):
         env=env,
     )
     assert out.returncode == 2 and "both" in out.stderr
-
-
-def _processes_mentioning(*needles: str) -> list[str]:
-    """Processes whose command line or working directory names one of ``needles`` (redis-server
-    rewrites its command line, but runs in its data dir)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            cwd = os.readlink(proc / "cwd")
-        except OSError:
-            continue
-        if any(n in args or cwd.startswith(n) for n in needles):
-            found.append(f"{proc.name} {args} (cwd {cwd})")
-    return found
 
 
 @pytest.mark.timeout(400)
@@ -225,13 +207,15 @@ def test_sigterm_saves_the_watermark_leaves_nothing_running_and_a_second_run_res
     # Nothing of that run is left: no Ray process of its temp dir, no Redis server on its data dir.
     deadline = time.time() + 20
     while (
-        left := _processes_mentioning(env["RAY_TMPDIR"], env["LONGWATCH_RUNTIME__DATA_DIR"])
+        left := processes_mentioning(env["RAY_TMPDIR"], env["LONGWATCH_RUNTIME__DATA_DIR"])
     ) and time.time() < deadline:
         time.sleep(0.5)
     assert left == [], left
     s = subprocess.run(LONGWATCH + ["streams", "--json"], capture_output=True, text=True, timeout=60, env=env)
     first = json.loads(s.stdout.splitlines()[0])
-    assert first["state"] == "stopped" and 30 <= float(first["footage_s"]) < duration - 1, first
+    assert (
+        first["state"] == "paused" and first["desired"] == "paused" and 30 <= float(first["footage_s"]) < duration - 1
+    ), first
     # Run again: it resumes from the watermark and finishes; the segments are whole.
     again = subprocess.run(LONGWATCH + ["run", str(clip)], capture_output=True, text=True, timeout=300, env=env)
     assert again.returncode == 0, again.stderr[-2000:]
