@@ -47,14 +47,21 @@ from typing import TypeVar
 import numpy as np
 
 from .config import Settings
-from .errors import LongwatchError, SourceError, StoreError, StreamFencedError, StreamIdentityError
+from .errors import (
+    LongwatchError,
+    SourceError,
+    SourceUnreachableError,
+    StoreError,
+    StreamFencedError,
+    StreamIdentityError,
+)
 from .events import EventsSpec
 from .identity import check_identity, fingerprints
 from .retry import Backoff, retry_call
 from .sampler import sample_clips
 from .secrets import redact
 from .segmenter import Segmenter, SegmentUpdate
-from .source import Source
+from .source import Source, classify
 from .types import Clip, Segment
 
 log = logging.getLogger(__name__)
@@ -202,6 +209,28 @@ class StreamProcessor:
             rep.state, rep.reason = "running", ""
             self._status()
 
+    def _open(self) -> Source:
+        """Open the source. A camera that does not answer is a transient fault: the stream waits
+        (state ``waiting``, the reason) and tries again with the source's backoff until it answers or
+        :meth:`stop` (:class:`_Interrupted`). A file's errors, a bad URL or an unset ``${VAR}`` fail now."""
+        cfg = self.settings.source
+
+        def on_retry(_attempt: int, exc: BaseException, delay: float) -> None:
+            self._wait(f"source unreachable ({exc}), retrying in {delay:.1f} s")
+
+        try:
+            return retry_call(
+                lambda: Source.open(self.uri, config=cfg, start_at=self.start_at),
+                retry_on=SourceUnreachableError if classify(self.uri)[0] != "file" else (),
+                backoff=Backoff(initial_s=min(cfg.backoff_initial_s, cfg.backoff_max_s), cap_s=cfg.backoff_max_s),
+                on_retry=on_retry,
+                stop_event=self._stop,
+            )
+        except SourceUnreachableError as exc:
+            if self._stop.is_set():
+                raise _Interrupted from exc
+            raise
+
     def _redis(self, fn: Callable[[], T], what: str) -> T:
         """Run a store operation (idempotent). Redis away past the store's own retry deadline is a
         transient fault too: the stream waits with backoff (state ``waiting``) and carries on, with
@@ -248,9 +277,14 @@ class StreamProcessor:
             rep.state = "stopped"
             return rep
         try:
-            src = Source.open(self.uri, config=self.settings.source, start_at=self.start_at)
+            src = self._open()
+            rep.reason = ""
+        except _Interrupted:
+            rep.state, rep.reason = "stopped", ""
+            self._status()
+            return rep
         except SourceError as exc:
-            rep.state, rep.error = "failed", str(exc)
+            rep.state, rep.reason, rep.error = "failed", "", str(exc)
             self._status()
             raise
         try:  # the id must still name this source and this pipeline (never "done" for another file)

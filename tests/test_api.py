@@ -144,6 +144,19 @@ def test_a_new_users_mistakes_get_clear_errors(service, tmp_path):
     port = free_port()  # nothing listens there: a dead camera
     rc, _out, err = _cli(service, "add", f"rtsp://admin:hunter2@127.0.0.1:{port}/cam", timeout=90)
     assert rc == 2 and "unreachable" in err and "validate=false" in err and "hunter2" not in err, err
+    # Added anyway (it may come back): it waits, says why, and its password shows nowhere.
+    rc, out, err = _cli(
+        service, "add", f"rtsp://admin:hunter2@127.0.0.1:{port}/cam", "--id", "deadcam", "--no-validate"
+    )
+    assert rc == 0 and "hunter2" not in out + err, out + err
+    client = Client(service["url"])
+    st = until(lambda: (s := client.stream("deadcam"))["state"] in ("waiting", "failed") and s, 60)
+    assert st["source"] == f"rtsp://admin:***@127.0.0.1:{port}/cam" and st["reason"] + st["error"], st
+    listing = httpx.get(f"{service['url']}/api/v1/streams", timeout=30).text
+    rc, out, err = _cli(service, "streams", "--json")
+    assert "hunter2" not in listing + out + err and "hunter2" not in service["log"].read_text()
+    client.remove("deadcam", purge=True)
+    until(lambda: not any(s["id"] == "deadcam" for s in client.streams()), 60)
     rc, _out, err = _cli(service, "add", str(garbage), "--id", "../../etc")
     assert rc == 2 and "stream id" in err, err
     rc, _out, err = _cli(service, "add", str(garbage), "--sampler", "max_fsp=2")
