@@ -237,6 +237,7 @@ class Controller:
     def _supervise(self, entry: _Entry) -> None:
         sid = entry.spec.id
         limit = self.settings.runtime.max_worker_restarts
+        pid = self._pid(entry)
         while True:
             entry.state = "running"
             try:
@@ -244,31 +245,31 @@ class Controller:
             except RayTaskError as exc:  # the stream itself failed (bad source …): it fails alone
                 self._ended(entry, "failed", error=redact(str(exc.cause if exc.cause else exc).splitlines()[0]))
                 return
-            except ActorUnavailableError:  # unreachable for now (starting, a network blip): not a death
-                if entry.stopping or not self._until_alive(entry):
-                    self._ended(entry, "stopped" if entry.stopping else "failed", error="the worker stayed unreachable")
-                    return
-                continue
-            except RayActorError as exc:  # the worker process died, or we killed it
+            except RayActorError as exc:  # the worker process died (or was unreachable a while), or we killed it
                 if entry.stopping == "lost":
                     self._replace_lost(entry)
                     return
                 if entry.stopping:
                     self._ended(entry, "stopped")
                     return
+                # Call run() again only once Ray has brought the worker back: a call made while it is
+                # still restarting fails too, and must not count as another death.
+                back = self._until_alive(entry)
+                new_pid = self._pid(entry) if back else None
+                if back and isinstance(exc, ActorUnavailableError) and new_pid == pid:
+                    continue  # the same process, unreachable for a moment: not a death
+                pid = new_pid
                 entry.restarts += 1
                 log.warning("stream %s: worker died (%s); restart %d", sid, type(exc).__name__, entry.restarts)
                 if entry.restarts > limit:
                     self._ended(entry, "failed", error=f"worker died {entry.restarts} times")
                     return
+                if not back:
+                    self._ended(entry, "failed", error="the worker did not come back after it died")
+                    return
                 entry.state = "restarting"
                 reason = f"worker died ({type(exc).__name__}); restart {entry.restarts}, resuming from the watermark"
                 self._publish(sid, state="restarting", reason=reason, restarts=entry.restarts, last_restart=reason)
-                # Call run() again only once Ray has brought the worker back: a call made while it is
-                # still restarting fails too, and must not count as another death.
-                if not self._until_alive(entry):
-                    self._ended(entry, "failed", error="the worker did not come back after it died")
-                    return
                 continue
             except Exception as exc:  # never let a supervisor thread die silently
                 self._ended(entry, "failed", error=f"{type(exc).__name__}: {redact(str(exc))}")
@@ -276,6 +277,13 @@ class Controller:
             entry.result = result
             self._ended(entry, "stopped" if entry.stopping else result.get("state", "done"))
             return
+
+    @staticmethod
+    def _pid(entry: _Entry) -> int | None:
+        try:
+            return ray.get(entry.worker.pid.remote(), timeout=30.0)
+        except Exception:
+            return None
 
     def _until_alive(self, entry: _Entry, timeout_s: float = 180.0) -> bool:
         """Wait until a restarted worker answers (True), or ``timeout_s`` passes or it is stopped (False)."""
