@@ -52,7 +52,7 @@ test: apt $(VENV)/.test-deps $(DEMO_CLIP)
 	ln -s ../../../pipeline build/mypy/longwatch/pipeline
 	ln -s ../../../model build/mypy/longwatch/model
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 bench: apt $(VENV)/.test-deps
 	$(BIN)/python bench/ingest.py
