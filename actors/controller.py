@@ -399,16 +399,19 @@ class Controller:
         return self.entries[stream_id].worker
 
     def stop(self, stream_id: str | None = None, timeout: float = 30.0) -> None:
-        """Stop workers (all, or one) without touching the specs: the service is shutting down, and
-        the next controller resumes them from their watermarks."""
+        """Stop every worker without touching the specs (the runtime is shutting down; the next
+        controller resumes them from their watermarks), or one stream, whose spec is paused."""
         with self._lock:
             if stream_id is None:
                 self._closing.set()
+            elif self.registry.find(stream_id) is not None:
+                # One stream: its spec says paused now, or the next pass would start it again.
+                self.registry.set_state(stream_id, "paused")
             ids = [stream_id] if stream_id else list(self.entries)
             stopping = [self.entries[s] for s in ids if s in self.entries and self.entries[s].state in ACTIVE]
             for entry in stopping:
                 if not entry.stopping:
-                    self._stop_worker(entry, "close")
+                    self._stop_worker(entry, "paused" if stream_id else "close")
         deadline = time.monotonic() + timeout
         for entry in stopping:
             entry.finished.wait(max(0.0, deadline - time.monotonic()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -18,6 +19,8 @@ from longwatch.pipeline.secrets import redact
 from . import model_pool
 from .controller import Controller, controller_name
 from .logs import route_ray_logs
+
+log = logging.getLogger(__name__)
 
 
 class RuntimeAlreadyRunningError(ConfigError):
@@ -243,14 +246,16 @@ class Runtime:
 
     def _pause_unfinished(self) -> None:
         """One-shot: a stream this run added and did not finish is paused, so a later ``serve`` on the
-        same data does not pick it up unasked (``run`` again resumes it)."""
-        try:
-            status = self.status()
-            for sid in self.stream_ids:
-                if status.get(sid, {}).get("state") not in ("done", "failed") and self.registry is not None:
+        same data does not pick it up unasked (``run`` again resumes it). Read from Redis (what the
+        workers wrote last), not from the controller, which may be gone already."""
+        if self.registry is None or self.store is None:
+            return
+        for sid in self.stream_ids:
+            try:
+                if self.store.meta(sid).get("state") not in ("done", "failed"):
                     self.registry.set_state(sid, "paused")
-        except Exception:
-            pass
+            except Exception as exc:  # Redis away at shutdown: the spec stays as it was
+                log.warning("stream %s: could not pause its spec at shutdown: %s", sid, exc)
 
     def __enter__(self) -> Runtime:
         return self.start()

@@ -179,13 +179,42 @@ class EmbeddedRedis:
             return False
         self.port = port
         if owner and pid_alive(owner):
-            self.owned = False  # someone else's server: use it, never stop it
+            self.owned = False  # someone else's server: use it; its owner hands it over if it leaves first
             self._attached = True
+            self._attached_mark().touch()
         else:
             self.owned = True  # its owner died: adopt it
             self._adopted_pid = pid
             self._owner_pid = os.getpid()
             self._write_state(pid)
+        return True
+
+    def _attached_mark(self) -> Path:
+        """A file per process attached to another's server: its owner does not stop it under them."""
+        folder = self.data_dir / "attached"
+        folder.mkdir(exist_ok=True)
+        return folder / str(os.getpid())
+
+    def _live_attached(self) -> list[int]:
+        folder = self.data_dir / "attached"
+        pids = []
+        for mark in folder.glob("*") if folder.is_dir() else []:
+            pid = int(mark.name) if mark.name.isdigit() else 0
+            if pid and pid != os.getpid() and pid_alive(pid):
+                pids.append(pid)
+            elif pid != os.getpid():
+                mark.unlink(missing_ok=True)
+        return pids
+
+    def _hand_over(self, pid: int) -> bool:
+        """Leave the running server to attached processes instead of stopping it under them: the state
+        names the first of them as its owner, which stops it when it leaves (see :meth:`stop`)."""
+        others = self._live_attached()
+        if not others:
+            return False
+        tmp = self._state_path().with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pid": pid, "port": self.port, "owner": others[0], "binary": self.binary}))
+        tmp.replace(self._state_path())
         return True
 
     def _write_state(self, pid: int) -> None:
@@ -274,6 +303,22 @@ class EmbeddedRedis:
     def stop(self, timeout_s: float = 15.0) -> None:
         """Shut the server down cleanly (AOF flushed) if this process owns it."""
         with self._lock:
+            if self._attached:  # someone else's server: stop it only if it was handed over to us
+                self._attached_mark().unlink(missing_ok=True)
+                try:
+                    state = json.loads(self._state_path().read_text())
+                    handed = int(state.get("owner", 0)) == os.getpid()
+                except (OSError, ValueError, TypeError):
+                    handed = False
+                if not handed:
+                    self._attached = False
+                    return
+                self.owned, self._attached, self._adopted_pid = True, False, int(state["pid"])
+            live = self.proc.pid if self.proc is not None else self._adopted_pid
+            if self.owned and live is not None and pid_alive(live) and self._hand_over(live):
+                self.proc, self._adopted_pid, self.owned = None, None, False
+                _LIVE.discard(self)
+                return
             if self.proc is not None:
                 if self.proc.poll() is None:
                     self.proc.send_signal(signal.SIGTERM)

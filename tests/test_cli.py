@@ -168,7 +168,9 @@ def test_query_rejects_mixed_time_kinds(tmp_path):
 
 
 @pytest.mark.timeout(400)
-@pytest.mark.parametrize("case", ["demo", "footage"])
+# The team's person clip ("footage") makes the same drill 35 s longer and shows nothing the demo does
+# not: the service drills (tests/test_service.py) stop the person clip mid-file by SIGTERM as well.
+@pytest.mark.parametrize("case", ["demo"])
 def test_sigterm_saves_the_watermark_leaves_nothing_running_and_a_second_run_resumes(tmp_path, request, case):
     """SIGTERM is what systemd and Kubernetes send; it takes the same path as Ctrl-C (SIGINT).
 

@@ -61,5 +61,5 @@ def test_a_file_stopped_after_any_clip_resumes_to_identical_segments(redis_serve
     settings = _settings(**sampler)
     reference = _run(redis_server, demo_long, settings, scorer, None)
     assert {e for _i, e, *_ in reference} >= {"person_present", "scene_cut"}, reference
-    for k in (1, 3, 5):
+    for k in (2, 5):
         assert _run(redis_server, demo_long, settings, scorer, k) == reference, f"stopped after clip {k}"
