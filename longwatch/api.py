@@ -239,6 +239,31 @@ def _check_events(text: str) -> None:
         raise ApiError(422, "invalid_events", str(exc)) from None
 
 
+def _check_served(wanted, served) -> None:
+    """A stream's own events must be among the service's (the model pools score those): the same
+    name with the same definition. Anything else would never be scored, so it is refused now."""
+
+    def definition(ev) -> dict:
+        return {k: v for k, v in ev.model_dump(mode="json").items() if k != "description"}
+
+    known = {ev.event: definition(ev) for ev in served.events}
+    for ev in wanted.events:
+        if ev.event not in known:
+            raise ApiError(
+                422,
+                "unknown_event",
+                f"event {ev.event!r} is not one the service scores ({', '.join(sorted(known))}); "
+                "start `longwatch serve --events FILE` with it",
+            )
+        if definition(ev) != known[ev.event]:
+            raise ApiError(
+                422,
+                "unknown_event",
+                f"event {ev.event!r} differs from the service's definition of it; use the service's, or "
+                "start `longwatch serve --events FILE` with yours",
+            )
+
+
 def _when(value: str | None, name: str) -> tuple[float | None, Any]:
     if value is None:
         return None, None
@@ -265,6 +290,8 @@ def _new_spec(body: StreamIn, store: SegmentStore, registry: Registry, events_te
         sid = check_stream_id(body.id) if body.id is not None else default_stream_id(body.source)
         kind, _target = classify(body.source)
         events = load_events(body.events if body.events is not None else events_text)
+        if body.events is not None:
+            _check_served(events, load_events(events_text))
         spec = StreamSpec(  # checks the sampler's keys (and values) with a message naming them
             id=sid, source=redact(body.source), events=body.events, sampler=body.sampler, start_at=body.start_at
         )

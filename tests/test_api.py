@@ -161,6 +161,10 @@ def test_a_new_users_mistakes_get_clear_errors(service, tmp_path):
     assert rc == 2 and "stream id" in err, err
     rc, _out, err = _cli(service, "add", str(garbage), "--sampler", "max_fsp=2")
     assert rc == 2 and "max_fsp" in err, err
+    cats = tmp_path / "cats.yaml"  # an event the service's pools do not score: refused, not silently unscored
+    cats.write_text("- event: cat_present\n  detector: {class: cat, min_score: 0.4}\n")
+    rc, _out, err = _cli(service, "add", str(garbage), "--events", str(cats))
+    assert rc == 2 and "'cat_present' is not one the service scores" in err, err
     rc, _out, err = _cli(service, "pause", "nosuchstream")
     assert rc == 2 and "no stream 'nosuchstream'" in err, err
     # Over HTTP: typed JSON errors with a stable code.
