@@ -84,10 +84,10 @@ class Client:
     # ---- streams ----------------------------------------------------------------------------------
 
     def health(self) -> bool:
+        """Whether a longwatch service answers at the URL (anything else there, or nothing, is False)."""
         try:
-            self._call("GET", "/healthz")
-            return True
-        except ServiceUnavailableError:
+            return self._http.get("/healthz", timeout=5.0).json() == {"status": "ok"}
+        except (httpx.HTTPError, ValueError):
             return False
 
     def add(
