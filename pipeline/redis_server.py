@@ -132,6 +132,7 @@ class EmbeddedRedis:
         self.owned = False
         self._adopted_pid: int | None = None
         self._attached = False
+        self._attached_to = 0  # the owner's pid when this handle attached
         self._owner_pid: int | None = None
         self._lock = threading.Lock()
 
@@ -181,7 +182,9 @@ class EmbeddedRedis:
         if owner and pid_alive(owner):
             self.owned = False  # someone else's server: use it; its owner hands it over if it leaves first
             self._attached = True
-            self._attached_mark().touch()
+            self._attached_to = owner
+            if owner != os.getpid():
+                self._attached_mark().touch()
         else:
             self.owned = True  # its owner died: adopt it
             self._adopted_pid = pid
@@ -304,12 +307,13 @@ class EmbeddedRedis:
         """Shut the server down cleanly (AOF flushed) if this process owns it."""
         with self._lock:
             if self._attached:  # someone else's server: stop it only if it was handed over to us
-                self._attached_mark().unlink(missing_ok=True)
                 try:
                     state = json.loads(self._state_path().read_text())
-                    handed = int(state.get("owner", 0)) == os.getpid()
+                    handed = int(state.get("owner", 0)) == os.getpid() != self._attached_to
                 except (OSError, ValueError, TypeError):
                     handed = False
+                if self._attached_to != os.getpid():
+                    self._attached_mark().unlink(missing_ok=True)
                 if not handed:
                     self._attached = False
                     return
