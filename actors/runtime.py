@@ -165,7 +165,9 @@ class Runtime:
                 ray.kill(existing, no_restart=True)
                 time.sleep(0.5)
             try:
-                return Controller.options(name=name, lifetime="detached").remote(
+                # The service's controller outlives this process (on a cluster); a one-shot run's
+                # dies with it, like the rest of the run.
+                return Controller.options(name=name, lifetime="detached" if self.service else None).remote(
                     self.settings.model_dump_json(),
                     self.events_text,
                     self.redis_url,
