@@ -64,16 +64,28 @@ class BackendPool:
 
         self.kind = kind
         self.backend = load_backend(kind, load_events(events_text), **options)
-        self.score.set_max_batch_size(max_batch_clips)
-        self.score.set_batch_wait_timeout_s(batch_wait_s)
+        self._score_batch.set_max_batch_size(max_batch_clips)
+        self._score_batch.set_batch_wait_timeout_s(batch_wait_s)
         self.batches = 0
         self.clips = 0
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.05)
-    async def score(self, clips: list) -> list[dict]:
+    async def _score_batch(self, clips: list) -> list[tuple[dict, int]]:
+        """One batch of clips (from :meth:`score` and :meth:`score_and_batch` alike) through the backend:
+        each clip's scores, with the size of the batch."""
         self.batches += 1
         self.clips += len(clips)
-        return self.backend.score(clips)
+        n = len(clips)
+        return [(scores, n) for scores in self.backend.score(clips)]
+
+    async def score(self, clip) -> dict:
+        """A clip's scores, in the backend's format (``{event: per-frame scores}``)."""
+        scores, _n = await self._score_batch(clip)
+        return scores
+
+    async def score_and_batch(self, clip) -> tuple[dict, int]:
+        """A clip's scores (as :meth:`score`) and the number of clips in the batch that scored it."""
+        return await self._score_batch(clip)
 
     async def stats(self) -> dict:
         """Batches and clips this replica scored, and the backend's own counters where it keeps some."""

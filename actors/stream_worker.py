@@ -19,7 +19,7 @@ import ray
 from longwatch.pipeline.config import Settings
 from longwatch.pipeline.events import load_events
 from longwatch.pipeline.store import SegmentStore
-from longwatch.pipeline.worker import StreamProcessor
+from longwatch.pipeline.worker import ModelCall, Scores, StreamProcessor
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=4)
@@ -66,27 +66,35 @@ class StreamWorker:
                 time.sleep(min(0.25, every))
 
     def _score_fn(self):
-        """Send each clip to the pool of every backend its events use (concurrently); merge the scores."""
+        """Send each clip to the pool of every backend its events use (concurrently); merge the scores.
+        The answer says what each pool call took and how many clips its batch held (:class:`Scores`):
+        the processor keeps them as the status' model latency and batch-size histograms."""
         from longwatch.actors import model_pool
 
         prefix = self.settings.runtime.redis_prefix  # the pools of THIS runtime, never another's
-        pools = [model_pool.handle(kind, prefix) for kind in sorted({e.backend for e in self.events.events})]
+        kinds = sorted({e.backend for e in self.events.events})
+        pools = [(kind, model_pool.handle(kind, prefix)) for kind in kinds]
         timeout = self.settings.runtime.model_timeout_s
 
         def score(clip):
-            pending = [pool.score.remote(clip) for pool in pools]
+            sent = time.perf_counter()
+            pending = [(kind, pool.score_and_batch.remote(clip)) for kind, pool in pools]
             deadline = time.monotonic() + timeout
             merged: dict = {}
+            calls: list[ModelCall] = []
             try:
-                for response in pending:
-                    merged.update(response.result(timeout_s=max(0.0, deadline - time.monotonic())))
+                for kind, response in pending:
+                    scores, batch = response.result(timeout_s=max(0.0, deadline - time.monotonic()))
+                    # answers are collected in turn: a second pool's time includes any wait for the first
+                    calls.append(ModelCall(kind, time.perf_counter() - sent, int(batch)))
+                    merged.update(scores)
             except BaseException as exc:
-                for response in pending:  # a hung replica must not keep working on a clip we retry
+                for _kind, response in pending:  # a hung replica must not keep working on a clip we retry
                     response.cancel()
                 if isinstance(exc, TimeoutError):
                     raise TimeoutError(f"model pool gave no answer within {timeout:g} s") from exc
                 raise
-            return merged
+            return Scores(merged, calls)
 
         return score
 

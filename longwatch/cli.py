@@ -493,7 +493,7 @@ def query(
         raise typer.BadParameter("give --from/--to both as stream seconds or both as ISO times")
     if (url or os.environ.get("LONGWATCH_URL")) and not redis_url:
         with _service_errors(), _client(url, data_dir, required=True) as client:
-            rows = client.events(stream=stream, event=event, after=from_, before=to, limit=10_000)
+            rows = list(client.events(stream=stream, event=event, after=from_, before=to))
         if as_json:
             for r in rows:
                 print(json.dumps(r))
@@ -691,6 +691,14 @@ def follow(
     try:
         with _service_errors(), _client(url, None, required=True) as client:
             for item in client.follow(stream=stream):
+                if item["kind"] == "stream.state":
+                    st = item["stream"]
+                    if as_json:
+                        print(json.dumps({"kind": item["kind"], **st}), flush=True)
+                    else:
+                        why = f"  ({st['reason']})" if st.get("reason") else ""
+                        console.print(f"state  {st['stream']}  {st['state']}{why}")
+                    continue
                 seg = item["segment"]
                 if as_json:
                     print(json.dumps({"kind": item["kind"], **seg}), flush=True)
@@ -704,6 +712,72 @@ def follow(
         pass
 
 
+token_app = typer.Typer(
+    no_args_is_help=True,
+    help="API tokens of `longwatch serve`: stored hashed in <data dir>/tokens (or LONGWATCH_TOKENS_FILE).",
+)
+app.add_typer(token_app, name="token")
+
+
+def _tokens_file(data_dir: str | None) -> Path:
+    from .auth import tokens_path
+
+    return tokens_path(_settings(data_dir=data_dir))
+
+
+@token_app.command("create")
+def token_create(
+    scope: str = typer.Option("read", "--scope", help="read (query, follow) or admin (also add, change, remove)"),
+    name: str | None = typer.Option(None, "--name", help="a name to revoke it by (default: scope-N)"),
+    data_dir: str | None = typer.Option(None, "--data-dir"),
+) -> None:
+    """Make a token and print it (the only time it is shown: only its hash is kept). A running service
+    accepts it within a second."""
+    from .auth import SCOPES, create_token, list_tokens
+
+    if scope not in SCOPES:
+        raise typer.BadParameter(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+    path = _tokens_file(data_dir)
+    try:
+        if name is None:
+            taken = {t.name for t in list_tokens(path)} if path.exists() else set()
+            name = next(f"{scope}-{i}" for i in range(1, 10_000) if f"{scope}-{i}" not in taken)
+        token = create_token(path, scope=scope, name=name)
+    except (LongwatchError, OSError) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    print(token)
+    err_console.print(
+        f"token {name!r} ({scope}) saved hashed in {path}; give it to clients as LONGWATCH_TOKEN or "
+        "`Authorization: Bearer …`; it is not shown again"
+    )
+
+
+@token_app.command("list")
+def token_list(data_dir: str | None = typer.Option(None, "--data-dir")) -> None:
+    """The tokens' names and scopes (never the tokens)."""
+    from .auth import list_tokens
+
+    path = _tokens_file(data_dir)
+    entries = list_tokens(path) if path.exists() else []
+    for entry in entries:
+        print(f"{entry.name}\t{entry.scope}")
+    if not entries:
+        err_console.print(f"no tokens in {path}")
+
+
+@token_app.command("revoke")
+def token_revoke(name: str = typer.Argument(...), data_dir: str | None = typer.Option(None, "--data-dir")) -> None:
+    """Remove a token by name (a running service refuses it within a second)."""
+    from .auth import revoke_token
+
+    path = _tokens_file(data_dir)
+    if not path.exists() or not revoke_token(path, name):
+        err_console.print(f"[bold red]error:[/] no token named {name!r} in {path}")
+        raise typer.Exit(2)
+    err_console.print(f"revoked {name!r}")
+
+
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="address to listen on (loopback by default)"),
@@ -712,9 +786,15 @@ def serve(
     address: str | None = typer.Option(None, "--address", help="Ray cluster address (or RAY_ADDRESS); default: local"),
     redis_url: str | None = typer.Option(None, "--redis-url", help="Redis URL (or REDIS_URL); default: embedded"),
     data_dir: str | None = typer.Option(None, "--data-dir", help="embedded Redis data, model cache, logs"),
+    media_root: list[Path] = typer.Option(
+        [], "--media-root", help="a folder whose files HTTP clients may add (repeat; or LONGWATCH_MEDIA_ROOTS)"
+    ),
 ) -> None:
     """Run the always-on service: Ray, Redis, the controller and the HTTP API, until SIGINT/SIGTERM.
-    Every stream whose spec says running resumes from its watermark, with no command."""
+    Every stream whose spec says running resumes from its watermark, with no command.
+
+    API tokens (``longwatch token create``, or LONGWATCH_API_TOKENS): once any exists every route but
+    /healthz needs one; a non-loopback --host needs one."""
     import os
     import socket
 
@@ -722,21 +802,32 @@ def serve(
     from longwatch.client import SERVE_FILE
     from longwatch.pipeline.events import default_events_path, load_events
 
+    from .auth import LiveTokenSet, install_log_redaction, is_loopback, media_roots, tokens_path
+
     settings = _settings(ray_address=address, redis_url=redis_url, data_dir=data_dir)
+    if media_root:
+        settings = settings.model_copy(update={"media_roots": os.pathsep.join(str(p.absolute()) for p in media_root)})
     try:
         events_text = (events or Path(default_events_path())).read_text()
         load_events(events_text)
+        tokens = LiveTokenSet(settings)
+        roots = media_roots(settings)
     except (LongwatchError, OSError) as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(2) from None
+    if not is_loopback(host) and not tokens.enabled:
+        err_console.print(
+            f"[bold red]error:[/] refusing to listen on {host} without API tokens: anyone who reaches it could "
+            f"add and remove streams. Create one with `longwatch token create --scope admin` (stored hashed in "
+            f"{tokens_path(settings)}) or set LONGWATCH_API_TOKENS, or listen on 127.0.0.1."
+        )
+        raise typer.Exit(2)
     try:  # a taken port fails now, before Ray and Redis start
         with socket.create_server((host, port)):
             pass
     except OSError as exc:
         err_console.print(f"[bold red]error:[/] cannot listen on {host}:{port}: {exc.strerror or exc}")
         raise typer.Exit(2) from None
-    if host not in ("127.0.0.1", "::1", "localhost"):
-        err_console.print(f"[yellow]warning:[/] listening on {host}: the API has no authentication yet")
     runtime = Runtime(settings, events_text=events_text, service=True)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     serve_file = Path(settings.runtime.data_dir) / SERVE_FILE
@@ -773,13 +864,20 @@ def serve(
             nudge=nudge,
             ready=ready,
             live_status=live_status,
+            tokens=tokens,
+            media_roots=roots,
         )
+        install_log_redaction()
         server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning", lifespan="off"))
         shown = f"[{host}]" if ":" in host else host
         serve_file.write_text(json.dumps({"url": f"http://{shown}:{port}", "pid": os.getpid()}))
         err_console.print(
             f"longwatch serving on [bold]http://{shown}:{port}[/] (API /api/v1, docs /docs); "
             f"data in {settings.runtime.data_dir}; Ctrl-C to stop"
+        )
+        err_console.print(
+            f"  tokens: {len(tokens) or 'none (open to this machine only)'}; files over HTTP from: "
+            + (", ".join(str(r) for r in roots) or "nowhere (--media-root DIR allows a folder)")
         )
         # uvicorn stops on SIGINT / SIGTERM itself, then raises the signal again with the handler it
         # found: ignored, so that the clean-up below is not cut short.

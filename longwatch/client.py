@@ -51,7 +51,9 @@ def service_url(url: str | None = None, *, data_dir: str | os.PathLike | None = 
 
 class Client:
     def __init__(self, url: str | None = None, *, token: str | None = None, timeout: float = 30.0):
+        """``token``: an API token (default: ``LONGWATCH_TOKEN``), sent as ``Authorization: Bearer``."""
         self.url = service_url(url)
+        token = token if token is not None else os.environ.get("LONGWATCH_TOKEN") or None
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
@@ -134,27 +136,75 @@ class Client:
         event: str | None = None,
         after: str | float | None = None,
         before: str | float | None = None,
-        limit: int = 1000,
-    ) -> list[dict]:
-        params = {
-            k: v for k, v in dict(stream=stream, event=event, after=after, before=before).items() if v is not None
+        min_score: float | None = None,
+        state: str | None = None,
+        order: str = "asc",
+        limit: int | None = None,
+        page_size: int = 1000,
+    ) -> Iterator[dict]:
+        """Every segment overlapping [after, before] (stream seconds or ISO UTC), page by page
+        (``page_size`` a request), at most ``limit`` in all."""
+        params: dict[str, Any] = {
+            k: v
+            for k, v in dict(
+                stream=stream, event=event, after=after, before=before, min_score=min_score, state=state
+            ).items()
+            if v is not None
         }
-        return self._call("GET", "/api/v1/events", params={**params, "limit": limit})
+        params["order"] = order
+        given = 0
+        cursor = None
+        while True:
+            size = page_size if limit is None else min(page_size, limit - given)
+            if size <= 0:
+                return
+            body = self._call(
+                "GET", "/api/v1/events", params={**params, "limit": size, **({"cursor": cursor} if cursor else {})}
+            )
+            for item in body["items"]:
+                given += 1
+                yield item
+            cursor = body.get("next_cursor")
+            if not cursor:
+                return
 
-    def follow(self, *, stream: str | None = None, since: str | None = None) -> Iterator[dict]:
-        """The live feed: ``{"kind": "segment.close", "cursor": …, "segment": {…}}`` dicts, forever.
-        A dropped connection is re-made with the last cursor, so nothing is missed or seen twice."""
+    def event(self, event_id: str) -> dict:
+        return self._call("GET", f"/api/v1/events/{event_id}")
+
+    def timeline(
+        self, *, after: str | float, before: str | float, streams: list[str] | None = None, bucket: float | None = None,
+        event: str | None = None,
+    ) -> dict:  # fmt: skip
+        params: dict[str, Any] = {"after": after, "before": before}
+        if streams:
+            params["streams"] = ",".join(streams)
+        if bucket:
+            params["bucket"] = bucket
+        if event:
+            params["event"] = event
+        return self._call("GET", "/api/v1/timeline", params=params)
+
+    def follow(
+        self, *, stream: str | None = None, event: str | None = None, since: str | None = None
+    ) -> Iterator[dict]:
+        """The live feed, forever: ``{"kind": "segment.close", "cursor": …, "segment": {…}}`` for segments
+        (kinds segment.open / segment.update / segment.close) and ``{"kind": "stream.state", "cursor": …,
+        "stream": {"stream", "state", "reason", "at"}}`` for state changes. A dropped connection (or a
+        restarting service) is re-made with the last cursor, so nothing is missed or seen twice."""
         cursor = since
         while True:
             headers = {"Accept": "text/event-stream", **({"Last-Event-ID": cursor} if cursor else {})}
-            params = {"stream": stream} if stream else {}
+            params = {k: v for k, v in dict(stream=stream, event=event).items() if v}
             try:
                 with self._http.stream(
-                    "GET", "/api/v1/events/live", headers=headers, params=params, timeout=None
+                    "GET", "/api/v1/events/live", headers=headers, params=params, timeout=httpx.Timeout(30, read=60)
                 ) as response:
                     if response.status_code >= 400:
                         response.read()
-                        body = response.json()
+                        try:
+                            body = response.json()
+                        except ValueError:
+                            body = {"message": response.text[:500]}
                         raise ApiError(response.status_code, body.get("code", "error"), body.get("message", ""))
                     kind, ident, data = "message", None, []
                     for line in response.iter_lines():
@@ -163,7 +213,9 @@ class Client:
                         if not line:
                             if data:
                                 cursor = ident or cursor
-                                yield {"kind": kind, "cursor": ident, "segment": json.loads("\n".join(data))}
+                                payload = json.loads("\n".join(data))
+                                key = "stream" if kind == "stream.state" else "segment"
+                                yield {"kind": kind, "cursor": ident, key: payload}
                             kind, ident, data = "message", None, []
                             continue
                         name, _, value = line.partition(":")

@@ -165,3 +165,18 @@ class Settings(BaseSettings):
     runtime: RuntimeConfig = RuntimeConfig()
     vlm: VLMConfig = VLMConfig()
     tokens_per_second: float = Field(TOKENS_PER_SECOND, gt=0)
+    # The HTTP API of ``longwatch serve`` (longwatch/auth.py reads these; plain strings, not JSON).
+    api_tokens: str = Field(
+        "",
+        repr=False,
+        exclude=True,  # never serialized: model_dump_json() goes to the Ray controller and workers
+        description="API tokens, comma-separated 'scope:token' entries, scope read or admin (LONGWATCH_API_TOKENS)",
+    )
+    tokens_file: str | None = Field(
+        None, description="the hashed tokens file (LONGWATCH_TOKENS_FILE); None = <runtime.data_dir>/tokens"
+    )
+    media_roots: str = Field(
+        "",
+        description="directories HTTP clients may add files from, separated by os.pathsep "
+        "(LONGWATCH_MEDIA_ROOTS); empty = none",
+    )

@@ -18,26 +18,55 @@ from .types import Segment
 if TYPE_CHECKING:
     from redis.cluster import RedisCluster
 
-__all__ = ["FeedRecord", "feed_entry", "read_feed"]
+__all__ = ["SEGMENT_KINDS", "STATE", "FeedRecord", "feed_entry", "read_feed", "records_from", "state_entry"]
+
+
+SEGMENT_KINDS = ("open", "update", "close")
+STATE = "state"
 
 
 @dataclass(frozen=True)
 class FeedRecord:
     """One live-feed record: ``kind`` is ``open`` (a new open segment), ``update`` (an open segment
-    grew, or a stored segment changed) or ``close`` (a segment reached its closed state)."""
+    grew, or a stored segment changed), ``close`` (a segment reached its closed state), each with its
+    ``segment``; or ``state`` (the stream's state changed), with ``status`` (``stream``, ``state``,
+    ``reason``, ``at``) and no segment."""
 
     id: str
     kind: str
-    segment: Segment
+    segment: Segment | None = None
+    status: dict[str, Any] | None = None
 
     @property
     def stream_id(self) -> str:
-        return self.segment.stream_id
+        if self.segment is not None:
+            return self.segment.stream_id
+        return str((self.status or {}).get("stream", ""))
 
 
 def feed_entry(kind: str, seg_id: str, fields: dict[str, str]) -> dict[str, str]:
     """The fields of the feed record (XADD) for a segment written with ``fields``."""
     return {"kind": kind, "id": seg_id, **fields}
+
+
+def state_entry(stream_id: str, state: str, reason: str, at: float) -> dict[str, str]:
+    """The fields of the feed record (XADD) for a stream whose state became ``state``."""
+    return {"kind": STATE, "stream": stream_id, "state": state, "reason": reason, "at": repr(float(at))}
+
+
+def records_from(entries: list) -> list[FeedRecord]:
+    """Feed records from XREAD / XRANGE entries (``(id, fields)`` pairs)."""
+    out = []
+    for entry_id, fields in entries:
+        f = text_dict(fields)
+        kind = f.pop("kind", "")
+        if kind == STATE:
+            status: dict[str, Any] = {"stream": f.get("stream", ""), "state": f.get("state", "")}
+            status.update(reason=f.get("reason", ""), at=float(f.get("at", "0") or 0))
+            out.append(FeedRecord(text(entry_id), kind, None, status))
+        elif kind in SEGMENT_KINDS:
+            out.append(FeedRecord(text(entry_id), kind, segment_from_fields(f)))
+    return out
 
 
 def read_feed(
@@ -73,9 +102,4 @@ def read_feed(
         res = retrying(functools.partial(client.xread, {feed_key: last_id}, count=count, block=blk))
         if res or block_ms is None or time.monotonic() >= deadline:
             break
-    out = []
-    for _key, entries in res or []:
-        for entry_id, fields in entries:
-            f = text_dict(fields)
-            out.append(FeedRecord(text(entry_id), f.pop("kind"), segment_from_fields(f)))
-    return out
+    return [rec for _key, entries in res or [] for rec in records_from(entries)]

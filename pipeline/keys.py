@@ -8,6 +8,7 @@ every key of one stream lives in one slot and a stream's transaction never cross
     lw:{cam3}:meta              hash    epoch, source, head, retention_s, status fields (JSON values)
     lw:{cam3}:wm                hash    the watermark: an arbitrary small dict (JSON values)
     lw:{cam3}:events            set     event names that have an index
+    lw:{cam3}:counts            hash    event → number of stored segments (kept in the commit's MULTI)
     lw:{cam3}:seg:<id>          hash    one segment: stream, event, start, end, epoch, score, state, UTC
     lw:{cam3}:idx:<event>       zset    overlap index (below)
     lw:{cam3}:feed              stream  open / update / close records (XADD, approximate MAXLEN)
@@ -133,6 +134,9 @@ class KeyLayout:
 
     def feed(self, stream_id: str) -> str:
         return self.key(stream_id, "feed")
+
+    def counts(self, stream_id: str) -> str:
+        return self.key(stream_id, "counts")
 
     def seg(self, stream_id: str, seg_id: str) -> str:
         return self.key(stream_id, "seg", seg_id)

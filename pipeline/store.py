@@ -9,6 +9,11 @@ MULTI/EXEC, under WATCH of the segments' keys. Segment ids are deterministic, so
 a segment whose stored fields are already identical is skipped, so a replay writes no duplicate feed
 record either (also when a reply was lost and redis-py retried the transaction).
 
+Counts: ``<prefix>:{<stream>}:counts`` (event → stored segments) is kept exact in the same transactions:
+``commit`` adds one for each segment it creates (a replay or an update of a stored segment adds nothing),
+retention takes one off for each segment it deletes, ``bulk_load`` counts each segment it creates
+(a script per segment, so a reload counts nothing twice), and ``drop_stream`` deletes it with the rest.
+
 Outages: ``SegmentStore.from_url`` configures redis-py's retry (exponential backoff on connection
 errors and timeouts, health checks, socket timeouts), and every public method also retries as a
 whole (:func:`.retry.retry_call`) until ``retry_deadline_s`` passes; all writes are idempotent, so
@@ -34,7 +39,7 @@ from redis.retry import Retry
 from redis.typing import EncodableT, FieldT
 
 from .errors import StoreError, StoreKeyError, StreamFencedError
-from .feed import FeedRecord, feed_entry, read_feed
+from .feed import FeedRecord, feed_entry, read_feed, state_entry
 from .keys import (
     DEFAULT_INDEX_CHUNK,
     KeyLayout,
@@ -65,6 +70,14 @@ T = TypeVar("T")
 _RETRYABLE = (RedisConnectionError, RedisTimeoutError)
 _BACKOFF = Backoff(initial_s=0.05, cap_s=1.0)
 
+# bulk_load's write of one segment: KEYS = the segment's hash, the stream's counts; ARGV = the event,
+# then the hash's fields and values. A segment that was not stored yet is counted.
+_HSET_COUNTED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('HINCRBY', KEYS[2], ARGV[1], 1) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return 1
+"""
+
 
 def _fields(d: dict[str, str]) -> dict[FieldT, EncodableT]:
     """``d`` as redis-py's type for hash and stream fields (HSET mapping, XADD): its key type is a
@@ -88,11 +101,31 @@ class StreamInfo:
     stream_id: str
     meta: dict[str, Any] = field(default_factory=dict)
     watermark: dict[str, Any] | None = None
+    counts: dict[str, int] | None = None  # event → stored segments, where asked for (``streams(counts=True)``)
 
     @property
     def epoch(self) -> datetime:
         value = self.meta.get("epoch")
         return parse_dt(value) if value else UNIX_EPOCH
+
+
+# set_status with a state: write the meta; if the state differs from the stored one, append a state
+# record to the feed. KEYS: meta, feed. ARGV: new state (JSON), feed maxlen, n feed fields, the feed
+# fields' names and values, then the meta fields' names and values.
+_SET_STATUS_LUA = """
+local old = redis.call('HGET', KEYS[1], 'state')
+local n = tonumber(ARGV[3])
+local entry = {}
+for i = 4, 3 + 2 * n do entry[#entry + 1] = ARGV[i] end
+local meta = {}
+for i = 4 + 2 * n, #ARGV do meta[#meta + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(meta))
+if old ~= ARGV[1] then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(entry))
+  return 1
+end
+return 0
+"""
 
 
 class SegmentStore:
@@ -231,13 +264,27 @@ class SegmentStore:
         """Publish runtime fields (``status="running"``, ``lag_s=0.4``, ``fps=1.0`` …) into the meta."""
         if not fields:
             return
+        now = time.time()
         mapping = {k: json.dumps(redact(v) if isinstance(v, str) else v, default=str) for k, v in fields.items()}
-        mapping["updated_at"] = json.dumps(time.time())
+        mapping["updated_at"] = json.dumps(now)
         meta_key = self.keys.meta(stream_id)
+        state = fields.get("state")
+        if state is None:
 
-        def run() -> None:
-            self.r.sadd(self.keys.registry, stream_id)
-            self.r.hset(meta_key, mapping=_fields(mapping))
+            def run() -> None:
+                self.r.sadd(self.keys.registry, stream_id)
+                self.r.hset(meta_key, mapping=_fields(mapping))
+
+        else:
+            # A state change also goes to the live feed, in the same atomic step as the meta (a Lua
+            # script on the stream's hash-tagged keys), so followers see each change once, in order.
+            entry = state_entry(stream_id, str(state), redact(str(fields.get("reason") or "")), now)
+            argv = [mapping["state"], str(self.feed_maxlen), str(len(entry))]
+            argv += [x for kv in entry.items() for x in kv] + [x for kv in mapping.items() for x in kv]
+
+            def run() -> None:
+                self.r.sadd(self.keys.registry, stream_id)
+                self.r.eval(_SET_STATUS_LUA, 2, meta_key, self.keys.feed(stream_id), *argv)
 
         self._retrying(run)
 
@@ -270,24 +317,34 @@ class SegmentStore:
     def stream_ids(self) -> list[str]:
         return sorted(text(x) for x in self._retrying(lambda: self.r.smembers(self.keys.registry)))
 
-    def streams(self) -> list[StreamInfo]:
-        """Registered streams with their meta (epoch, source, status, lag …) and watermark."""
+    def streams(self, *, counts: bool = False, watermarks: bool = True) -> list[StreamInfo]:
+        """Registered streams with their meta (epoch, source, status, lag …) and watermark (None with
+        ``watermarks=False``), and with ``counts=True`` their segment counts per event
+        (:meth:`segment_counts`). Two round trips."""
         ids = self.stream_ids()
+        parts = ["meta", *(["wm"] if watermarks else []), *(["counts"] if counts else [])]
 
         def run() -> list:
             pipe = self.r.pipeline(transaction=False)
             for sid in ids:
-                pipe.hgetall(self.keys.meta(sid))
-                pipe.hgetall(self.keys.wm(sid))
+                for part in parts:
+                    pipe.hgetall(self.keys.key(sid, part))
             return pipe.execute()
 
         res = self._retrying(run) if ids else []
         out = []
         for i, sid in enumerate(ids):
-            meta = {k: json.loads(v) for k, v in text_dict(res[2 * i]).items()}
-            wm = {k: json.loads(v) for k, v in text_dict(res[2 * i + 1]).items()} or None
-            out.append(StreamInfo(sid, meta, wm))
+            got = dict(zip(parts, (text_dict(x) for x in res[len(parts) * i : len(parts) * (i + 1)])))
+            meta = {k: json.loads(v) for k, v in got["meta"].items()}
+            wm = ({k: json.loads(v) for k, v in got["wm"].items()} or None) if watermarks else None
+            n = {k: int(v) for k, v in got["counts"].items()} if counts else None
+            out.append(StreamInfo(sid, meta, wm, n))
         return out
+
+    def segment_counts(self, stream_id: str) -> dict[str, int]:
+        """The number of segments the stream holds, per event (an event whose segments all expired: 0)."""
+        raw = text_dict(self._retrying(lambda: self.r.hgetall(self.keys.counts(stream_id))))
+        return {k: int(v) for k, v in raw.items()}
 
     def claim(self, stream_id: str, token: str) -> None:
         """Make ``token`` the stream's one writer: from now on only commits with ``owner=token`` land
@@ -295,7 +352,7 @@ class SegmentStore:
         self._retrying(lambda: self.r.set(self.keys.key(stream_id, "owner"), token))
 
     def drop_stream(self, stream_id: str) -> int:
-        """Delete every key of a stream (segments, index, watermark, meta, feed) in ONE MULTI/EXEC,
+        """Delete every key of a stream (segments, index, counts, watermark, meta, feed) in ONE MULTI/EXEC,
         then unregister it. Returns the number of keys deleted.
 
         The keys are listed (SCAN) under WATCH of the stream's meta and watermark, which every commit
@@ -363,6 +420,7 @@ class SegmentStore:
         wm_key = self.keys.wm(stream_id)
         feed_key = self.keys.feed(stream_id)
         events_key = self.keys.events(stream_id)
+        counts_key = self.keys.counts(stream_id)
         owner_key = self.keys.key(stream_id, "owner")
         result: dict[str, Any] = {}
 
@@ -412,6 +470,8 @@ class SegmentStore:
                 pipe.hset(key, mapping=_fields(new))
                 pipe.zadd(self.keys.idx(stream_id, seg.event), new_entries)
                 pipe.sadd(events_key, seg.event)
+                if not old:  # a new segment (ids are deterministic: a replay finds it stored)
+                    pipe.hincrby(counts_key, seg.event, 1)
                 if seg.state == "closed" and old.get("state") != "closed":
                     kind = "close"
                 elif not old:
@@ -452,10 +512,13 @@ class SegmentStore:
         self, stream_id: str, segments: Iterable[Segment], *, batch: int = 5000, epoch: datetime | None = None
     ) -> int:
         """Pipelined writes of many segments that the stream does not hold yet (imports, benchmarks):
-        no transaction, no feed records, no stale-entry cleanup. Returns the number written."""
+        no transaction, no feed records, no stale-entry cleanup. Each segment's hash is written by a
+        script that also counts it if it is new (:meth:`segment_counts` stays exact on a reload).
+        Returns the number written."""
         check_name("stream id", stream_id)
         chunk = self.index_chunk
         events_key = self.keys.events(stream_id)
+        counts_key = self.keys.counts(stream_id)
         n = 0
         buf: list[Segment] = []
         head = None
@@ -467,7 +530,11 @@ class SegmentStore:
                 for seg in items:
                     sid = seg.id
                     fields = segment_fields(seg, chunk)
-                    pipe.hset(self.keys.seg(stream_id, sid), mapping=_fields(fields))
+                    flat = [x for kv in fields.items() for x in kv]
+                    # (EVAL through execute_command: a cluster pipeline has no eval method of its own)
+                    pipe.execute_command(
+                        "EVAL", _HSET_COUNTED, 2, self.keys.seg(stream_id, sid), counts_key, seg.event, *flat
+                    )
                     by_event.setdefault(seg.event, {}).update(index_entries(sid, fields))
                 for ev, entries in by_event.items():
                     pipe.zadd(self.keys.idx(stream_id, ev), entries)
@@ -666,6 +733,7 @@ class SegmentStore:
 
     def _delete_batch(self, stream_id: str, ids: list[str], t: float, chunk: float) -> int:
         keys = [self.keys.seg(stream_id, sid) for sid in ids]
+        counts_key = self.keys.counts(stream_id)
         count = [0]
 
         def txn(pipe: redis.client.Pipeline) -> None:
@@ -680,6 +748,7 @@ class SegmentStore:
                     continue  # gone, or grew since the scan
                 pipe.zrem(self.keys.idx(stream_id, old["event"]), *index_entries(sid, old))
                 pipe.delete(key)
+                pipe.hincrby(counts_key, old["event"], -1)
                 n += 1
             count[0] = n
 

@@ -30,17 +30,26 @@ frame: ``query(stream=…, event="gap")`` lists a stream's outages.
 Backpressure: a reader thread decodes and samples into a bounded queue. For a file, a full queue
 blocks the reader (a slow model slows decoding). For a live source, a full queue drops the oldest
 waiting clip and counts it (a slow model sheds load instead of growing memory or lag).
+
+Status (:meth:`StreamReport.as_status`, published into the stream's meta every few clips and at every
+change of state; ``longwatch/metrics.py`` reads it at scrape time): footage, lag, processing ``fps``,
+``decode_fps`` / ``sampled_fps`` (frames decoded / kept in clips per wall second over the last
+:data:`RATE_WINDOW_S`), ``queue_depth`` (clips waiting in the bounded queue), ``dropped_clips``,
+``reconnects`` (of the source, this run), and, where the score function says what its model calls
+took (:class:`Scores`), the histograms ``model_latency_s`` and ``model_batch_size`` per backend kind
+(:mod:`.histograms`: cumulative buckets, fixed bounds). Counters count from the start of this run.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -56,6 +65,7 @@ from .errors import (
     StreamIdentityError,
 )
 from .events import EventsSpec
+from .histograms import BATCH_SIZE_BUCKETS, LATENCY_BUCKETS_S, Histogram
 from .identity import check_identity, fingerprints
 from .retry import Backoff, retry_call
 from .sampler import sample_clips
@@ -68,8 +78,28 @@ log = logging.getLogger(__name__)
 
 ScoreFn = Callable[[Clip], dict[str, np.ndarray]]
 GAP_EVENT = "gap"  # a segment over the outage between two sessions of a live stream (see "Live restarts")
+RATE_WINDOW_S = 10.0  # decode_fps and sampled_fps: frames per wall second over this last stretch
 T = TypeVar("T")
 _END = object()
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    """One call of a model pool for a clip, as the caller saw it: the pool's backend kind, the call's
+    wall time (from sending the clip to having its scores), and how many clips the pool's batch held."""
+
+    backend: str
+    latency_s: float
+    batch_size: int | None = None
+
+
+class Scores(dict):
+    """What a score function may return instead of a plain dict: the same ``{event: scores}`` mapping,
+    plus ``calls``, the :class:`ModelCall` s that produced it (for the status' model histograms)."""
+
+    def __init__(self, scores: Mapping[str, np.ndarray], calls: Iterable[ModelCall] = ()):
+        super().__init__(scores)
+        self.calls: tuple[ModelCall, ...] = tuple(calls)
 
 
 class _ScoreFailed(Exception):
@@ -95,6 +125,22 @@ class StreamReport:
     lag_s: float | None = None
     fps: float = 0.0
     reason: str = ""  # why the stream is ``waiting`` (model unavailable, Redis unreachable)
+    decode_fps: float = 0.0  # frames decoded per wall second (last RATE_WINDOW_S)
+    sampled_fps: float = 0.0  # frames kept in clips per wall second (last RATE_WINDOW_S)
+    queue_depth: int = 0  # clips waiting in the bounded queue for the model
+    reconnects: int = 0  # reconnections of a live source, this run
+    model_latency: dict[str, Histogram] = field(default_factory=dict)  # backend kind → seconds per call
+    model_batch_size: dict[str, Histogram] = field(default_factory=dict)  # backend kind → clips per batch
+
+    def observe_model_call(self, call: ModelCall) -> None:
+        """Add one model call to the backend's latency and batch-size histograms."""
+        lat = self.model_latency.get(call.backend) or Histogram(LATENCY_BUCKETS_S)
+        lat.observe(call.latency_s)
+        self.model_latency[call.backend] = lat
+        if call.batch_size is not None:
+            bat = self.model_batch_size.get(call.backend) or Histogram(BATCH_SIZE_BUCKETS)
+            bat.observe(call.batch_size)
+            self.model_batch_size[call.backend] = bat
 
     def as_status(self) -> dict:
         return {
@@ -109,6 +155,13 @@ class StreamReport:
             "lag_s": "" if self.lag_s is None else round(self.lag_s, 3),
             "fps": round(self.fps, 3),
             "speed": round(self.footage_s / self.wall_s, 2) if self.wall_s > 0 else 0.0,
+            "decode_fps": round(self.decode_fps, 3),
+            "sampled_fps": round(self.sampled_fps, 3),
+            "queue_depth": self.queue_depth,
+            "reconnects": self.reconnects,
+            # list(): a snapshot (the actor's status() reads the report from another thread)
+            "model_latency_s": {k: h.as_json() for k, h in list(self.model_latency.items())},
+            "model_batch_size": {k: h.as_json() for k, h in list(self.model_batch_size.items())},
         }
 
 
@@ -147,6 +200,8 @@ class StreamProcessor:
         self._gap_from: float | None = None  # a resumed live stream: where the outage began (stream s)
         self._close_open = False  # stop(close_open=True): a removed live stream closes its open segments
         self._token = uuid.uuid4().hex  # this run's claim on the stream (:meth:`SegmentStore.claim`)
+        self._sampled_frames = 0  # frames the sampler put into clips (the reader thread counts them)
+        self._rates: collections.deque[tuple[float, int, int]] = collections.deque()  # (t, decoded, sampled)
 
     def stop(self, *, close_open: bool = False) -> None:
         """Stop after the clip in hand; the watermark keeps the place. ``close_open`` (a live stream
@@ -365,6 +420,7 @@ class StreamProcessor:
                     on_sampler=lambda s: holder.setdefault("sampler", s),
                 ):
                     item = (clip, holder["sampler"].next_clip_t)
+                    self._sampled_frames += clip.n
                     while not self._stop.is_set():
                         try:
                             pending.put(item, timeout=0.2)
@@ -384,6 +440,7 @@ class StreamProcessor:
                 pending.put(_END)
 
         reader = threading.Thread(target=produce, name=f"reader-{self.stream_id}", daemon=True)
+        self._rates.append((time.monotonic(), src.stats.frames, self._sampled_frames))  # rates count from here
         reader.start()
         last_t = resume_at or 0.0
         try:
@@ -392,6 +449,7 @@ class StreamProcessor:
                 if item is _END:
                     break
                 clip, next_clip_t = item
+                rep.queue_depth = pending.qsize()
                 self._process(clip, next_clip_t, segmenters, src)
                 last_t = clip.end
                 rep.wall_s = time.perf_counter() - started
@@ -442,13 +500,30 @@ class StreamProcessor:
             src.stop()
             reader.join(timeout=5)
             rep.wall_s = time.perf_counter() - started
+            rep.reconnects = src.stats.reconnects
+            rep.decode_fps = rep.sampled_fps = 0.0  # not running any more
+            rep.queue_depth = 0
         self._status()
         return rep
+
+    def _measure_rates(self, src: Source) -> None:
+        """decode_fps and sampled_fps over the last :data:`RATE_WINDOW_S` of wall time."""
+        now, decoded, sampled = time.monotonic(), src.stats.frames, self._sampled_frames
+        marks = self._rates
+        marks.append((now, decoded, sampled))
+        while len(marks) > 2 and now - marks[1][0] >= RATE_WINDOW_S:
+            marks.popleft()  # keep one mark at least RATE_WINDOW_S old (or the first)
+        t0, decoded0, sampled0 = marks[0]
+        if now > t0:
+            self.report.decode_fps = (decoded - decoded0) / (now - t0)
+            self.report.sampled_fps = (sampled - sampled0) / (now - t0)
 
     def _process(self, clip: Clip, next_clip_t: float | None, segmenters: dict[str, Segmenter], src: Source) -> None:
         rep = self.report
         t0 = time.perf_counter()
         scores = self._score(clip)
+        for call in getattr(scores, "calls", ()):
+            rep.observe_model_call(call)
         updates: list[SegmentUpdate] = []
         for name, seg in segmenters.items():
             values = scores.get(name)
@@ -477,6 +552,8 @@ class StreamProcessor:
         rep.fps = clip.n / dt if dt > 0 else 0.0
         if src.live:
             rep.lag_s = (datetime.now(UTC) - clip.utc(clip.end - clip.start)).total_seconds()
+        rep.reconnects = src.stats.reconnects
+        self._measure_rates(src)
         if rep.clips % 5 == 1:
             self._status()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["redis_fixtures"]
+pytest_plugins = ["redis_fixtures", "service_fixture"]
 
 ROOT = Path(__file__).resolve().parents[1]
 FOOTAGE = Path(os.environ.get("LONGWATCH_FOOTAGE", ROOT.parent / "shared" / "footage"))

@@ -6,11 +6,8 @@ each a clear error at once that names what was wrong."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -25,41 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 LONGWATCH = [sys.executable, "-m", "longwatch.cli"]
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    """One `longwatch serve` for the module, on a free port; its env lets the CLI find it with no flags
-    (the data dir holds serve.json)."""
-    tmp = tmp_path_factory.mktemp("api")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "RAY_ADDRESS", "LONGWATCH_URL")}
-    env.update(
-        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
-        RAY_AUTH_MODE="disabled",
-        RAY_TMPDIR=tempfile.mkdtemp(prefix="lwapi-", dir="/tmp"),
-        LONGWATCH_RUNTIME__DATA_DIR=str(tmp / "data"),
-    )
-    log = tmp / "serve.log"
-    proc = subprocess.Popen(
-        LONGWATCH + ["serve", "--port", str(port)], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        assert proc.poll() is None, log.read_text()[-3000:]
-        try:
-            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.5)
-    yield {"url": url, "env": env, "log": log, "port": port}
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=120)
-    assert proc.returncode == 0, log.read_text()[-3000:]
-    assert not (tmp / "data" / "serve.json").exists()
-
-
 def _cli(service, *args, timeout=60):
     out = subprocess.run(
         LONGWATCH + list(args), env=service["env"], capture_output=True, text=True, timeout=timeout, cwd=ROOT
@@ -68,15 +30,15 @@ def _cli(service, *args, timeout=60):
 
 
 @pytest.mark.timeout(300)
-def test_add_follow_query_pause_resume_remove_from_another_terminal(service, demo_clip, tmp_path):
-    client = Client(service["url"])
+def test_add_follow_query_pause_resume_remove_from_another_terminal(service, demo_clip):
+    client = Client(service["url"], token=service["admin"])
     # follow the live feed from "another terminal" before the stream exists
     followed: list[dict] = []
     follower = threading.Thread(target=lambda: _take(client.follow(), 200, 90, into=followed), daemon=True)
     follower.start()
     time.sleep(1.0)
 
-    clip = tmp_path / "street.mp4"
+    clip = service["media"] / "street.mp4"
     clip.write_bytes(demo_clip.read_bytes())
     rc, out, err = _cli(service, "add", str(clip), "--id", "street")
     assert rc == 0 and "added street" in out, err
@@ -88,7 +50,7 @@ def test_add_follow_query_pause_resume_remove_from_another_terminal(service, dem
     rows = [json.loads(line) for line in subprocess.run(
         LONGWATCH + ["query", "--stream", "street", "--json"], env=service["env"], capture_output=True, text=True,
         timeout=60, cwd=ROOT).stdout.splitlines()]  # fmt: skip
-    assert rows == client.events(stream="street", limit=10000) and any(r["event"] == "person_present" for r in rows)
+    assert rows == list(client.events(stream="street")) and any(r["event"] == "person_present" for r in rows)
 
     # The feed carried every segment's close, once (with an SSE id to resume from).
     until(lambda: len([f for f in followed if f["kind"] == "segment.close"]) >= len(rows), 30)
@@ -97,7 +59,10 @@ def test_add_follow_query_pause_resume_remove_from_another_terminal(service, dem
     # Replay: from the cursor of the 2nd record on, exactly the records after it.
     cursor = followed[1]["cursor"]
     replay = _take(client.follow(since=cursor), len(followed) - 2, 20)
-    assert [(f["kind"], f["segment"]["id"]) for f in replay] == [(f["kind"], f["segment"]["id"]) for f in followed[2:]]
+    assert [_key(f) for f in replay] == [_key(f) for f in followed[2:]]
+    # Stream state changes are in the feed too: the stream went starting/running → done.
+    states = [f["stream"]["state"] for f in followed if f["kind"] == "stream.state"]
+    assert states[-1] == "done", [_key(f) for f in followed]
 
     rc, out, err = _cli(service, "streams", "--json")
     assert rc == 0, err
@@ -117,10 +82,16 @@ def test_add_follow_query_pause_resume_remove_from_another_terminal(service, dem
     rc, out, err = _cli(service, "remove", "street", "--purge")
     assert rc == 0 and "segments deleted" in out, err
     until(lambda: not any(s["id"] == "street" for s in client.streams()), 30)
-    assert client.events(stream="street") == []
+    assert list(client.events(stream="street")) == []
     with pytest.raises(ApiError) as info:
         client.stream("street")
     assert info.value.status == 404 and info.value.code == "not_found"
+
+
+def _key(item: dict) -> tuple:
+    if item["kind"] == "stream.state":
+        return item["kind"], item["stream"]["stream"], item["stream"]["state"], item["stream"]["at"]
+    return item["kind"], item["segment"]["id"], item["segment"]["end_s"]
 
 
 def _take(feed, n: int, timeout_s: float, *, into: list | None = None) -> list[dict]:
@@ -135,9 +106,11 @@ def _take(feed, n: int, timeout_s: float, *, into: list | None = None) -> list[d
 
 @pytest.mark.timeout(120)
 def test_a_new_users_mistakes_get_clear_errors(service, tmp_path):
-    rc, _out, err = _cli(service, "add", "no/such/clip.mp4")
-    assert rc == 2 and "no such file" in err and str(Path("no/such/clip.mp4").absolute()) in err, err
-    garbage = tmp_path / "garbage.mp4"
+    rc, _out, err = _cli(service, "add", "no/such/clip.mp4")  # outside the media root: refused, says where
+    assert rc == 2 and "outside the media roots" in err and str(Path("no/such/clip.mp4").absolute()) in err, err
+    rc, _out, err = _cli(service, "add", str(service["media"] / "no" / "such.mp4"))
+    assert rc == 2 and "no such file" in err and str(service["media"] / "no" / "such.mp4") in err, err
+    garbage = service["media"] / "garbage.mp4"
     garbage.write_bytes(b"\x00\x01not a video" * 1000)
     rc, _out, err = _cli(service, "add", str(garbage))
     assert rc == 2 and "not a readable video" in err, err
@@ -149,10 +122,10 @@ def test_a_new_users_mistakes_get_clear_errors(service, tmp_path):
         service, "add", f"rtsp://admin:hunter2@127.0.0.1:{port}/cam", "--id", "deadcam", "--no-validate"
     )
     assert rc == 0 and "hunter2" not in out + err, out + err
-    client = Client(service["url"])
+    client = Client(service["url"], token=service["admin"])
     st = until(lambda: (s := client.stream("deadcam"))["state"] in ("waiting", "failed") and s, 60)
     assert st["source"] == f"rtsp://admin:***@127.0.0.1:{port}/cam" and st["reason"] + st["error"], st
-    listing = httpx.get(f"{service['url']}/api/v1/streams", timeout=30).text
+    listing = httpx.get(f"{service['url']}/api/v1/streams", headers=service.headers("read"), timeout=30).text
     rc, out, err = _cli(service, "streams", "--json")
     assert "hunter2" not in listing + out + err and "hunter2" not in service["log"].read_text()
     client.remove("deadcam", purge=True)
@@ -168,11 +141,18 @@ def test_a_new_users_mistakes_get_clear_errors(service, tmp_path):
     rc, _out, err = _cli(service, "pause", "nosuchstream")
     assert rc == 2 and "no stream 'nosuchstream'" in err, err
     # Over HTTP: typed JSON errors with a stable code.
-    r = httpx.post(f"{service['url']}/api/v1/streams", json={"source": ""}, timeout=30)
+    r = httpx.post(f"{service['url']}/api/v1/streams", json={"source": ""}, headers=service.headers(), timeout=30)
     assert r.status_code == 422 and r.json()["code"] == "invalid" and "source" in r.json()["message"]
-    r = httpx.get(f"{service['url']}/api/v1/events", params={"after": "yesterday-ish"}, timeout=30)
+    r = httpx.get(
+        f"{service['url']}/api/v1/events",
+        params={"after": "yesterday-ish"},
+        headers=service.headers("read"),
+        timeout=30,
+    )
     assert r.status_code == 422 and r.json()["code"] == "invalid_time"
-    r = httpx.get(f"{service['url']}/api/v1/events/live", headers={"Last-Event-ID": "%%%"}, timeout=30)
+    r = httpx.get(
+        f"{service['url']}/api/v1/events/live", headers={"Last-Event-ID": "%%%", **service.headers("read")}, timeout=30
+    )
     assert r.status_code == 422 and r.json()["code"] == "invalid_cursor"
     # No service at the URL: says so, and how to start one.
     with pytest.raises(ServiceUnavailableError, match="longwatch serve"):

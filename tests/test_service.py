@@ -25,6 +25,7 @@ import pytest
 from conftest import FOOTAGE
 from waiting import free_port, processes_mentioning, until
 
+from longwatch.client import Client
 from longwatch.pipeline.identity import default_stream_id
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +44,7 @@ def _env(tmp_path: Path, port: int) -> dict[str, str]:
         LONGWATCH_SAMPLER__MIN_FPS="2",
         LONGWATCH_SAMPLER__MAX_FPS="2",
         LONGWATCH_RUNTIME__HEARTBEAT_S="1",
+        LONGWATCH_MEDIA_ROOTS=str(tmp_path),  # the files it adds lie in the test's folder
     )
     return env
 
@@ -75,7 +77,7 @@ class Service:
         return {s["id"]: s for s in httpx.get(f"{self.url}/api/v1/streams", timeout=30).json()}
 
     def segments(self, stream: str) -> list[dict]:
-        return httpx.get(f"{self.url}/api/v1/events", params={"stream": stream, "limit": 10000}, timeout=30).json()
+        return list(Client(self.url).events(stream=stream))
 
     def kill(self, sig: int) -> None:
         assert self.proc is not None

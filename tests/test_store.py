@@ -260,7 +260,7 @@ def test_keys_share_one_hash_tag_and_slot(store):
     store.set_status("cam-3", status="running", lag_s=0.4, fps=1.0)
     keys = store.stream_keys("cam-3")
     kinds = {k.split("}:", 1)[1].split(":")[0] for k in keys}
-    assert kinds == {"seg", "idx", "wm", "feed", "meta", "events"}
+    assert kinds == {"seg", "idx", "wm", "feed", "meta", "events", "counts"}
     assert all(k.startswith(f"{store.prefix}:{{cam-3}}:") and k.count("{") == 1 for k in keys)
     assert len({key_slot(k) for k in keys}) == 1
     assert key_slot(keys[0]) == key_slot("cam-3")
@@ -374,6 +374,59 @@ def test_retention(store):
     assert store.commit("cam3", [seg(start=9_000, end=9_001)], watermark={}).expired == 0
 
 
+def _brute_counts(store, stream):
+    out: dict[str, int] = {}
+    for s in store.query(stream=stream):
+        out[s.event] = out.get(s.event, 0) + 1
+    return out
+
+
+def test_segment_counts_are_exact_on_replay_update_and_retention(store):
+    """``counts`` (event → stored segments) moves in the commit's own transaction: a new segment adds
+    one, a replayed commit or a later version of a stored segment adds nothing, retention takes off
+    what it deletes; ``bulk_load`` counts only what it creates; ``drop_stream`` deletes the counts."""
+    assert store.segment_counts("cam3") == {}
+    segs = [seg(start=10 * i, end=10 * i + 5) for i in range(4)] + [
+        seg(event="car", start=3, end=4),
+        seg(event="car", start=200, end=260, state="open"),
+    ]
+    store.commit("cam3", segs, watermark={"clip": 1}, epoch=EPOCH)
+    assert store.segment_counts("cam3") == {"person": 4, "car": 2} == _brute_counts(store, "cam3")
+    # the same commit again (a worker replaying its clip after a crash; a retried transaction)
+    r = store.commit("cam3", list(reversed(segs)), watermark={"clip": 1}, epoch=EPOCH)
+    assert (r.written, r.unchanged) == (0, 6)
+    assert store.segment_counts("cam3") == {"person": 4, "car": 2}
+    # a later version of a stored segment (open → closed, same id) and one new segment
+    r = store.commit("cam3", [seg(event="car", start=200, end=230), seg(start=300, end=301)], watermark={"clip": 2})
+    assert (r.written, r.unchanged) == (2, 0)
+    assert store.segment_counts("cam3") == {"person": 5, "car": 2} == _brute_counts(store, "cam3")
+    info = {i.stream_id: i for i in store.streams(counts=True)}["cam3"]
+    assert info.counts == {"person": 5, "car": 2} and store.streams()[0].counts is None
+
+    # retention: an explicit expiry, then the per-stream retention applied by a commit
+    assert store.expire_before("cam3", 25) == 3  # person (0, 5), (10, 15), car (3, 4)
+    assert store.segment_counts("cam3") == {"person": 3, "car": 1} == _brute_counts(store, "cam3")
+    assert store.expire_before("cam3", 25) == 0
+    assert store.segment_counts("cam3") == {"person": 3, "car": 1}
+    store.set_retention("cam3", 100)
+    r = store.commit("cam3", [seg(event="car", start=400, end=401)], watermark={"clip": 3})
+    assert r.expired == 3  # head 401 − 100: person (20, 25), (30, 35) and car (200, 230) go
+    assert store.segment_counts("cam3") == {"person": 1, "car": 1} == _brute_counts(store, "cam3")
+    # replaying the commit that expired them changes nothing either
+    store.commit("cam3", [seg(event="car", start=400, end=401)], watermark={"clip": 3})
+    assert store.segment_counts("cam3") == {"person": 1, "car": 1}
+    store.expire_before("cam3", 1_000)
+    assert store.segment_counts("cam3") == {"person": 0, "car": 0} and store.query(stream="cam3") == []
+
+    # bulk_load counts what it creates, once, also when loaded again or over committed segments
+    bulk = [seg("lobby", ("person", "dog")[i % 2], i, i + 0.5) for i in range(50)]
+    store.commit("lobby", bulk[:5], watermark={})
+    assert store.bulk_load("lobby", bulk, batch=16) == 50
+    assert store.bulk_load("lobby", bulk[10:30], batch=16) == 20
+    assert store.segment_counts("lobby") == {"person": 25, "dog": 25} == _brute_counts(store, "lobby")
+    assert store.drop_stream("lobby") > 0 and store.segment_counts("lobby") == {}
+
+
 def test_query_in_utc(store):
     other_epoch = EPOCH + timedelta(hours=1)
     store.commit("cam3", [seg(start=60, end=90), seg(start=600, end=660, event="car")], watermark={}, epoch=EPOCH)
@@ -416,7 +469,7 @@ def test_streams_listing_and_drop_stream(store):
         assert infos[sid].meta["source"] == f"file:///v/{sid}.mp4" and infos[sid].meta["status"] == "running"
         assert infos[sid].meta["head"] == 900.0
     before = {sid: store.stream_keys(sid) for sid in names}
-    assert all(len(k) == 8 for k in before.values())  # 2 segments, 2 indexes, events, feed, meta, wm
+    assert all(len(k) == 9 for k in before.values())  # 2 segments, 2 indexes, events, counts, feed, meta, wm
 
     assert store.drop_stream("lobby") == len(before["lobby"])
     assert store.stream_keys("lobby") == [] and store.stream_ids() == sorted(["cam3", "cam-3"])
@@ -461,7 +514,7 @@ def test_cluster_spreads_streams_over_masters(cluster_store, redis_cluster):
     registry_master = redis_cluster.port_of_key(store.registry_key)
     for sid in streams:
         keys = store.stream_keys(sid)
-        assert len(keys) == 8 and {key_slot(k) for k in keys} == {key_slot(sid)}  # one slot per stream
+        assert len(keys) == 9 and {key_slot(k) for k in keys} == {key_slot(sid)}  # one slot per stream
     for port in redis_cluster.ports:
         node = redis_cluster.client(port)
         try:
@@ -516,7 +569,8 @@ def test_commits_survive_a_redis_outage(store, redis_server):
     feed = store.feed("cam3", count=10_000)
     assert [(r.kind, r.segment.start) for r in feed] == [("close", i * 10.0) for i in range(n)]  # none twice
     assert store.r.zcard(store.idx_key("cam3", "person")) == n
-    assert len(store.stream_keys("cam3")) == n + 5
+    assert len(store.stream_keys("cam3")) == n + 6  # segments, index, events, counts, feed, meta, wm
+    assert store.segment_counts("cam3") == {"person": n}  # counted once each, through the outage too
 
 
 def test_unreachable_server_raises_store_error(tmp_path):
