@@ -206,7 +206,8 @@ class Client:
                         except ValueError:
                             body = {"message": response.text[:500]}
                         raise ApiError(response.status_code, body.get("code", "error"), body.get("message", ""))
-                    kind, ident, data = "message", None, []
+                    kind, ident = "message", None
+                    data: list[str] = []
                     for line in response.iter_lines():
                         if line.startswith(":"):
                             continue

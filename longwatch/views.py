@@ -4,6 +4,7 @@ CLI's ``--json`` output and the HTTP API alike, so both say the same thing the s
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from typing import Any
 
 from longwatch.pipeline.secrets import redact
@@ -67,6 +68,7 @@ def stream_json(spec, meta: dict[str, Any] | None, *, stream_id: str | None = No
         **{k: meta.get(k) for k in STATUS_FIELDS if k not in ("error",)},
         "error": redact(str(meta.get("error") or "")),
         "heartbeat_age_s": round(time.time() - beat, 1) if isinstance(beat, (int, float)) else None,
+        "last_frame_utc": _last_frame_utc(meta),
     }
     if spec is not None:
         out.update(
@@ -78,3 +80,17 @@ def stream_json(spec, meta: dict[str, Any] | None, *, stream_id: str | None = No
             generation=spec.generation,
         )
     return out
+
+
+def _last_frame_utc(meta: dict[str, Any]) -> str | None:
+    """The wall time of the last frame processed (epoch + footage seconds); None without a known epoch."""
+    from longwatch.pipeline.keys import parse_dt
+
+    footage, epoch = meta.get("footage_s"), meta.get("epoch")
+    if not isinstance(footage, (int, float)) or not isinstance(epoch, str):
+        return None
+    try:
+        when = parse_dt(epoch)
+    except ValueError:
+        return None
+    return None if when == UNIX_EPOCH else (when + timedelta(seconds=float(footage))).isoformat()
