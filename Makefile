@@ -4,9 +4,11 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# GStreamer's RTSP server (tests serve footage on 127.0.0.1), ffmpeg (the benchmark's peer).
+# GStreamer's RTSP server (tests serve footage on 127.0.0.1), ffmpeg (the benchmark's peer), chromium
+# (the web UI's browser tests and bench/ui.py drive Debian's build through Playwright; no browser download).
 APT_PKGS := gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
-            gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav python3-gi ffmpeg
+            gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav python3-gi ffmpeg \
+            chromium
 DEMO_CLIP := sample_videos/demo/bikes.mp4
 
 .PHONY: demo test bench apt clean

@@ -81,6 +81,7 @@ class StreamWorker:
             pending = [(kind, pool.score_and_batch.remote(clip)) for kind, pool in pools]
             deadline = time.monotonic() + timeout
             merged: dict = {}
+            boxes: dict = {}  # the detector's box per frame, per event (thumbnails)
             calls: list[ModelCall] = []
             try:
                 for kind, response in pending:
@@ -88,13 +89,14 @@ class StreamWorker:
                     # answers are collected in turn: a second pool's time includes any wait for the first
                     calls.append(ModelCall(kind, time.perf_counter() - sent, int(batch)))
                     merged.update(scores)
+                    boxes.update(getattr(scores, "boxes", None) or {})
             except BaseException as exc:
                 for _kind, response in pending:  # a hung replica must not keep working on a clip we retry
                     response.cancel()
                 if isinstance(exc, TimeoutError):
                     raise TimeoutError(f"model pool gave no answer within {timeout:g} s") from exc
                 raise
-            return Scores(merged, calls)
+            return Scores(merged, calls, boxes)
 
         return score
 

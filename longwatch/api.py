@@ -25,10 +25,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.security import APIKeyCookie, APIKeyQuery, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
@@ -36,7 +37,7 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from longwatch.pipeline.errors import LongwatchError, SourceError, StoreError, StreamIdentityError
-from longwatch.pipeline.query import Filters, Position, QueryError, page, timeline
+from longwatch.pipeline.query import Filters, Position, QueryError, find_segment, page, timeline
 from longwatch.pipeline.registry import Registry, SpecExistsError, SpecNotFoundError, StreamSpec
 from longwatch.pipeline.secrets import redact
 from longwatch.pipeline.store import SegmentStore
@@ -50,7 +51,9 @@ API = "/api/v1"
 MAX_LIMIT = 10_000
 DEFAULT_LIMIT = 100
 MAX_BUCKETS = 5_000
-STATIC = Path(__file__).parent / "static"
+STATIC = (
+    Path(__file__).parent / "web-assets"
+)  # served at /static (a folder name Python cannot import: data, not a package)
 
 
 class ApiError(Exception):
@@ -173,12 +176,16 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed"}
+        codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
         return JSONResponse(
             {"code": codes.get(exc.status_code, "error"), "message": str(exc.detail)}, status_code=exc.status_code
         )
 
     # ---- auth -------------------------------------------------------------------------------------
+
+    bearer = HTTPBearer(auto_error=False, description="an API token: read, or admin to change streams")
+    query_key = APIKeyQuery(name=QUERY, auto_error=False, description="the token (read-only GET routes)")
+    cookie_key = APIKeyCookie(name=COOKIE, auto_error=False, description="the token (read-only GET routes)")
 
     def authorizer(scope: str, *, browser: bool):
         async def check(request: Request) -> str:
@@ -199,7 +206,22 @@ def create_app(
                 raise ApiError(403, "forbidden", f"this needs a token with the {scope!r} scope")
             return have
 
-        return check
+        if browser:  # declared in the OpenAPI document: header, query parameter or cookie
+
+            async def check_browser(
+                request: Request,
+                _h: Any = Security(bearer),
+                _q: Any = Security(query_key),
+                _c: Any = Security(cookie_key),
+            ) -> str:
+                return await check(request)
+
+            return check_browser
+
+        async def check_header(request: Request, _h: Any = Security(bearer)) -> str:
+            return await check(request)
+
+        return check_header
 
     read = Depends(authorizer("read", browser=False))
     read_browser = Depends(authorizer("read", browser=True))
@@ -264,17 +286,46 @@ def create_app(
         return JSONResponse(app.openapi())
 
     @app.get("/docs", include_in_schema=False, dependencies=[read_browser])
-    async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(
+    async def docs(request: Request) -> HTMLResponse:
+        page_html = get_swagger_ui_html(
             openapi_url="/openapi.json",
             title="longwatch API",
             swagger_js_url="/static/vendor/swagger-ui/swagger-ui-bundle.js",
             swagger_css_url="/static/vendor/swagger-ui/swagger-ui.css",
             swagger_favicon_url="/static/favicon.svg",
         )
+        given = request.query_params.get(QUERY)
+        if given and tokens.enabled:  # opened as /docs?token=…: the page's own fetches carry it as a cookie
+            page_html.set_cookie(COOKIE, given, httponly=True, samesite="strict")
+        return page_html
 
     if STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def ui() -> Response:
+        """The timeline page (static; it holds no data: what it shows it fetches with the user's token)."""
+        page_file = STATIC / "ui" / "index.html"
+        if not page_file.is_file():
+            raise ApiError(404, "not_found", "the web UI is not installed")
+        return HTMLResponse(page_file.read_text())
+
+    @app.get(f"{API}/info", tags=["health"])
+    async def info(scope: str = read) -> dict:
+        """What this service is and what the caller may do: version, whether tokens are required, the
+        caller's scope (read | admin), and the events the service scores (a stream's events pick
+        among these)."""
+        from longwatch import __version__
+        from longwatch.pipeline.events import parse_events
+
+        served = parse_events(events_text)
+        return {
+            "version": __version__,
+            "auth": tokens.enabled,
+            "scope": scope,
+            "events": [{"event": ev.event, "backend": ev.backend} for ev in served.events],
+            "media_roots": bool(roots),
+        }
 
     # ---- streams ----------------------------------------------------------------------------------
 
@@ -405,14 +456,20 @@ def create_app(
             "next_cursor": _encode_page_cursor(got.next, query) if got.next else None,
         }
 
-    @app.get(f"{API}/events/live", tags=["events"], dependencies=[read_browser])
+    @app.get(
+        f"{API}/events/live",
+        tags=["events"],
+        dependencies=[read_browser],
+        response_class=EventSourceResponse,
+        responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}, "description": "SSE"}},
+    )
     async def live(
         request: Request,
         stream: Annotated[str | None, Query(description="stream id, or several separated by commas")] = None,
         event: str | None = None,
         min_score: Annotated[float | None, Query(ge=0, le=1e9)] = None,
         state: Annotated[str | None, Query(pattern="^(open|closed)$")] = None,
-        since: Annotated[str | None, Query(max_length=65536, description="a cursor (an SSE id) to replay from")] = None,
+        since: Annotated[str | None, Query(max_length=8000, description="a cursor (an SSE id) to replay from")] = None,
     ):
         """Server-Sent Events: ``segment.open`` / ``segment.update`` / ``segment.close`` (data: a segment)
         and ``stream.state`` (data: stream, state, reason, at); each ``id`` is a cursor: reconnect with it
@@ -434,7 +491,7 @@ def create_app(
         if not _is_segment_id(event_id):
             raise ApiError(422, "invalid_id", f"{event_id!r} is not a segment id (20 hex digits)")
         streams = _stream_list(stream) or await stored(store.stream_ids)
-        seg = await stored(lambda: _find_segment(store, streams, event_id))
+        seg = await stored(lambda: find_segment(store, streams, event_id))
         if seg is None:
             raise ApiError(404, "not_found", f"no segment {event_id!r}")
         return segment_json(seg)
@@ -456,15 +513,16 @@ def create_app(
         utc = u0 is not None
         if utc != (u1 is not None):
             raise ApiError(422, "invalid_time", "give after/before both as stream seconds or both as ISO times")
-        lo = u0.timestamp() if utc else t0
-        hi = u1.timestamp() if utc else t1
-        assert lo is not None and hi is not None
+        lo = u0.timestamp() if u0 is not None else t0
+        hi = u1.timestamp() if u1 is not None else t1
+        if lo is None or hi is None:
+            raise ApiError(422, "invalid_window", "the timeline needs both after and before", field="after")
         if not hi > lo:
             raise ApiError(422, "invalid_window", "before must come after after")
         width = bucket or _nice_bucket((hi - lo) / 200)
-        n = math.ceil((hi - lo) / width - 1e-9)
-        if n > MAX_BUCKETS:
-            raise ApiError(422, "too_many_buckets", f"{n} buckets of {width:g} s: at most {MAX_BUCKETS}; widen bucket")
+        if (hi - lo) / width > MAX_BUCKETS:
+            raise ApiError(422, "too_many_buckets", f"more than {MAX_BUCKETS} buckets of {width:g} s; widen bucket")
+        n = max(1, math.ceil((hi - lo) / width - 1e-9))
         edges = [lo + i * width for i in range(n + 1)]
         windows, epochs = await windows_for(ids, after, before)
         if utc:
@@ -485,6 +543,9 @@ def create_app(
             "lanes": [lane.__dict__ for lane in lanes],
         }
 
+    from .media import add_media_routes
+
+    add_media_routes(app, store=store, settings=settings, read=read_browser, run=stored)
     return app
 
 
@@ -509,16 +570,6 @@ def _filters(event: str | None, min_score: float | None, state: str | None) -> F
 
 def _is_segment_id(value: str) -> bool:
     return len(value) == 20 and all(c in "0123456789abcdef" for c in value)
-
-
-def _find_segment(store: SegmentStore, streams: list[str], seg_id: str):
-    pipe = store.r.pipeline(transaction=False)
-    for sid in streams:
-        pipe.exists(store.keys.seg(sid, seg_id))
-    for sid, there in zip(streams, pipe.execute()):
-        if there:
-            return store.get(sid, seg_id)
-    return None
 
 
 def _epochs(store: SegmentStore, ids: list[str]) -> dict[str, datetime]:
@@ -577,13 +628,13 @@ def _check_id(stream_id: str) -> None:
 
 
 def _check_events(text: str, events_text: str) -> None:
-    from longwatch.pipeline.events import load_events
+    from longwatch.pipeline.events import parse_events
 
     try:
-        wanted = load_events(text)
+        wanted = parse_events(text)  # text only: never a path on the server
     except LongwatchError as exc:
         raise ApiError(422, "invalid_events", str(exc)) from None
-    _check_served(wanted, load_events(events_text))
+    _check_served(wanted, parse_events(events_text))
 
 
 def _check_served(wanted, served) -> None:
@@ -631,16 +682,16 @@ def _when(value: str | None, name: str) -> tuple[float | None, Any]:
 def _new_spec(body: StreamIn, store: SegmentStore, registry: Registry, events_text: str, settings: Any):
     """Validate a new stream (id, events, sampler, the source itself, its identity) → (spec, source)."""
     from longwatch.pipeline.config import SamplerConfig
-    from longwatch.pipeline.events import load_events
+    from longwatch.pipeline.events import parse_events
     from longwatch.pipeline.identity import check_identity, check_stream_id, default_stream_id, fingerprints
     from longwatch.pipeline.source import Source, classify
 
     try:
         sid = check_stream_id(body.id) if body.id is not None else default_stream_id(body.source)
         kind, _target = classify(body.source)
-        events = load_events(body.events if body.events is not None else events_text)
+        events = parse_events(body.events if body.events is not None else events_text)  # text, never a path
         if body.events is not None:
-            _check_served(events, load_events(events_text))
+            _check_served(events, parse_events(events_text))
         spec = StreamSpec(  # checks the sampler's keys (and values) with a message naming them
             id=sid, source=redact(body.source), events=body.events, sampler=body.sampler, start_at=body.start_at
         )

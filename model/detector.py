@@ -30,6 +30,7 @@ import numpy as np
 
 from longwatch.pipeline.errors import ModelError
 from longwatch.pipeline.events import EventSpec, EventsSpec
+from longwatch.pipeline.thumbs import BoxedScores
 from longwatch.pipeline.types import Clip
 
 from .weights import DetectorWeights
@@ -236,15 +237,16 @@ def _nms_per_class(
 # Events
 
 
-def event_score(ev: EventSpec, detections: Sequence[Detection]) -> float:
-    """Highest confidence of ``ev``'s class passing its floor / min_box_area / roi, else 0."""
+def event_detection(ev: EventSpec, detections: Sequence[Detection]) -> Detection | None:
+    """The detection that gives ``ev``'s score: the most confident box of its class passing its floor /
+    min_box_area / roi (the first of equals), else None."""
     p = ev.detector
     if p is None:
-        return 0.0
+        return None
     cid, floor = p.class_id, ev.score_floor
-    best = 0.0
+    best: Detection | None = None
     for d in detections:
-        if d.class_id != cid or d.score < floor or d.score <= best:
+        if d.class_id != cid or d.score < floor or (best is not None and d.score <= best.score) or d.score <= 0.0:
             continue
         if p.min_box_area is not None and d.area < p.min_box_area:
             continue
@@ -253,16 +255,25 @@ def event_score(ev: EventSpec, detections: Sequence[Detection]) -> float:
             x0, y0, x1, y1 = p.roi
             if not (x0 <= cx <= x1 and y0 <= cy <= y1):
                 continue
-        best = d.score
+        best = d
     return best
+
+
+def event_score(ev: EventSpec, detections: Sequence[Detection]) -> float:
+    """Highest confidence of ``ev``'s class passing its floor / min_box_area / roi, else 0."""
+    d = event_detection(ev, detections)
+    return 0.0 if d is None else d.score
 
 
 class DetectorBackend:
     """Scores the detector events of an :class:`EventsSpec` on clips; a :class:`~.backend.Backend`.
 
     ``score(clips)`` → per clip ``{event: per-frame scores}`` aligned with ``clip.times`` (float64, 0..1), for
-    the events whose backend is ``detector`` (others are left to their own backends). The detector's
-    confidence floor is set to the lowest floor any event needs. ``detector_kwargs`` go to
+    the events whose backend is ``detector`` (others are left to their own backends), as a
+    :class:`~longwatch.pipeline.thumbs.BoxedScores`: the dict plus ``boxes``, ``{event: (N, 4) float32}``,
+    each frame's box that gave its score (x0, y0, x1, y1 as fractions of the frame; NaN: none), which the
+    worker draws on the segment's thumbnail. The detector's confidence floor is set to the lowest floor
+    any event needs. ``detector_kwargs`` go to
     :class:`YoloDetector` (``input_size``, ``rect``, ``threads``, ``max_batch``, ``nms``).
     """
 
@@ -298,19 +309,26 @@ class DetectorBackend:
     def event_names(self) -> list[str]:
         return [e.event for e in self.events]
 
-    def scores_from_detections(self, detections: Sequence[Sequence[Detection]]) -> dict[str, np.ndarray]:
-        return {
-            ev.event: np.array([event_score(ev, dets) for dets in detections], dtype=np.float64) for ev in self.events
-        }
+    def scores_from_detections(self, detections: Sequence[Sequence[Detection]]) -> BoxedScores:
+        """Per event, each frame's score and the box that gave it (:class:`BoxedScores`)."""
+        scores: dict[str, np.ndarray] = {}
+        boxes: dict[str, np.ndarray] = {}
+        for ev in self.events:
+            best = [event_detection(ev, dets) for dets in detections]
+            scores[ev.event] = np.array([0.0 if d is None else d.score for d in best], dtype=np.float64)
+            boxes[ev.event] = np.array([(np.nan,) * 4 if d is None else d.box for d in best], dtype=np.float32).reshape(
+                len(best), 4
+            )
+        return BoxedScores(scores, boxes)
 
     def detect_clip(self, clip) -> list[list[Detection]]:
         return self.detector.detect(list(clip.frames))
 
     def score(self, clips: Sequence[Clip]) -> list[dict[str, np.ndarray]]:
-        """Per clip ``{event: per-frame scores}``: clips of any streams and sizes in as few forward passes as
-        possible (:class:`~.backend.Backend`'s verb)."""
+        """Per clip ``{event: per-frame scores}`` (with their ``boxes``, :class:`BoxedScores`): clips of any
+        streams and sizes in as few forward passes as possible (:class:`~.backend.Backend`'s verb)."""
         if not self.events:
-            return [{} for _ in clips]
+            return [BoxedScores() for _ in clips]
         frames: list[np.ndarray] = []
         bounds: list[tuple[int, int]] = []
         for c in clips:

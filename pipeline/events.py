@@ -473,7 +473,10 @@ def parse_events(text: str | bytes, *, source: str = "<string>") -> EventsSpec:
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise EventsFileError(f"events file {source}: not UTF-8 text ({exc})", path=source) from None
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # the reader refuses characters YAML does not allow, here already
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc, source) from None
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None

@@ -11,6 +11,8 @@ every key of one stream lives in one slot and a stream's transaction never cross
     lw:{cam3}:counts            hash    event → number of stored segments (kept in the commit's MULTI)
     lw:{cam3}:seg:<id>          hash    one segment: stream, event, start, end, epoch, score, state, UTC
     lw:{cam3}:idx:<event>       zset    overlap index (below)
+    lw:{cam3}:thumb:<id>        hash    the segment's pictures (:mod:`.thumbs`): best frame JPEG (+ box), strip
+                                        frames; written in the commit of its segment, deleted with it
     lw:{cam3}:feed              stream  open / update / close records (XADD, approximate MAXLEN)
 
 Overlap index: a segment [a, b] gets one entry per ``index_chunk`` (L) seconds of its length, score
@@ -140,6 +142,11 @@ class KeyLayout:
 
     def seg(self, stream_id: str, seg_id: str) -> str:
         return self.key(stream_id, "seg", seg_id)
+
+    def thumb(self, stream_id: str, seg_id: str) -> str:
+        """The segment's pictures (:mod:`.thumbs`): a hash beside the segment's, never in its fields, so
+        ``segment_from_fields`` and the overlap index are untouched."""
+        return self.key(stream_id, "thumb", seg_id)
 
     def idx(self, stream_id: str, event: str) -> str:
         return self.key(stream_id, "idx", check_name("event name", event))

@@ -34,7 +34,7 @@ from .types import Segment
 if TYPE_CHECKING:
     from .store import SegmentStore
 
-__all__ = ["ORDERS", "STATES", "Filters", "Lane", "Page", "Position", "page", "timeline"]
+__all__ = ["ORDERS", "STATES", "Filters", "Lane", "Page", "Position", "find_segment", "page", "timeline"]
 
 ORDERS = ("asc", "desc")
 STATES = ("open", "closed")
@@ -186,14 +186,20 @@ def page(
             _Scan(store, sid, ev, *windows[sid], after, desc, filters)
             for sid, ev in _pairs(store, windows, filters.event)
         ]
-        batch = max(64, min(2 * limit + 16, 5000))
+        # First reads sized for the page spread over the indexes; an index that needs more reads twice
+        # as much each time (a page drawn mostly from one stream costs a few round trips, not one
+        # oversized read of every index).
+        full = min(2 * limit + 16, 5000)
+        first = min(full, max(32, 2 * math.ceil(limit / max(1, len(scans))) + 16))
+        batches = {id(s): first for s in scans}
         live = [s for s in scans if not s.done]
         while live:
             pipe = store.r.pipeline(transaction=False)
             for s in live:
-                s.request(pipe, batch)
+                s.request(pipe, batches[id(s)])
             for s, rows in zip(live, pipe.execute()):
-                s.take(rows, batch)
+                s.take(rows, batches[id(s)])
+                batches[id(s)] = min(5000, batches[id(s)] * 2)
             live = [s for s in live if not s.done and len(s.certain()) < limit]
         items = [seg for s in scans for seg in s.certain()]
         items.sort(key=Position.of, reverse=desc)
@@ -202,6 +208,17 @@ def page(
         return Page(items, Position.of(items[-1]) if items and more else None)
 
     return store._retrying(run)
+
+
+def find_segment(store: SegmentStore, streams: list[str], seg_id: str) -> Segment | None:
+    """The segment ``seg_id`` of whichever of ``streams`` holds it (one pipelined round trip to look)."""
+    pipe = store.r.pipeline(transaction=False)
+    for sid in streams:
+        pipe.exists(store.keys.seg(sid, seg_id))
+    for sid, there in zip(streams, pipe.execute()):
+        if there:
+            return store.get(sid, seg_id)
+    return None
 
 
 # ---- buckets --------------------------------------------------------------------------------------
@@ -270,17 +287,23 @@ def timeline(
         lanes = []
         for (sid, ev), members in zip(pairs, pipe.execute()):
             lo, hi = windows[sid]
-            segs: dict[str, Segment] = {}
+            spans: dict[str, tuple[float, float]] = {}
             for m in members:
-                m = text(m)
-                seg_id = m.split("|", 1)[0]
-                if seg_id not in segs:
-                    seg = segment_from_member(sid, ev, m)
-                    if seg.end >= lo and seg.start <= hi and filters.keep(seg):
-                        segs[seg_id] = seg
+                # the member's own fields (id|k|end|start|score|state|epoch): no Segment built per entry
+                seg_id, _k, end_s, start_s, score_s, state, _epoch = text(m).split("|", 6)
+                if seg_id in spans:
+                    continue
+                start, end = float(start_s), float(end_s)
+                if end < lo or start > hi:
+                    continue
+                if filters.min_score is not None and float(score_s) < filters.min_score:
+                    continue
+                if filters.state is not None and state != filters.state:
+                    continue
+                spans[seg_id] = (start, end)
             ed = shared if shared is not None else np.asarray(edges[sid], dtype=float)  # type: ignore[index]
-            starts = np.array([s.start for s in segs.values()], dtype=float)
-            ends = np.array([s.end for s in segs.values()], dtype=float)
+            starts = np.array([a for a, _b in spans.values()], dtype=float)
+            ends = np.array([b for _a, b in spans.values()], dtype=float)
             # a segment overlaps [b0, b1) when it starts before b1 and ends at or after b0
             n_started = np.searchsorted(np.sort(starts), ed[1:], side="left")
             n_ended = np.searchsorted(np.sort(ends), ed[:-1], side="left")

@@ -190,6 +190,17 @@ class Segmenter:
             return None
         return self._segment(seg, self._shown_end(seg), "open")
 
+    @property
+    def running(self) -> tuple[float, float, bool] | None:
+        """The segment being built, announced or not yet: ``(start, last, announced)`` with ``last`` its
+        last on-sample (or its tentative end while a close is held back); None when there is none. Its
+        id is already known (stream, event, start), so a caller can keep things about it (its best frame,
+        :mod:`.thumbs`) from its first sample on."""
+        seg = self._seg
+        if seg is None:
+            return None
+        return seg["start"], self._shown_end(seg), seg["shown"] is not None
+
     def push(self, times: np.ndarray, scores: np.ndarray) -> list[SegmentUpdate]:
         """Feed one clip's samples (stream seconds, scores in [0, 1]); return the resulting updates."""
         if self._finished:

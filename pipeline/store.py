@@ -9,6 +9,12 @@ MULTI/EXEC, under WATCH of the segments' keys. Segment ids are deterministic, so
 a segment whose stored fields are already identical is skipped, so a replay writes no duplicate feed
 record either (also when a reply was lost and redis-py retried the transaction).
 
+Pictures: ``commit(…, thumbs={segment id: Thumbnail | None})`` writes (or deletes) segments' pictures
+(:mod:`.thumbs`, key ``<prefix>:{<stream>}:thumb:<id>``) in the same MULTI/EXEC as the segments and the
+watermark, so no segment is ever stored without its picture; retention deletes a segment's picture in
+the transaction that deletes the segment, ``drop_stream`` with every other key of the stream.
+:meth:`SegmentStore.thumbnail` reads one back (its JPEGs are bytes: read without decoding).
+
 Counts: ``<prefix>:{<stream>}:counts`` (event → stored segments) is kept exact in the same transactions:
 ``commit`` adds one for each segment it creates (a replay or an update of a stored segment adds nothing),
 retention takes one off for each segment it deletes, ``bulk_load`` counts each segment it creates
@@ -26,13 +32,14 @@ import functools
 import json
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.client import NEVER_DECODE
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
@@ -57,6 +64,7 @@ from .keys import (
 )
 from .retry import Backoff, retry_call
 from .secrets import redact
+from .thumbs import PROVISIONAL_TTL_S, Thumbnail
 from .timebase import UNIX_EPOCH, parse_epoch, to_stream_seconds
 from .types import Segment
 
@@ -79,7 +87,7 @@ return 1
 """
 
 
-def _fields(d: dict[str, str]) -> dict[FieldT, EncodableT]:
+def _fields(d: dict[str, Any]) -> dict[FieldT, EncodableT]:
     """``d`` as redis-py's type for hash and stream fields (HSET mapping, XADD): its key type is a
     union in an invariant position, so a ``dict[str, str]`` is not accepted as it is."""
     return cast("dict[FieldT, EncodableT]", d)
@@ -384,8 +392,15 @@ class SegmentStore:
         epoch: datetime | None = None,
         source: str | None = None,
         owner: str | None = None,
+        thumbs: Mapping[str, Thumbnail | None] | None = None,
     ) -> CommitResult:
         """Write (or overwrite) ``segments`` and the stream's ``watermark`` in one MULTI/EXEC.
+
+        ``thumbs``: segment id → its pictures (:class:`~.thumbs.Thumbnail`; a ``provisional`` one, of a
+        segment not announced yet, expires after :data:`~.thumbs.PROVISIONAL_TTL_S`), or None to delete
+        them; written in the same transaction, whole (no field of an earlier picture stays). The picture of
+        a segment in ``segments`` is written only with it: where the segment is already stored identically
+        (a replay), its stored picture stays as it is.
 
         ``owner``: the token of the worker that claimed the stream (:meth:`claim`). A commit of a worker whose
         claim another worker took over since (an old worker still running while its replacement starts)
@@ -413,6 +428,13 @@ class SegmentStore:
             wm_mapping = {k: json.dumps(v) for k, v in watermark.items()}  # fails before anything is sent
         if epoch is None and by_id:
             epoch = next(iter(by_id.values())).epoch
+        thumb_writes: list[tuple[str, str, dict[str, Any] | None, bool]] = []
+        for sid, th in (thumbs or {}).items():
+            check_name("segment id", sid)
+            if th is not None and not isinstance(th, Thumbnail):
+                raise TypeError(f"thumbs maps segment ids to Thumbnail or None, got {type(th).__name__}")
+            fields = None if th is None else th.fields()
+            thumb_writes.append((sid, self.keys.thumb(stream_id, sid), fields, th is not None and th.provisional))
 
         ids = list(by_id)
         seg_keys = [self.keys.seg(stream_id, sid) for sid in ids]
@@ -454,10 +476,12 @@ class SegmentStore:
 
             pipe.multi()
             written = unchanged = 0
+            same: set[str] = set()
             for sid, key, old in zip(ids, seg_keys, olds):
                 new = new_fields[sid]
                 if old == new:
                     unchanged += 1
+                    same.add(sid)
                     continue
                 written += 1
                 seg = by_id[sid]
@@ -488,6 +512,14 @@ class SegmentStore:
             if head is not None:
                 meta["head"] = json.dumps(head)
             pipe.hset(meta_key, mapping=_fields(meta))
+            for sid, tkey, tfields, provisional in thumb_writes:
+                if sid in same:  # a picture goes with its segment's write: a replay keeps the stored one
+                    continue
+                pipe.delete(tkey)  # whole: no field (or TTL) of an earlier picture stays
+                if tfields is not None:
+                    pipe.hset(tkey, mapping=_fields(tfields))
+                    if provisional:
+                        pipe.expire(tkey, PROVISIONAL_TTL_S)
             if wm_mapping is not None:
                 pipe.delete(wm_key)
                 if wm_mapping:
@@ -577,6 +609,13 @@ class SegmentStore:
 
     def events(self, stream_id: str) -> list[str]:
         return sorted(text(x) for x in self._retrying(lambda: self.r.smembers(self.keys.events(stream_id))))
+
+    def thumbnail(self, stream_id: str, seg_id: str) -> Thumbnail | None:
+        """The pictures of a segment (:mod:`.thumbs`), or None where it has none."""
+        key = self.keys.thumb(stream_id, check_name("segment id", seg_id))
+        # JPEG bytes: this one reply is read undecoded, whatever the client's decode_responses
+        raw = self._retrying(lambda: self.r.execute_command("HGETALL", key, **{NEVER_DECODE: []}))
+        return Thumbnail.from_fields(raw) if raw else None
 
     def get(self, stream_id: str, seg_id: str) -> Segment | None:
         raw = text_dict(self._retrying(lambda: self.r.hgetall(self.keys.seg(stream_id, seg_id))))
@@ -747,7 +786,7 @@ class SegmentStore:
                 if not old or float(old["end"]) >= t:
                     continue  # gone, or grew since the scan
                 pipe.zrem(self.keys.idx(stream_id, old["event"]), *index_entries(sid, old))
-                pipe.delete(key)
+                pipe.delete(key, self.keys.thumb(stream_id, sid))
                 pipe.hincrby(counts_key, old["event"], -1)
                 n += 1
             count[0] = n

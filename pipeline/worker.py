@@ -27,6 +27,12 @@ across the outage, and the outage itself is stored, with the first clip after it
 event ``gap`` (:data:`GAP_EVENT`) from the previous session's last time to this session's first
 frame: ``query(stream=…, event="gap")`` lists a stream's outages.
 
+Pictures: every segment gets its thumbnail (the best frame, its detection box drawn) and the times (for
+a camera, the JPEGs) of its first and last frames, chosen from the clips' sampled frames by a
+:class:`~.thumbs.ThumbTracker` and committed in the same transaction as the segment; the picture of the
+segment being built is committed with every clip that changes it and read back on resume, so a worker
+killed between clips leaves no segment without its picture and resumes choosing where it stopped.
+
 Backpressure: a reader thread decodes and samples into a bounded queue. For a file, a full queue
 blocks the reader (a slow model slows decoding). For a live source, a full queue drops the oldest
 waiting clip and counts it (a slow model sheds load instead of growing memory or lag).
@@ -43,6 +49,7 @@ took (:class:`Scores`), the histograms ``model_latency_s`` and ``model_batch_siz
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import queue
 import threading
@@ -72,6 +79,7 @@ from .sampler import sample_clips
 from .secrets import redact
 from .segmenter import Segmenter, SegmentUpdate
 from .source import Source, classify
+from .thumbs import BoxedScores, ThumbTracker, boxes_of
 from .types import Clip, Segment
 
 log = logging.getLogger(__name__)
@@ -93,13 +101,27 @@ class ModelCall:
     batch_size: int | None = None
 
 
-class Scores(dict):
+class Scores(BoxedScores):
     """What a score function may return instead of a plain dict: the same ``{event: scores}`` mapping,
-    plus ``calls``, the :class:`ModelCall` s that produced it (for the status' model histograms)."""
+    plus ``calls``, the :class:`ModelCall` s that produced it (for the status' model histograms), and
+    ``boxes`` (:class:`~.thumbs.BoxedScores`: the detector's box per frame, drawn on thumbnails)."""
 
-    def __init__(self, scores: Mapping[str, np.ndarray], calls: Iterable[ModelCall] = ()):
-        super().__init__(scores)
+    def __init__(
+        self,
+        scores: Mapping[str, np.ndarray],
+        calls: Iterable[ModelCall] = (),
+        boxes: Mapping[str, np.ndarray] | None = None,
+    ):
+        super().__init__(scores, boxes if boxes is not None else boxes_of(scores))
         self.calls: tuple[ModelCall, ...] = tuple(calls)
+
+
+def _kind(uri: str) -> str:
+    """``file``, ``rtsp`` or ``http`` (``unsupported``: the source will fail to open anyway)."""
+    try:
+        return classify(uri)[0]
+    except LongwatchError:
+        return "unsupported"
 
 
 class _ScoreFailed(Exception):
@@ -202,6 +224,8 @@ class StreamProcessor:
         self._token = uuid.uuid4().hex  # this run's claim on the stream (:meth:`SegmentStore.claim`)
         self._sampled_frames = 0  # frames the sampler put into clips (the reader thread counts them)
         self._rates: collections.deque[tuple[float, int, int]] = collections.deque()  # (t, decoded, sampled)
+        # segment pictures (:mod:`.thumbs`); a source with no recording to go back to keeps its strip's frames
+        self._thumbs = ThumbTracker(stream_id, strip_frames=_kind(uri) != "file")
 
     def stop(self, *, close_open: bool = False) -> None:
         """Stop after the clip in hand; the watermark keeps the place. ``close_open`` (a live stream
@@ -376,9 +400,17 @@ class StreamProcessor:
                 self._gap_from = float(wm["footage_s"])
                 src.continue_from(epoch, self._gap_from)
         segmenters = self._segmenters(src.epoch, saved_states)
+        try:  # the committed picture of each segment being built: choosing goes on from it
+            self._restore_thumbs(segmenters)
+        except _Interrupted:
+            src.close()
+            rep.state = "stopped"
+            return rep
         if self._gap_from is not None:
             for seg in segmenters.values():
-                closed_at_restart.extend(seg.interrupt())
+                ups = seg.interrupt()
+                self._thumbs.observe(seg, ups)
+                closed_at_restart.extend(ups)
         self._holds: dict[str, float | None] = dict(wm.get("holds") or {})
         rep.resumed_from = resume_at
         rep.state = "running"
@@ -460,7 +492,11 @@ class StreamProcessor:
                 raise errors[0]
             if self._stop.is_set():
                 if self._close_open and src.live and rep.clips:
-                    closing = [u for seg in segmenters.values() for u in seg.interrupt()]
+                    closing = []
+                    for seg in segmenters.values():
+                        ups = seg.interrupt()
+                        self._thumbs.observe(seg, ups)
+                        closing.extend(ups)
                     self._commit(
                         closing,
                         src.epoch,
@@ -476,7 +512,9 @@ class StreamProcessor:
             end_t = max(last_t, float(wm.get("footage_s", 0.0)))
             updates: list[SegmentUpdate] = []
             for seg in segmenters.values():
-                updates.extend(seg.flush(end_t))
+                ups = seg.flush(end_t)
+                self._thumbs.observe(seg, ups)
+                updates.extend(ups)
             self._commit(
                 updates,
                 src.epoch,
@@ -506,6 +544,14 @@ class StreamProcessor:
         self._status()
         return rep
 
+    def _restore_thumbs(self, segmenters: dict[str, Segmenter]) -> None:
+        """After a resume: the committed pictures of the segments being built (:mod:`.thumbs`)."""
+        for seg in segmenters.values():
+            sid = self._thumbs.wanted(seg)
+            if sid is not None:
+                read = functools.partial(self.store.thumbnail, self.stream_id, sid)
+                self._thumbs.restore(seg, self._redis(read, "reading a thumbnail"))
+
     def _measure_rates(self, src: Source) -> None:
         """decode_fps and sampled_fps over the last :data:`RATE_WINDOW_S` of wall time."""
         now, decoded, sampled = time.monotonic(), src.stats.frames, self._sampled_frames
@@ -525,17 +571,24 @@ class StreamProcessor:
         for call in getattr(scores, "calls", ()):
             rep.observe_model_call(call)
         updates: list[SegmentUpdate] = []
+        boxes = boxes_of(scores)
         for name, seg in segmenters.items():
             values = scores.get(name)
             if values is None:
                 continue
-            values = self._hold_on_motion(name, clip, np.asarray(values, dtype=np.float64))
-            updates.extend(seg.push(clip.times, values))
+            raw = np.asarray(values, dtype=np.float64)
+            ups = seg.push(clip.times, self._hold_on_motion(name, clip, raw))
+            # the best frame is the best raw score (a motion hold only keeps a run open)
+            self._thumbs.observe(seg, ups, clip=clip, scores=raw, boxes=boxes.get(name))
+            updates.extend(ups)
         cuts = [
             Segment(self.stream_id, "scene_cut", t, t, epoch=clip.epoch, score=1.0) for t in clip.meta.get("cuts", ())
         ]
         if self._gap_from is not None:  # the first clip after a live restart: record the outage
             cuts.append(Segment(self.stream_id, GAP_EVENT, self._gap_from, clip.start, epoch=clip.epoch, score=1.0))
+        for cut in cuts:
+            self._thumbs.point(cut, clip)
+        self._thumbs.after_clip(clip)
         self._commit(
             updates,
             clip.epoch,
@@ -659,9 +712,16 @@ class StreamProcessor:
         for seg in extra:
             latest[seg.id] = seg
         segments = list(latest.values())
+        thumbs = self._thumbs.changes()  # the pictures that changed: in the same transaction
         self._redis(
             lambda: self.store.commit(
-                self.stream_id, segments, watermark=watermark, epoch=epoch, source=self.shown_uri, owner=self._token
+                self.stream_id,
+                segments,
+                watermark=watermark,
+                epoch=epoch,
+                source=self.shown_uri,
+                owner=self._token,
+                thumbs=thumbs,
             ),
             f"committing clip {watermark.get('clip_index')}",
         )

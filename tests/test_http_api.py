@@ -263,6 +263,7 @@ def test_auth_matrix(service):
         ("GET", f"{API}/timeline", {"params": {"after": "0", "before": "60"}}),
         ("GET", f"{API}/events/live", {}),
         ("GET", "/openapi.json", {}),
+        ("GET", f"{API}/info", {}),
     ]
     admins = [
         (
@@ -292,6 +293,12 @@ def test_auth_matrix(service):
     assert _status(service, "GET", f"{API}/streams", query_token=service["read"]) == 401
     for method, path, kw in admins:
         assert 200 <= _status(service, method, path, token=service["admin"], **kw) < 300, (method, path)
+    # the caller's scope, for clients (the page) to offer only what the token allows
+    assert _get(service, f"{API}/info", "read").json()["scope"] == "read"
+    info = _get(service, f"{API}/info", "admin").json()
+    assert (
+        info["scope"] == "admin" and info["auth"] is True and "person_present" in [e["event"] for e in info["events"]]
+    )
     r = httpx.get(f"{service['url']}{API}/streams", headers={"Authorization": "Bearer nope"}, timeout=30)
     assert r.json()["code"] == "unauthorized" and r.headers["www-authenticate"] == "Bearer"
     log = service["log"].read_text()
