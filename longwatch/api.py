@@ -68,7 +68,7 @@ class ErrorOut(BaseModel):
     field: str | None = Field(None, description="the field a validation error is about")
 
 
-ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorOut} for s in (401, 403, 404, 409, 422, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorOut} for s in (400, 401, 403, 404, 409, 422, 503)}
 
 
 class StreamIn(BaseModel):
@@ -469,7 +469,10 @@ def create_app(
         event: str | None = None,
         min_score: Annotated[float | None, Query(ge=0, le=1e9)] = None,
         state: Annotated[str | None, Query(pattern="^(open|closed)$")] = None,
-        since: Annotated[str | None, Query(max_length=8000, description="a cursor (an SSE id) to replay from")] = None,
+        since: Annotated[
+            str | None,
+            Query(max_length=8000, pattern="^[A-Za-z0-9_-]*$", description="a cursor (an SSE id) to replay from"),
+        ] = None,
     ):
         """Server-Sent Events: ``segment.open`` / ``segment.update`` / ``segment.close`` (data: a segment)
         and ``stream.state`` (data: stream, state, reason, at); each ``id`` is a cursor: reconnect with it
