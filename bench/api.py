@@ -63,8 +63,6 @@ import os
 import platform
 import queue
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -82,7 +80,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import machine  # noqa: E402
+from bench.common import ServeProcess, machine  # noqa: E402
 
 PREFIX = "lwbapi"
 STREAMS = [f"cam{i}" for i in range(8)]
@@ -108,12 +106,6 @@ def loadavg() -> str:
         return " ".join(f"{x:.2f}" for x in os.getloadavg())
     except OSError:
         return "?"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def iso(dt: datetime) -> str:
@@ -163,72 +155,16 @@ def seed_detector_files(data_dir: Path) -> str:
     return str(files)
 
 
-class Service:
-    """``python -m longwatch.cli serve`` against our Redis, in its own session; stopped with SIGTERM."""
+class Service(ServeProcess):
+    """``longwatch serve`` against our Redis (no tokens: loopback), with the detector's files in place."""
 
     def __init__(self, redis_url: str, tmp: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = tmp / "serve.log"
-        self.ray_tmp = tempfile.mkdtemp(prefix="lwb-", dir="/tmp")
         data = tmp / "data"
         data.mkdir()
         seed_detector_files(data)
-        drop = ("REDIS_URL", "RAY_ADDRESS", "LONGWATCH_URL", "LONGWATCH_API_TOKENS", "LONGWATCH_TOKENS_FILE")
-        env = {k: v for k, v in os.environ.items() if k not in drop}
-        env.update(
-            RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
-            RAY_AUTH_MODE="disabled",
-            RAY_TMPDIR=self.ray_tmp,
-            LONGWATCH_RUNTIME__DATA_DIR=str(data),
-            LONGWATCH_RUNTIME__REDIS_PREFIX=PREFIX,
+        super().__init__(
+            data, tmp / "serve.log", args=["--redis-url", redis_url], env={"LONGWATCH_RUNTIME__REDIS_PREFIX": PREFIX}
         )
-        self.cmd = [sys.executable, "-m", "longwatch.cli", "serve", "--port", str(self.port), "--redis-url", redis_url]
-        self.log = self.log_path.open("w")
-        self.proc = subprocess.Popen(
-            self.cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
-        )
-
-    def tail(self, n: int = 3000) -> str:
-        try:
-            return self.log_path.read_text()[-n:]
-        except OSError:
-            return ""
-
-    def wait_ready(self, timeout: float = 300.0) -> float:
-        import httpx
-
-        t0 = time.perf_counter()
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"serve exited with {self.proc.returncode}:\n{self.tail()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200:
-                    return time.perf_counter() - t0
-            except httpx.TransportError:
-                pass
-            if time.perf_counter() - t0 > timeout:
-                raise RuntimeError(f"serve not ready after {timeout:.0f} s:\n{self.tail()}")
-            time.sleep(0.5)
-
-    def stop(self, timeout: float = 120.0) -> tuple[int | None, float]:
-        t0 = time.perf_counter()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)  # its own session: only what it started
-                except ProcessLookupError:
-                    pass
-                self.proc.wait(timeout=30)
-                self.log.close()
-                shutil.rmtree(self.ray_tmp, ignore_errors=True)
-                return None, time.perf_counter() - t0
-        self.log.close()
-        shutil.rmtree(self.ray_tmp, ignore_errors=True)
-        return self.proc.returncode, time.perf_counter() - t0
 
 
 # ------------------------------------------------------------------------------------------------

@@ -47,10 +47,7 @@ import os
 import platform
 import secrets
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -71,71 +68,21 @@ BASE = datetime(2026, 11, 20, 0, 0, tzinfo=UTC)
 EPOCHS = {sid: BASE + timedelta(seconds=137 * i) for i, sid in enumerate(STREAMS)}
 HORIZON = 7 * 86400.0
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from bench.common import ServeProcess  # noqa: E402
 
 
-class Service:
-    """``python -m longwatch.cli serve`` in a fresh data dir (embedded Redis), with tokens; its own session,
-    stopped with SIGTERM (SIGKILL to its process group only if it does not stop)."""
+class Service(ServeProcess):
+    """``longwatch serve`` in a fresh data dir (embedded Redis), with an admin and a read token."""
 
     def __init__(self, tmp: Path):
         self.tmp = tmp
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.admin, self.read = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-        self.data = tmp / "data"
         self.media = tmp / "media"
         self.media.mkdir()
-        self.ray_tmp = tempfile.mkdtemp(prefix="lwui-", dir="/tmp")
-        self.log_path = tmp / "serve.log"
-        drop = ("REDIS_URL", "RAY_ADDRESS", "LONGWATCH_URL", "LONGWATCH_API_TOKENS", "LONGWATCH_TOKENS_FILE")
-        env = {k: v for k, v in os.environ.items() if k not in drop}
-        env.update(
-            RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
-            RAY_AUTH_MODE="disabled",
-            RAY_TMPDIR=self.ray_tmp,
-            LONGWATCH_RUNTIME__DATA_DIR=str(self.data),
-            LONGWATCH_API_TOKENS=f"admin:{self.admin},read:{self.read}",
-            LONGWATCH_MEDIA_ROOTS=str(self.media),
-        )
-        self.log = self.log_path.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "longwatch.cli", "serve", "--port", str(self.port)],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            start_new_session=True,
-        )
         self._redis = None
         self._store = None
-
-    def tail(self, n: int = 3000) -> str:
-        try:
-            return self.log_path.read_text()[-n:]
-        except OSError:
-            return ""
-
-    def wait_ready(self, timeout: float = 300.0) -> float:
-        import httpx
-
-        t0 = time.perf_counter()
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"serve exited with {self.proc.returncode}:\n{self.tail()}")
-            try:
-                r = httpx.get(f"{self.url}/readyz", headers={"Authorization": f"Bearer {self.read}"}, timeout=5)
-                if r.status_code == 200:
-                    return time.perf_counter() - t0
-            except httpx.TransportError:
-                pass
-            if time.perf_counter() - t0 > timeout:
-                raise RuntimeError(f"serve not ready after {timeout:.0f} s:\n{self.tail()}")
-            time.sleep(0.5)
+        env = {"LONGWATCH_API_TOKENS": f"admin:{self.admin},read:{self.read}", "LONGWATCH_MEDIA_ROOTS": str(self.media)}
+        super().__init__(tmp / "data", tmp / "serve.log", env=env, token=self.read)
 
     def store(self):
         """A SegmentStore on the service's embedded Redis (attached to it)."""
@@ -151,19 +98,7 @@ class Service:
         if self._store is not None:
             self._store.close()
             self._redis.stop()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)  # its own session: only what it started
-                except ProcessLookupError:
-                    pass
-                self.proc.wait(timeout=30)
-        self.log.close()
-        shutil.rmtree(self.ray_tmp, ignore_errors=True)
-        return self.proc.returncode
+        return super().stop(timeout)[0]
 
 
 def make_segments(n: int, seed: int = 7):

@@ -96,6 +96,7 @@ def add_media_routes(app: FastAPI, *, store: Any, settings: Any, read: Any, run:
         recording_path,
     )
     from longwatch.pipeline.identity import check_stream_id
+    from longwatch.pipeline.query import find_segment
     from longwatch.pipeline.registry import Registry
     from longwatch.pipeline.thumbs import Thumbnail, compose_strip, decode_jpeg, picture
 
@@ -119,7 +120,7 @@ def add_media_routes(app: FastAPI, *, store: Any, settings: Any, read: Any, run:
             except LongwatchError as exc:
                 raise ApiError(422, "invalid_id", str(exc)) from None
         ids = [stream] if stream else await run(store.stream_ids)
-        seg = await run(lambda: _locate(store, ids, event_id))
+        seg = await run(lambda: find_segment(store, ids, event_id))
         if seg is None:
             raise ApiError(404, "not_found", f"no segment {event_id!r}")
         return seg
@@ -266,16 +267,3 @@ def add_media_routes(app: FastAPI, *, store: Any, settings: Any, read: Any, run:
         except (RecordingGoneError, ClipUnavailableError) as exc:
             raise ApiError(410, "recording_gone", str(exc)) from None
         return Response(body, media_type="image/jpeg", headers={"Cache-Control": cache(seg)})
-
-
-def _locate(store: Any, streams: list[str], seg_id: str) -> Segment | None:
-    """The segment ``seg_id`` of whichever of ``streams`` holds it (one pipelined round trip to look)."""
-    if not streams:
-        return None
-    pipe = store.r.pipeline(transaction=False)
-    for sid in streams:
-        pipe.exists(store.keys.seg(sid, seg_id))
-    for sid, there in zip(streams, pipe.execute()):
-        if there:
-            return store.get(sid, seg_id)
-    return None

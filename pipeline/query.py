@@ -212,6 +212,8 @@ def page(
 
 def find_segment(store: SegmentStore, streams: list[str], seg_id: str) -> Segment | None:
     """The segment ``seg_id`` of whichever of ``streams`` holds it (one pipelined round trip to look)."""
+    if not streams:
+        return None
     pipe = store.r.pipeline(transaction=False)
     for sid in streams:
         pipe.exists(store.keys.seg(sid, seg_id))

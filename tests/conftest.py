@@ -87,3 +87,16 @@ def demo_long(demo_clip, tmp_path_factory) -> Path:
 @pytest.fixture
 def person_clip() -> Path:
     return footage_file("one-by-one-person-detection.mp4")
+
+
+@pytest.fixture(scope="session")
+def scorer(tmp_path_factory):
+    """The CPU detector (the shipped events' detector events) as a worker's score function, in-process."""
+    from longwatch.model.backend import load_backend
+    from longwatch.model.weights import DetectorWeights
+    from longwatch.pipeline.events import default_events
+
+    data_dir = tmp_path_factory.mktemp("weights")
+    DetectorWeights.locate(data_dir)
+    backend = load_backend("detector", default_events(), data_dir=str(data_dir))
+    return lambda clip: backend.score([clip])[0]

@@ -22,17 +22,6 @@ from longwatch.pipeline.worker import StreamProcessor
 EVENTS = load_events(Path(default_events_path()).read_text())
 
 
-@pytest.fixture(scope="module")
-def scorer(tmp_path_factory):
-    from longwatch.model.backend import load_backend
-    from longwatch.model.weights import DetectorWeights
-
-    data_dir = tmp_path_factory.mktemp("weights")
-    DetectorWeights.locate(data_dir)
-    backend = load_backend("detector", EVENTS, data_dir=str(data_dir))
-    return lambda clip: backend.score([clip])[0]
-
-
 def _settings(**sampler) -> Settings:
     s = Settings()
     return s.model_copy(update={"sampler": s.sampler.model_copy(update=sampler)})

@@ -236,17 +236,6 @@ def test_the_best_frame_across_clips_and_an_exact_resume(store):
 # ---- the worker on real footage ---------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def scorer(tmp_path_factory):
-    from longwatch.model.backend import load_backend
-    from longwatch.model.weights import DetectorWeights
-
-    data_dir = tmp_path_factory.mktemp("weights")
-    DetectorWeights.locate(data_dir)
-    backend = load_backend("detector", EVENTS, data_dir=str(data_dir))
-    return lambda clip: backend.score([clip])[0]
-
-
 def _settings(**sampler) -> Settings:
     s = Settings()
     return s.model_copy(update={"sampler": s.sampler.model_copy(update=sampler)})
