@@ -4,6 +4,7 @@ skipped: see tests/demo_clips.py) and synthetic clips made once per session."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,24 @@ def scorer(tmp_path_factory):
     DetectorWeights.locate(data_dir)
     backend = load_backend("detector", default_events(), data_dir=str(data_dir))
     return lambda clip: backend.score([clip])[0]
+
+
+# ---- a clean exit --------------------------------------------------------------------------------
+# CI once saw the pytest process die with SIGSEGV *after* the last test and the summary (pytest had
+# unconfigured; no faulthandler output): a native library's teardown during interpreter finalization
+# (Ray's and gRPC's threads, Chromium's driver, OpenCV and FFmpeg all load into this process). Nothing
+# is left to run by then, so the session ends with its own exit status and skips that finalization.
+
+
+def pytest_sessionfinish(session, exitstatus):
+    session.config._longwatch_exitstatus = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    status = getattr(config, "_longwatch_exitstatus", None)
+    if status is None:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

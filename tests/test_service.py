@@ -44,7 +44,7 @@ def _env(tmp_path: Path, port: int) -> dict[str, str]:
         LONGWATCH_SAMPLER__MIN_FPS="2",
         LONGWATCH_SAMPLER__MAX_FPS="2",
         LONGWATCH_RUNTIME__HEARTBEAT_S="1",
-        LONGWATCH_MEDIA_ROOTS=str(tmp_path),  # the files it adds lie in the test's folder
+        LONGWATCH_MEDIA_ROOTS=str(tmp_path.parent),  # the files it adds: this test's folder, the session's clips
     )
     return env
 
