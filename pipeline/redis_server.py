@@ -16,7 +16,8 @@ import subprocess
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,13 +59,19 @@ def _free_port() -> int:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs. A zombie (exited, not yet reaped by its parent: a server another live
+    process started and then handed over) counts as gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no procfs (macOS): kill(0) is all we know
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def _ping(port: int, timeout: float = 0.5) -> bool:
@@ -229,16 +236,11 @@ class EmbeddedRedis:
         with self._lock:
             if self.running:
                 return self
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.data_dir / "embedded-redis.lock", "w") as lockf:
-                fcntl.flock(lockf, fcntl.LOCK_EX)
-                try:
-                    if self.reuse and self.proc is None and self._try_reuse():
-                        _LIVE.add(self)
-                        return self
-                    self._spawn()
-                finally:
-                    fcntl.flock(lockf, fcntl.LOCK_UN)
+            with self._dir_lock():
+                if self.reuse and self.proc is None and self._try_reuse():
+                    _LIVE.add(self)
+                    return self
+                self._spawn()
             _LIVE.add(self)
             return self
 
@@ -303,54 +305,74 @@ class EmbeddedRedis:
         except OSError:
             return ""
 
+    @contextmanager
+    def _dir_lock(self) -> Iterator[None]:
+        """The data dir's lock: starting, attaching, handing over and stopping exclude each other
+        across processes, so a server is never stopped while another process is attaching to it."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.data_dir / "embedded-redis.lock", "w") as lockf:
+            fcntl.flock(lockf, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lockf, fcntl.LOCK_UN)
+
     def stop(self, timeout_s: float = 15.0) -> None:
-        """Shut the server down cleanly (AOF flushed) if this process owns it."""
+        """Shut the server down cleanly (AOF flushed) if this process owns it; with processes attached
+        to it, hand it over to them instead."""
         with self._lock:
-            if self._attached:  # someone else's server: stop it only if it was handed over to us
-                try:
-                    state = json.loads(self._state_path().read_text())
-                    handed = int(state.get("owner", 0)) == os.getpid() != self._attached_to
-                except (OSError, ValueError, TypeError):
-                    handed = False
-                if self._attached_to != os.getpid():
-                    self._attached_mark().unlink(missing_ok=True)
-                if not handed:
-                    self._attached = False
-                    return
-                self.owned, self._attached, self._adopted_pid = True, False, int(state["pid"])
-            live = self.proc.pid if self.proc is not None else self._adopted_pid
-            if self.owned and live is not None and pid_alive(live) and self._hand_over(live):
-                self.proc, self._adopted_pid, self.owned = None, None, False
-                _LIVE.discard(self)
+            if not self.data_dir.is_dir():  # its folder is gone (a removed temp dir): no one to hand over to
+                self._stop_locked(timeout_s)
                 return
-            if self.proc is not None:
-                if self.proc.poll() is None:
-                    self.proc.send_signal(signal.SIGTERM)
-                    try:
-                        self.proc.wait(timeout_s)
-                    except subprocess.TimeoutExpired:
-                        self.proc.kill()
-                        self.proc.wait()
-                self.proc = None
-            elif self.owned and self._adopted_pid is not None:
-                pid = self._adopted_pid
-                try:
-                    os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-                deadline = time.monotonic() + timeout_s
-                while pid_alive(pid) and time.monotonic() < deadline:
-                    time.sleep(0.02)
-                self._adopted_pid = None
-            else:
+            with self._dir_lock():
+                self._stop_locked(timeout_s)
+
+    def _stop_locked(self, timeout_s: float) -> None:
+        if self._attached:  # someone else's server: stop it only if it was handed over to us
+            try:
+                state = json.loads(self._state_path().read_text())
+                handed = int(state.get("owner", 0)) == os.getpid() != self._attached_to
+            except (OSError, ValueError, TypeError):
+                handed = False
+            if self._attached_to != os.getpid():
+                (self.data_dir / "attached" / str(os.getpid())).unlink(missing_ok=True)
+            if not handed:
                 self._attached = False
                 return
-            self.owned = False
-            try:
-                self._state_path().unlink()
-            except OSError:
-                pass
+            self.owned, self._attached, self._adopted_pid = True, False, int(state["pid"])
+        live = self.proc.pid if self.proc is not None else self._adopted_pid
+        if self.owned and live is not None and pid_alive(live) and self._hand_over(live):
+            self.proc, self._adopted_pid, self.owned = None, None, False
             _LIVE.discard(self)
+            return
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            self.proc = None
+        elif self.owned and self._adopted_pid is not None:
+            pid = self._adopted_pid
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + timeout_s
+            while pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            self._adopted_pid = None
+        else:
+            self._attached = False
+            return
+        self.owned = False
+        try:
+            self._state_path().unlink()
+        except OSError:
+            pass
+        _LIVE.discard(self)
 
     close = stop
 

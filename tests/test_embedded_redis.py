@@ -60,3 +60,33 @@ def test_alone_the_owner_stops_it(tmp_path):
     pid = owner.proc.pid
     owner.stop()
     assert not pid_alive(pid)
+
+
+CHURN = """
+import sys
+import redis
+from longwatch.pipeline.redis_server import EmbeddedRedis
+bad = 0
+for _ in range(int(sys.argv[2])):
+    server = EmbeddedRedis(sys.argv[1]).start()
+    try:
+        redis.Redis(port=server.port, socket_connect_timeout=2).ping()
+    except redis.ConnectionError:
+        bad += 1
+    server.stop()
+print(bad, flush=True)
+"""
+
+
+def test_a_server_is_never_stopped_under_a_process_that_is_attaching_to_it(tmp_path):
+    # Two processes start (or attach to) and stop the shared server over and over, as a `run` and a
+    # `streams` do: every start() must return a server that answers until that process stops it.
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHURN, str(tmp_path / "redis"), "12"], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    outs = [p.communicate(timeout=240)[0].strip() for p in procs]
+    assert outs == ["0", "0", "0"], outs
+    assert not (tmp_path / "redis" / EmbeddedRedis.STATE_FILE).exists()  # the last one out stopped it
