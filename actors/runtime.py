@@ -108,7 +108,7 @@ class Runtime:
         self.store = SegmentStore.from_url(self.redis_url, prefix=rt.redis_prefix)
         self.registry = Registry.of(self.store)
         # Check model files on the driver first: a missing or wrong model fails here, before any stream.
-        backends = {e.backend for e in self.events.events}
+        backends = set(self.events.model_backends)  # motion runs in the stream workers, not in a pool
         if "detector" in backends:
             from longwatch.model.weights import DetectorWeights
 

@@ -72,7 +72,7 @@ class StreamWorker:
         from longwatch.actors import model_pool
 
         prefix = self.settings.runtime.redis_prefix  # the pools of THIS runtime, never another's
-        kinds = sorted({e.backend for e in self.events.events})
+        kinds = self.events.model_backends  # motion runs here, in the stream worker
         pools = [(kind, model_pool.handle(kind, prefix)) for kind in kinds]
         timeout = self.settings.runtime.model_timeout_s
 

@@ -14,6 +14,16 @@ On one-by-one-person-detection.mp4 at 2 fps the two miss nearly the same frames 
 frames well inside a visit at min_score 0.4, all at partial exits; none of 50 empty frames fires),
 so 320/rect is the default. Use 416 (or more) for small, distant objects.
 
+Regions (``detect(images, regions=...)``): the whole frame at ``input_size`` misses small, distant
+people (person recall ≈ 0.2 on vtest.avi at 320). Each image may also name regions (normalised boxes,
+e.g. motion boxes or :func:`tile_regions`); each is widened by a context margin, made at least
+``region_min`` frame pixels a side, overlapping ones are merged, and the crop is run at (about) its own
+resolution — input long side ``min(crop long side rounded up to 32, region_cap)``, so a crop is never
+upscaled and downscaled at most ``crop / region_cap``. Crop boxes are mapped back to the frame and
+merged with the whole-frame boxes by per-class NMS (with the containment rule); a crop box cut by a
+crop edge that is not a frame edge is dropped where a complete box covers it, else down-weighted.
+See bench/accuracy.py for what each configuration finds and costs.
+
 Not thread-safe: one detector per thread/actor (OpenCV nets keep per-call state).
 """
 
@@ -24,6 +34,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -39,6 +50,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_INPUT_SIZE = 320
 PAD_VALUE = 127
+
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 as fractions of the frame
 
 
 # ----------------------------------------------------------------------------------------------
@@ -69,6 +82,47 @@ def _round_up(x: float, m: int) -> int:
     return max(m, int(math.ceil(x / m)) * m)
 
 
+def tile_regions(cols: int = 2, rows: int = 2, overlap: float = 0.15) -> list[Box]:
+    """A ``cols × rows`` grid of normalised tiles covering the frame, row by row; neighbours overlap by
+    ``overlap`` of a tile's size (so an object on a seam is whole in one of them). Regions for
+    :meth:`YoloDetector.detect` where there is no motion to guide it (e.g. a periodic full check)."""
+    if cols < 1 or rows < 1 or not 0.0 <= overlap < 1.0:
+        raise ValueError(f"need cols, rows >= 1 and 0 <= overlap < 1, got {cols}, {rows}, {overlap}")
+
+    def spans(n: int) -> list[tuple[float, float]]:
+        w = 1.0 / n
+        pad = overlap * w / 2.0
+        return [(max(0.0, k * w - pad), min(1.0, (k + 1) * w + pad)) for k in range(n)]
+
+    return [(x0, y0, x1, y1) for y0, y1 in spans(rows) for x0, x1 in spans(cols)]
+
+
+def _merge_rects(rects: list[list[int]], frac: float, cap: int) -> list[list[int]]:
+    """Merge overlapping pixel rects [x0, y0, x1, y1] into their bounding box: where the union's long side is
+    at most ``cap`` (one crop, no resolution lost) or they overlap by at least ``frac`` of the smaller one."""
+    rects = [list(r) for r in rects]
+    merged = True
+    while merged and len(rects) > 1:
+        merged = False
+        for i in range(len(rects)):
+            for j in range(i + 1, len(rects)):
+                a, b = rects[i], rects[j]
+                iw = min(a[2], b[2]) - max(a[0], b[0])
+                ih = min(a[3], b[3]) - max(a[1], b[1])
+                if iw <= 0 or ih <= 0:
+                    continue
+                u = [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
+                small = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+                if max(u[2] - u[0], u[3] - u[1]) <= cap or iw * ih >= frac * small:
+                    rects[i] = u
+                    del rects[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return rects
+
+
 class YoloDetector:
     """YOLOv3-tiny on OpenCV DNN (CPU). ``detect`` takes RGB uint8 frames of any size.
 
@@ -79,6 +133,18 @@ class YoloDetector:
     lies this much (intersection / its own area) inside a better one is dropped too: YOLOv3-tiny's two
     heads often give one person a full-body and a nested torso box whose IoU is under ``nms`` (None: off). ``threads``: ``cv2.setNumThreads`` (process-wide;
     None leaves it alone). ``max_batch``: frames per forward pass.
+
+    Regions (see the module doc): ``region_margin`` widens each region by this fraction of its size on
+    every side; ``region_min``: a crop's least side, frame pixels; ``region_merge``: overlapping regions are
+    merged where the union fits ``region_cap`` or they overlap by at least this fraction of the smaller one;
+    ``region_cap``: the crop input's long side at most (a multiple of 32); ``cut_penalty``: score
+    factor of a crop box cut by an inner crop edge that no complete box covers.
+
+    ``fix_tiny_masks``: run the shipped cfg with its second ``[yolo]`` head's ``mask = 0,1,2`` read as
+    ``1,2,3`` (pjreddie's original yolov3-tiny.cfg, which the COCO weights were trained with). With 0,1,2
+    the stride-16 head — the one that finds small objects — draws boxes about half their true width and
+    height (on vtest.avi: 18×35 px for a 31×75 px person); scores are unchanged. Off by default until the
+    shipped cfg is settled (see bench/accuracy.py).
     """
 
     def __init__(
@@ -92,6 +158,12 @@ class YoloDetector:
         contain: float | None = 0.9,
         threads: int | None = None,
         max_batch: int = 16,
+        region_margin: float = 0.25,
+        region_min: int = 128,
+        region_merge: float = 0.8,
+        region_cap: int = 416,
+        cut_penalty: float = 0.75,
+        fix_tiny_masks: bool = False,
     ):
         if int(cv2.__version__.split(".")[0]) >= 5:
             raise ModelError(
@@ -110,11 +182,25 @@ class YoloDetector:
         self.nms = float(nms)
         self.contain = None if contain is None else float(contain)
         self.max_batch = int(max_batch)
+        if int(region_cap) <= 0 or int(region_cap) % 32 or region_min < 1 or region_margin < 0:
+            raise ModelError(
+                f"region_cap must be a positive multiple of 32, region_min >= 1 and region_margin >= 0, got "
+                f"{region_cap!r}, {region_min!r}, {region_margin!r}"
+            )
+        self.region_margin = float(region_margin)
+        self.region_min = int(region_min)
+        self.region_merge = float(region_merge)
+        self.region_cap = int(region_cap)
+        self.cut_penalty = float(cut_penalty)
         self.class_names = weights.class_names
         if threads is not None:
             cv2.setNumThreads(int(threads))
+        cfg = str(weights.cfg)
+        self.fix_tiny_masks = bool(fix_tiny_masks)
+        if self.fix_tiny_masks:
+            cfg = _tiny_masks_fixed(weights.cfg)
         try:
-            self.net = cv2.dnn.readNetFromDarknet(str(weights.cfg), str(weights.weights))
+            self.net = cv2.dnn.readNetFromDarknet(cfg, str(weights.weights))
         except cv2.error as exc:
             raise ModelError(
                 f"OpenCV could not load YOLOv3-tiny from {weights.cfg} / {weights.weights}: {exc}"
@@ -125,6 +211,7 @@ class YoloDetector:
         self.net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
         self.out_names = list(self.net.getUnconnectedOutLayersNames())
         self.frames_done = 0
+        self.crops_done = 0
 
     def input_shape(self, width: int, height: int) -> tuple[int, int]:
         """(W, H) of the network input for frames of ``width × height``."""
@@ -147,23 +234,82 @@ class YoloDetector:
         out[py : py + nh, px : px + nw] = cv2.resize(img, (nw, nh), interpolation=interp)
         return out, (float(px), float(py), float(nw), float(nh))
 
-    def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
-        """Detections per image (RGB uint8 (H, W, 3)), best first. Images of different sizes are fine."""
+    def crop_rects(
+        self, width: int, height: int, regions: Sequence[Sequence[float]]
+    ) -> list[tuple[int, int, int, int]]:
+        """Pixel crops ``(x0, y0, x1, y1)`` for normalised ``regions`` of a ``width × height`` frame: each
+        widened by ``region_margin`` (not beyond ``region_cap`` pixels a side), at least ``region_min`` a side, clamped, overlapping ones merged, then
+        grown to the network's 32-pixel grid where it runs unscaled. A crop the whole-frame pass already
+        sees at (nearly) the same scale is left out."""
+        rects: list[list[int]] = []
+        for r in regions:
+            x0, y0, x1, y1 = (float(v) for v in r)
+            if not (x1 > x0 and y1 > y0):
+                continue
+            cx, cy = (x0 + x1) / 2 * width, (y0 + y1) / 2 * height
+            rw, rh = (x1 - x0) * width, (y1 - y0) * height
+            grow = 1 + 2 * self.region_margin  # context, but not past region_cap (it would cost resolution)
+            bw = max(min(rw * grow, max(rw, self.region_cap)), self.region_min)
+            bh = max(min(rh * grow, max(rh, self.region_cap)), self.region_min)
+            rects.append(_place(cx, cy, bw, bh, width, height))
+        whole_scale = self.input_shape(width, height)[0] / width
+        out = []
+        for x0, y0, x1, y1 in _merge_rects(rects, self.region_merge, self.region_cap):
+            cw, ch = x1 - x0, y1 - y0
+            if max(cw, ch) <= self.region_cap:  # unscaled: take whole grid cells of the frame itself
+                x0, y0, x1, y1 = _place(
+                    (x0 + x1) / 2, (y0 + y1) / 2, _round_up(cw, 32), _round_up(ch, 32), width, height
+                )
+            W, _ = self.crop_input_shape(x1 - x0, y1 - y0)
+            if W / (x1 - x0) > 1.1 * whole_scale:
+                out.append((x0, y0, x1, y1))
+        return out
+
+    def crop_input_shape(self, width: int, height: int) -> tuple[int, int]:
+        """(W, H) of the network input for a ``width × height`` crop: its own size rounded up to 32, long side
+        at most ``region_cap`` (aspect kept)."""
+        long = max(width, height)
+        s = min(_round_up(long, 32), self.region_cap)
+        r = s / long
+        if width >= height:
+            return s, min(s, _round_up(height * r, 32))
+        return min(s, _round_up(width * r, 32)), s
+
+    def detect(
+        self, images: Sequence[np.ndarray], *, regions: Sequence[Sequence[Sequence[float]] | None] | None = None
+    ) -> list[list[Detection]]:
+        """Detections per image (RGB uint8 (H, W, 3)), best first. Images of different sizes are fine.
+
+        ``regions``: per image, normalised boxes (x0, y0, x1, y1) to look at closely in addition to the whole
+        frame (None or empty: the whole frame only, as without). See the module doc."""
         results: list[list[Detection]] = [[] for _ in images]
-        groups: dict[tuple[int, int], list[int]] = {}
+        if regions is not None and len(regions) != len(images):
+            raise ModelError(f"regions must have one entry per image: {len(regions)} for {len(images)} images")
+        # jobs: (image index, picture, crop rect or None for the whole frame), grouped by network input shape
+        groups: dict[tuple[int, int], list[tuple[int, np.ndarray, tuple[int, int, int, int] | None]]] = {}
         for i, img in enumerate(images):
             if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
                 raise ModelError(
                     f"detector input {i} must be an RGB uint8 (H, W, 3) array, got "
                     f"{getattr(img, 'shape', None)} {getattr(img, 'dtype', type(img).__name__)}"
                 )
-            groups.setdefault(self.input_shape(img.shape[1], img.shape[0]), []).append(i)
-        for (W, H), idx in groups.items():
-            for k in range(0, len(idx), self.max_batch):
-                chunk = idx[k : k + self.max_batch]
+            groups.setdefault(self.input_shape(img.shape[1], img.shape[0]), []).append((i, img, None))
+        crops: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = {}
+        for i, regs in enumerate(regions or ()):
+            if not regs:
+                continue
+            h, w = images[i].shape[:2]
+            crops[i] = []
+            for rect in self.crop_rects(w, h, regs):
+                x0, y0, x1, y1 = rect
+                shape = self.crop_input_shape(x1 - x0, y1 - y0)
+                groups.setdefault(shape, []).append((i, images[i][y0:y1, x0:x1], rect))
+        for (W, H), jobs in groups.items():
+            for k in range(0, len(jobs), self.max_batch):
+                chunk = jobs[k : k + self.max_batch]
                 boxed, geo = [], []
-                for i in chunk:
-                    lb, g = self._letterbox(images[i], W, H)
+                for _, pic, _ in chunk:
+                    lb, g = self._letterbox(pic, W, H)
                     boxed.append(lb)
                     geo.append(g)
                 # RGB in, no swap: darknet weights expect RGB in [0, 1].
@@ -172,35 +318,146 @@ class YoloDetector:
                 outs = self.net.forward(self.out_names)
                 outs = [o if o.ndim == 3 else o[None] for o in outs]
                 rows = np.concatenate(outs, axis=1)  # (B, N, 5 + classes)
-                for b, i in enumerate(chunk):
-                    results[i] = self._decode(rows[b], W, H, geo[b])
-                self.frames_done += len(chunk)
+                for b, (i, _, rect) in enumerate(chunk):
+                    if rect is None:
+                        results[i] = self._decode(rows[b], W, H, geo[b])
+                        self.frames_done += 1
+                    else:
+                        h, w = images[i].shape[:2]
+                        crops[i].append(self._decode_crop(rows[b], W, H, geo[b], rect, w, h))
+                        self.crops_done += 1
+        for i, parts in crops.items():
+            if parts:
+                results[i] = self._merge(results[i], parts)
         return results
 
-    def _decode(self, rows: np.ndarray, W: int, H: int, geo: tuple[float, float, float, float]) -> list[Detection]:
+    def _candidates(
+        self, rows: np.ndarray, W: int, H: int, geo: tuple[float, float, float, float]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Raw boxes (N, 4) as fractions of the letterboxed picture (not clipped), confidences, classes."""
         scores = rows[:, 5:]
         r_idx, c_idx = np.nonzero(scores >= max(self.conf, 1e-6))
-        if r_idx.size == 0:
-            return []
         conf = scores[r_idx, c_idx].astype(np.float64)
         px, py, nw, nh = geo
         cx, cy, bw, bh = (rows[r_idx, j].astype(np.float64) for j in range(4))
-        x0 = np.clip((cx * W - bw * W / 2 - px) / nw, 0.0, 1.0)
-        x1 = np.clip((cx * W + bw * W / 2 - px) / nw, 0.0, 1.0)
-        y0 = np.clip((cy * H - bh * H / 2 - py) / nh, 0.0, 1.0)
-        y1 = np.clip((cy * H + bh * H / 2 - py) / nh, 0.0, 1.0)
-        keep = _nms_per_class(np.stack([x0, y0, x1, y1], axis=1), conf, c_idx, self.nms, self.contain)
+        boxes = np.stack(
+            [
+                (cx * W - bw * W / 2 - px) / nw,
+                (cy * H - bh * H / 2 - py) / nh,
+                (cx * W + bw * W / 2 - px) / nw,
+                (cy * H + bh * H / 2 - py) / nh,
+            ],
+            axis=1,
+        ).reshape(-1, 4)
+        return boxes, conf, c_idx
+
+    def _decode(self, rows: np.ndarray, W: int, H: int, geo: tuple[float, float, float, float]) -> list[Detection]:
+        boxes, conf, c_idx = self._candidates(rows, W, H, geo)
+        if conf.size == 0:
+            return []
+        boxes = np.clip(boxes, 0.0, 1.0)
+        keep = _nms_per_class(boxes, conf, c_idx, self.nms, self.contain)
         out = [
-            Detection(
-                int(c_idx[k]),
-                self.class_names[int(c_idx[k])],
-                float(conf[k]),
-                (float(x0[k]), float(y0[k]), float(x1[k]), float(y1[k])),
-            )
+            Detection(int(c_idx[k]), self.class_names[int(c_idx[k])], float(conf[k]), tuple(float(v) for v in boxes[k]))
             for k in keep
         ]
         out.sort(key=lambda d: -d.score)
         return out
+
+    def _decode_crop(
+        self,
+        rows: np.ndarray,
+        W: int,
+        H: int,
+        geo: tuple[float, float, float, float],
+        rect: tuple[int, int, int, int],
+        width: int,
+        height: int,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """A crop's boxes after its own NMS, as frame fractions: (boxes (N, 4), scores, classes, cut flags).
+        Cut: the raw box reaches within 3 pixels of a crop edge that is not a frame edge."""
+        boxes, conf, c_idx = self._candidates(rows, W, H, geo)
+        x0, y0, x1, y1 = rect
+        cw, ch = x1 - x0, y1 - y0
+        tol_x, tol_y = 3.0 / cw, 3.0 / ch
+        cut = np.zeros(len(conf), bool)
+        if x0 > 0:
+            cut |= boxes[:, 0] <= tol_x
+        if y0 > 0:
+            cut |= boxes[:, 1] <= tol_y
+        if x1 < width:
+            cut |= boxes[:, 2] >= 1.0 - tol_x
+        if y1 < height:
+            cut |= boxes[:, 3] >= 1.0 - tol_y
+        boxes = np.clip(boxes, 0.0, 1.0)
+        keep = np.array(_nms_per_class(boxes, conf, c_idx, self.nms, self.contain), dtype=np.int64)
+        scale = np.array([cw / width, ch / height, cw / width, ch / height])
+        offset = np.array([x0 / width, y0 / height, x0 / width, y0 / height])
+        if keep.size == 0:
+            return np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64), np.zeros(0, bool)
+        return boxes[keep] * scale + offset, conf[keep], c_idx[keep], cut[keep]
+
+    def _merge(
+        self, whole: list[Detection], parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+    ) -> list[Detection]:
+        """Whole-frame detections plus the crops' boxes, through per-class NMS. A cut crop box that a complete
+        box of its class covers (half its area or more) is dropped; one that none covers keeps
+        ``cut_penalty`` of its score."""
+        boxes = np.concatenate([np.array([d.box for d in whole]).reshape(-1, 4)] + [p[0] for p in parts])
+        conf = np.concatenate([np.array([d.score for d in whole], np.float64)] + [p[1] for p in parts])
+        cls = np.concatenate([np.array([d.class_id for d in whole], np.int64)] + [p[2] for p in parts])
+        cut = np.concatenate([np.zeros(len(whole), bool)] + [p[3] for p in parts])
+        if conf.size == 0:
+            return []
+        alive = np.ones(len(conf), bool)
+        whole_idx = np.nonzero(~cut)[0]
+        for k in np.nonzero(cut)[0]:
+            same = whole_idx[cls[whole_idx] == cls[k]]
+            ix0 = np.maximum(boxes[k, 0], boxes[same, 0])
+            iy0 = np.maximum(boxes[k, 1], boxes[same, 1])
+            ix1 = np.minimum(boxes[k, 2], boxes[same, 2])
+            iy1 = np.minimum(boxes[k, 3], boxes[same, 3])
+            inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
+            area = max((boxes[k, 2] - boxes[k, 0]) * (boxes[k, 3] - boxes[k, 1]), 1e-12)
+            if same.size and inter.max() >= 0.5 * area:
+                alive[k] = False
+            else:
+                conf[k] *= self.cut_penalty
+        alive &= conf >= self.conf
+        idx = np.nonzero(alive)[0]
+        keep = idx[_nms_per_class(boxes[idx], conf[idx], cls[idx], self.nms, self.contain)]
+        out = [
+            Detection(int(cls[k]), self.class_names[int(cls[k])], float(conf[k]), tuple(float(v) for v in boxes[k]))
+            for k in keep
+        ]
+        out.sort(key=lambda d: -d.score)
+        return out
+
+
+def _tiny_masks_fixed(cfg: os.PathLike | str) -> str:
+    """A copy of a yolov3-tiny cfg whose last ``[yolo]`` ``mask = 0,1,2`` reads ``1,2,3``; its path (cached
+    per source cfg in the temp dir)."""
+    import hashlib
+    import re
+    import tempfile
+
+    text = Path(cfg).read_text()
+    fixed = re.sub(r"mask\s*=\s*0\s*,\s*1\s*,\s*2", "mask = 1,2,3", text)
+    out = os.path.join(tempfile.gettempdir(), f"longwatch-tiny-{hashlib.sha256(fixed.encode()).hexdigest()[:12]}.cfg")
+    if not os.path.exists(out):
+        tmp = f"{out}.{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(fixed)
+        os.replace(tmp, out)
+    return out
+
+
+def _place(cx: float, cy: float, bw: float, bh: float, width: int, height: int) -> list[int]:
+    """A ``bw × bh`` pixel rect centred on (cx, cy), shifted to lie inside the frame (clipped where larger)."""
+    bw, bh = min(int(round(bw)), width), min(int(round(bh)), height)
+    x0 = int(round(min(max(cx - bw / 2, 0), width - bw)))
+    y0 = int(round(min(max(cy - bh / 2, 0), height - bh)))
+    return [x0, y0, x0 + bw, y0 + bh]
 
 
 def _nms_per_class(
@@ -237,30 +494,58 @@ def _nms_per_class(
 # Events
 
 
-def event_detection(ev: EventSpec, detections: Sequence[Detection]) -> Detection | None:
-    """The detection that gives ``ev``'s score: the most confident box of its class passing its floor /
-    min_box_area / roi (the first of equals), else None."""
+def in_polygon(x: float, y: float, poly: Sequence[Sequence[float]]) -> bool:
+    """Whether (x, y) lies inside the polygon (even-odd rule; points on an edge may fall either way)."""
+    inside = False
+    n = len(poly)
+    for k in range(n):
+        xa, ya = poly[k][0], poly[k][1]
+        xb, yb = poly[k - 1][0], poly[k - 1][1]
+        if (ya > y) != (yb > y) and x < xa + (y - ya) * (xb - xa) / (yb - ya):
+            inside = not inside
+    return inside
+
+
+def event_detections(ev: EventSpec, detections: Sequence[Detection]) -> list[Detection]:
+    """The boxes that count for ``ev``, best first (stable: equals keep their order): its class, score at
+    least its floor (and > 0), area at least ``min_box_area``, centre inside ``roi`` and bottom-centre
+    (where the object stands, as Frigate does) inside ``zone`` (a polygon of normalised (x, y) points).
+    ``zone`` is read with getattr, so specs without it work."""
     p = ev.detector
     if p is None:
-        return None
+        return []
     cid, floor = p.class_id, ev.score_floor
-    best: Detection | None = None
+    min_area, roi, zone = p.min_box_area, p.roi, getattr(p, "zone", None)
+    out = []
     for d in detections:
-        if d.class_id != cid or d.score < floor or (best is not None and d.score <= best.score) or d.score <= 0.0:
+        if d.class_id != cid or d.score < floor or d.score <= 0.0:
             continue
-        if p.min_box_area is not None and d.area < p.min_box_area:
+        if min_area is not None and d.area < min_area:
             continue
-        if p.roi is not None:
+        if roi is not None:
             cx, cy = d.center
-            x0, y0, x1, y1 = p.roi
+            x0, y0, x1, y1 = roi
             if not (x0 <= cx <= x1 and y0 <= cy <= y1):
                 continue
-        best = d
-    return best
+        if zone and not in_polygon((d.box[0] + d.box[2]) / 2.0, d.box[3], zone):
+            continue
+        out.append(d)
+    out.sort(key=lambda d: -d.score)
+    return out
+
+
+def event_detection(ev: EventSpec, detections: Sequence[Detection]) -> Detection | None:
+    """The detection that gives ``ev``'s score: the ``min_count``-th best of :func:`event_detections`
+    (``ev.detector.min_count``, default 1: the best), else None (fewer boxes pass)."""
+    p = ev.detector
+    n = max(1, int(getattr(p, "min_count", None) or 1)) if p is not None else 1
+    passing = event_detections(ev, detections)
+    return passing[n - 1] if len(passing) >= n else None
 
 
 def event_score(ev: EventSpec, detections: Sequence[Detection]) -> float:
-    """Highest confidence of ``ev``'s class passing its floor / min_box_area / roi, else 0."""
+    """``ev``'s frame score: the ``min_count``-th best confidence of the boxes passing its class / floor /
+    min_box_area / roi / zone filters, else 0 (:func:`event_detection`)."""
     d = event_detection(ev, detections)
     return 0.0 if d is None else d.score
 
@@ -322,18 +607,38 @@ class DetectorBackend:
         return BoxedScores(scores, boxes)
 
     def detect_clip(self, clip) -> list[list[Detection]]:
-        return self.detector.detect(list(clip.frames))
+        return self.detect_clips([clip])[0]
+
+    def detect_clips(self, clips: Sequence[Clip]) -> list[list[list[Detection]]]:
+        """Per clip, per frame, its detections, in as few forward passes as possible. A clip's
+        ``meta["detect"]`` (bool per frame) skips the frames marked False (no detections); its
+        ``meta["regions"]`` (per frame, normalised (x0, y0, x1, y1) boxes) are looked at closely
+        (:meth:`YoloDetector.detect`)."""
+        frames: list[np.ndarray] = []
+        regions: list = []
+        where: list[list[int | None]] = []  # per clip, per frame: its index in ``frames`` (None: skipped)
+        for c in clips:
+            meta = getattr(c, "meta", None) or {}
+            mask, regs = meta.get("detect"), meta.get("regions")
+            idx: list[int | None] = []
+            for k, frame in enumerate(c.frames):
+                if mask is not None and not bool(mask[k]):
+                    idx.append(None)
+                    continue
+                idx.append(len(frames))
+                frames.append(frame)
+                regions.append(regs[k] if regs is not None else None)
+            where.append(idx)
+        if any(regions):
+            dets = self.detector.detect(frames, regions=regions)
+        else:  # the plain call: any object with ``detect(frames)`` will do
+            dets = self.detector.detect(frames) if frames else []
+        return [[[] if j is None else dets[j] for j in idx] for idx in where]
 
     def score(self, clips: Sequence[Clip]) -> list[dict[str, np.ndarray]]:
         """Per clip ``{event: per-frame scores}`` (with their ``boxes``, :class:`BoxedScores`): clips of any
-        streams and sizes in as few forward passes as possible (:class:`~.backend.Backend`'s verb)."""
+        streams and sizes in as few forward passes as possible (:class:`~.backend.Backend`'s verb).
+        Frames a clip's ``meta["detect"]`` skips score 0 (box NaN); see :meth:`detect_clips`."""
         if not self.events:
             return [BoxedScores() for _ in clips]
-        frames: list[np.ndarray] = []
-        bounds: list[tuple[int, int]] = []
-        for c in clips:
-            start = len(frames)
-            frames.extend(c.frames)
-            bounds.append((start, len(frames)))
-        dets = self.detector.detect(frames)
-        return [self.scores_from_detections(dets[a:b]) for a, b in bounds]
+        return [self.scores_from_detections(d) for d in self.detect_clips(clips)]

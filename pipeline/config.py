@@ -78,6 +78,26 @@ class SamplerConfig(_Model):
         return self
 
 
+class DetectionConfig(_Model):
+    """Motion, and when the detector runs (``pipeline/motion_gate.py``)."""
+
+    motion_fps: float = Field(8.0, ge=2.0, le=30.0, description="rate of the grey thumbnails the motion model sees")
+    gate: bool = Field(
+        True,
+        description="run the detector only on frames with motion or with an object event open, plus a "
+        "periodic full check; False = every sampled frame",
+    )
+    full_check_s: float = Field(
+        10.0, gt=0, description="with gate: the detector sees at least one frame per this many stream seconds"
+    )
+    regions: bool = Field(
+        True, description="also detect on crops around motion at the frame's own resolution (small, distant objects)"
+    )
+    region_min_area: float = Field(
+        0.0005, ge=0, le=1, description="motion blobs smaller than this (fraction of the frame) neither gate nor crop"
+    )
+
+
 class QwenCompatConfig(_Model):
     """qwen-vl-utils 0.0.14 ``fetch_video`` semantics for bounded files."""
 
@@ -161,6 +181,7 @@ class Settings(BaseSettings):
 
     source: SourceConfig = SourceConfig()
     sampler: SamplerConfig = SamplerConfig()
+    detection: DetectionConfig = DetectionConfig()
     qwen_compat: QwenCompatConfig = QwenCompatConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     vlm: VLMConfig = VLMConfig()

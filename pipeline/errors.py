@@ -89,6 +89,15 @@ class SegmenterStateError(SegmenterError):
     """A saved segmenter state cannot be restored: malformed, another version, inconsistent fields."""
 
 
+class MotionError(LongwatchError, ValueError):
+    """Frames, times or options fed to the motion model are invalid: not a 2-D uint8 image, time going
+    backwards, options out of range, a zone that does not fit the frame."""
+
+
+class MotionStateError(MotionError):
+    """A saved motion-model state cannot be restored: malformed, another version, inconsistent fields."""
+
+
 class StoreError(LongwatchError, ConnectionError):
     """The segment store (Redis) could not be reached, or its embedded server could not start,
     within the allowed retries."""

@@ -160,7 +160,8 @@ COCO_ALIASES: dict[str, str] = {
 }
 _COCO_INDEX = {name: i for i, name in enumerate(COCO_CLASSES)}
 
-BACKENDS = ("detector", "qwen2_5_vl")
+BACKENDS = ("detector", "qwen2_5_vl", "motion")
+MOTION_ON = 0.5  # a motion event's score at exactly its min_area (see pipeline/motion.py)
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 DEFAULT_MIN_SCORE = 0.4
 DEFAULT_OFF_RATIO = 0.7
@@ -205,6 +206,77 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=True)
 
 
+def _check_zone(v: Any) -> list[list[float]] | None:
+    """A polygon of at least 3 ``[x, y]`` points, fractions of the frame's width and height."""
+    if v is None:
+        return None
+    if not isinstance(v, (list, tuple)) or len(v) < 3:
+        raise ValueError(f"must be a polygon: a list of at least 3 [x, y] points (fractions of the frame), got {v!r}")
+    out: list[list[float]] = []
+    for i, p in enumerate(v):
+        if (
+            not isinstance(p, (list, tuple))
+            or len(p) != 2
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in p)
+        ):
+            raise ValueError(f"point {i + 1} must be [x, y] (two numbers), got {p!r}")
+        if not all(0.0 <= float(x) <= 1.0 for x in p):
+            raise ValueError(f"point {i + 1} must be fractions of the frame between 0 and 1, got {list(p)}")
+        out.append([float(p[0]), float(p[1])])
+    xs, ys = [p[0] for p in out], [p[1] for p in out]
+    area = 0.5 * abs(sum(xs[i] * ys[i - 1] - xs[i - 1] * ys[i] for i in range(len(out))))
+    if area <= 0.0:
+        raise ValueError(f"the polygon {out} encloses no area")
+    return out
+
+
+def _check_roi(v: Any) -> list[float] | None:
+    if v is None:
+        return v
+    if (
+        not isinstance(v, (list, tuple))
+        or len(v) != 4
+        or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+    ):
+        raise ValueError(f"must be four numbers [x0, y0, x1, y1] (fractions of the frame), got {v!r}")
+    x0, y0, x1, y1 = (float(x) for x in v)
+    if not all(0.0 <= x <= 1.0 for x in (x0, y0, x1, y1)):
+        raise ValueError(f"values must be fractions between 0 and 1, got {[x0, y0, x1, y1]}")
+    if not (x0 < x1 and y0 < y1):
+        raise ValueError(f"needs x0 < x1 and y0 < y1, got {[x0, y0, x1, y1]}")
+    return [x0, y0, x1, y1]
+
+
+class MotionParams(_Strict):
+    """``motion:`` block of an event with ``backend: motion`` (all optional)."""
+
+    min_area: float = Field(
+        0.001, gt=0.0, le=1.0, strict=True, description="moving area that counts, as a fraction of the frame"
+    )
+    sensitivity: float = Field(0.5, ge=0.0, le=1.0, strict=True, description="0: only strong changes … 1: faint ones")
+    zone: list[list[float]] | None = Field(
+        None, description="polygon [[x, y], …] (fractions); motion outside is ignored"
+    )
+    roi: list[float] | None = Field(None, description="[x0, y0, x1, y1] (fractions): a rectangular zone")
+
+    _zone = field_validator("zone", mode="before")(classmethod(lambda cls, v: _check_zone(v)))
+    _roi = field_validator("roi", mode="before")(classmethod(lambda cls, v: _check_roi(v)))
+
+    @model_validator(mode="after")
+    def _one_area(self) -> MotionParams:
+        if self.zone is not None and self.roi is not None:
+            raise ValueError("give either 'zone' (a polygon) or 'roi' (a rectangle), not both")
+        return self
+
+    @property
+    def polygon(self) -> list[list[float]] | None:
+        """The zone as a polygon (``roi`` as its 4 corners), or None (the whole frame)."""
+        if self.roi is not None:
+            x0, y0, x1, y1 = self.roi
+            return [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
+        return self.zone
+
+
 class DetectorParams(_Strict):
     """``detector:`` block of an event."""
 
@@ -212,6 +284,12 @@ class DetectorParams(_Strict):
     min_score: float = Field(DEFAULT_MIN_SCORE, ge=0.0, le=1.0, strict=True)
     min_box_area: float | None = Field(None, ge=0.0, le=1.0, strict=True, description="fraction of the frame area")
     roi: list[float] | None = Field(None, description="[x0, y0, x1, y1] as fractions of width/height")
+    zone: list[list[float]] | None = Field(
+        None, description="polygon [[x, y], …] (fractions); a box counts if its bottom centre is inside"
+    )
+    min_count: int = Field(1, ge=1, le=1000, strict=True, description="boxes needed at once (2: two or more people)")
+
+    _zone = field_validator("zone", mode="before")(classmethod(lambda cls, v: _check_zone(v)))
 
     @field_validator("class_name", mode="before")
     @classmethod
@@ -228,30 +306,7 @@ class DetectorParams(_Strict):
                 f"{', '.join(COCO_CLASSES[:8])}, …)"
             ) from None
 
-    @field_validator("roi", mode="before")
-    @classmethod
-    def _roi_shape(cls, v: Any) -> Any:
-        if v is None:
-            return v
-        if (
-            not isinstance(v, (list, tuple))
-            or len(v) != 4
-            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
-        ):
-            raise ValueError(f"must be four numbers [x0, y0, x1, y1] (fractions of the frame), got {v!r}")
-        return [float(x) for x in v]
-
-    @field_validator("roi")
-    @classmethod
-    def _roi_values(cls, v: list[float] | None) -> list[float] | None:
-        if v is None:
-            return v
-        x0, y0, x1, y1 = v
-        if not all(0.0 <= x <= 1.0 for x in v):
-            raise ValueError(f"values must be fractions between 0 and 1, got {v}")
-        if not (x0 < x1 and y0 < y1):
-            raise ValueError(f"needs x0 < x1 and y0 < y1, got {v}")
-        return v
+    _roi = field_validator("roi", mode="before")(classmethod(lambda cls, v: _check_roi(v)))
 
     @property
     def class_id(self) -> int:
@@ -262,9 +317,10 @@ class EventSpec(_Strict):
     """One event. After validation ``on`` and ``off`` are always numbers (defaults filled in)."""
 
     event: str
-    backend: Literal["detector", "qwen2_5_vl"] = "detector"
+    backend: Literal["detector", "qwen2_5_vl", "motion"] = "detector"
     description: str = ""
     detector: DetectorParams | None = None
+    motion: MotionParams | None = None
     prompt: str | None = None
     threshold: float | None = Field(None, gt=0.0, le=1.0, strict=True)
     on: float | None = Field(None, gt=0.0, le=1.0, strict=True)
@@ -298,6 +354,8 @@ class EventSpec(_Strict):
     @model_validator(mode="after")
     def _backend_fields(self) -> EventSpec:
         base: float | None
+        if self.motion is not None and self.backend != "motion":
+            raise ValueError(f"a 'motion:' block belongs to backend 'motion', not {self.backend!r}")
         if self.backend == "detector":
             if self.detector is None:
                 raise ValueError("backend 'detector' needs a 'detector:' block, e.g. detector: {class: person}")
@@ -305,6 +363,15 @@ class EventSpec(_Strict):
             if wrong:
                 raise ValueError(f"{' and '.join(map(repr, wrong))} belong to backend 'qwen2_5_vl', not 'detector'")
             base = self.detector.min_score
+        elif self.backend == "motion":
+            wrong = [k for k in ("detector", "prompt", "threshold") if getattr(self, k) is not None]
+            if wrong:
+                raise ValueError(f"{' and '.join(map(repr, wrong))} do not belong to backend 'motion'")
+            if self.motion is None:
+                self.motion = MotionParams()
+            # a motion score is 0.5 exactly when the moving area is min_area (pipeline/motion.py)
+            base = MOTION_ON
+            self.hold_on_motion = None  # it is motion itself
         else:
             missing = [k for k in ("prompt", "threshold") if getattr(self, k) is None]
             if missing:
@@ -382,6 +449,15 @@ class EventsSpec(BaseModel):
     def detector_events(self) -> list[EventSpec]:
         return self.by_backend("detector")
 
+    @property
+    def motion_events(self) -> list[EventSpec]:
+        return self.by_backend("motion")
+
+    @property
+    def model_backends(self) -> list[str]:
+        """The backends that run in a model pool (``motion`` runs in the stream worker itself)."""
+        return sorted({e.backend for e in self.events} - {"motion"})
+
 
 # ----------------------------------------------------------------------------------------------
 # YAML with line numbers
@@ -440,6 +516,7 @@ def _line_of(lines: dict[tuple, int], loc: tuple) -> int | None:
 _KEYS = {
     "event": sorted(a for f, info in EventSpec.model_fields.items() for a in [info.alias or f]),
     "detector": sorted(a for f, info in DetectorParams.model_fields.items() for a in [info.alias or f]),
+    "motion": sorted(a for f, info in MotionParams.model_fields.items() for a in [info.alias or f]),
 }
 
 
@@ -453,7 +530,7 @@ def _describe(err: ErrorDetails, label: str, field: str) -> str:
         return f"{where}missing required key {last!r}"
     if typ == "extra_forbidden":
         parent = field.rsplit(".", 1)[0] if "." in field else ""
-        allowed = _KEYS["detector" if parent == "detector" else "event"]
+        allowed = _KEYS[parent if parent in ("detector", "motion") else "event"]
         close = difflib.get_close_matches(str(last), allowed, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         where = f"{label}: " + (f"{parent}: " if parent else "")

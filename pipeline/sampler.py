@@ -265,7 +265,46 @@ class DynamicSampler:
         return [self._make_clip(picks, rate, activity)]
 
 
-def choose_skip(source, config: SamplerConfig) -> str:
+class _MotionThumbs:
+    """Small grey thumbnails (``MOTION_WIDTH`` px wide) of the decoded stream at ``fps``, for the motion
+    backend (:mod:`.motion`): the first frame of each 1/fps slot of stream time, so a resumed stream
+    sees the frames an uninterrupted one saw. Each clip takes what was collected since the previous
+    one (``clip.meta["thumbs"]``: ``(times, stack)``), which always covers the clip's own frames."""
+
+    def __init__(self, fps: float):
+        self.fps = fps
+        self.slot: int | None = None
+        self.times: list[float] = []
+        self.images: list[np.ndarray] = []
+
+    def push(self, frame) -> None:
+        t = float(frame.t)
+        slot = math.floor(t * self.fps + 1e-6)
+        if self.slot is not None and slot <= self.slot:
+            return
+        self.slot = slot
+        w = MOTION_WIDTH
+        h = max(8, round(w * frame.height / frame.width))
+        if hasattr(frame, "to_gray"):
+            small = frame.to_gray(w, h)
+        else:
+            small = cv2.cvtColor(cv2.resize(frame.to_rgb(), (w, h), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+        self.times.append(t)
+        self.images.append(np.ascontiguousarray(small, dtype=np.uint8))
+
+    def attach(self, clip: Clip) -> Clip:
+        if self.images:
+            clip.meta["thumbs"] = (np.array(self.times, dtype=np.float64), np.stack(self.images))
+        else:
+            clip.meta["thumbs"] = (np.zeros(0, dtype=np.float64), np.zeros((0, 1, MOTION_WIDTH), np.uint8))
+        self.times, self.images = [], []
+        return clip
+
+
+MOTION_WIDTH = 160  # px: the motion backend's thumbnails
+
+
+def choose_skip(source, config: SamplerConfig, *, motion: bool = False) -> str:
     """FFmpeg skip_frame mode for a source, given the sampler's needs (``config.skip='auto'``).
 
     * ``NONKEY`` on files whose keyframes are regular and whose candidate period (1 / max_fps) is a
@@ -278,7 +317,7 @@ def choose_skip(source, config: SamplerConfig) -> str:
     fps = source.native_fps
     if not fps:
         return "DEFAULT"
-    if source.kind == "file":
+    if source.kind == "file" and not motion:  # motion needs more than keyframes
         gop = source.keyframe_interval()
         if gop:
             ratio = (1.0 / config.max_fps) / gop
@@ -297,15 +336,19 @@ def sample_clips(
     start_index: int = 0,
     resume_at: float | None = None,
     on_sampler=None,
+    motion_fps: float | None = None,
 ) -> Iterator[Clip]:
     """Stream clips from an open :class:`~pipeline.source.Source` with the dynamic sampler.
 
     ``resume_at``: a file only; the grid time where the next clip starts (``sampler.next_clip_t``
     saved after a clip). Clips from there on equal those of an uninterrupted run.
     ``on_sampler``: called with the sampler once it exists (to read ``next_clip_t`` after each clip).
+    ``motion_fps``: also collect grey thumbnails at this rate for the motion backend
+    (``clip.meta["thumbs"]``, see :class:`_MotionThumbs`); keyframe-only decoding is then not used.
     """
     config = config or SamplerConfig()
-    skip = choose_skip(source, config)
+    skip = choose_skip(source, config, motion=bool(motion_fps))
+    thumbs = _MotionThumbs(motion_fps) if motion_fps else None
     sampler: DynamicSampler | None = None
     # Decode from a little before the resume point: the nearest-frame rule needs the frame before, the
     # first candidate's motion the frame of the slot before (one sampling interval back), and the cut
@@ -317,6 +360,8 @@ def sample_clips(
     for frame in source.frames(skip=skip, start_s=start_s):
         if cuts is not None:
             cuts.push(frame)
+        if thumbs is not None:
+            thumbs.push(frame)
         if sampler is None:
             sampler = DynamicSampler(
                 config,
@@ -331,11 +376,15 @@ def sample_clips(
             if on_sampler is not None:
                 on_sampler(sampler)
         for clip in sampler.push(frame):
+            if thumbs is not None:
+                thumbs.attach(clip)
             yield cuts.attach(clip) if cuts is not None else clip
     if sampler is not None:
         if cuts is not None:
             cuts.flush()
         for clip in sampler.flush():
+            if thumbs is not None:
+                thumbs.attach(clip)
             yield cuts.attach(clip, last=True) if cuts is not None else clip
 
 

@@ -74,6 +74,7 @@ from .errors import (
 from .events import EventsSpec
 from .histograms import BATCH_SIZE_BUCKETS, LATENCY_BUCKETS_S, Histogram
 from .identity import check_identity, fingerprints
+from .motion_gate import MotionGate
 from .retry import Backoff, retry_call
 from .sampler import sample_clips
 from .secrets import redact
@@ -153,6 +154,8 @@ class StreamReport:
     reconnects: int = 0  # reconnections of a live source, this run
     model_latency: dict[str, Histogram] = field(default_factory=dict)  # backend kind → seconds per call
     model_batch_size: dict[str, Histogram] = field(default_factory=dict)  # backend kind → clips per batch
+    sampled_frames: int = 0  # frames in the clips processed, this run
+    detected_frames: int = 0  # of those, the frames the motion gate sent to the detector
 
     def observe_model_call(self, call: ModelCall) -> None:
         """Add one model call to the backend's latency and batch-size histograms."""
@@ -181,6 +184,8 @@ class StreamReport:
             "sampled_fps": round(self.sampled_fps, 3),
             "queue_depth": self.queue_depth,
             "reconnects": self.reconnects,
+            "sampled_frames": self.sampled_frames,
+            "detected_frames": self.detected_frames,
             # list(): a snapshot (the actor's status() reads the report from another thread)
             "model_latency_s": {k: h.as_json() for k, h in list(self.model_latency.items())},
             "model_batch_size": {k: h.as_json() for k, h in list(self.model_batch_size.items())},
@@ -412,6 +417,9 @@ class StreamProcessor:
                 self._thumbs.observe(seg, ups)
                 closed_at_restart.extend(ups)
         self._holds: dict[str, float | None] = dict(wm.get("holds") or {})
+        self._gate = MotionGate(self.events, self.settings.detection, wm.get("motion") if wm else None)
+        if self._gap_from is not None:
+            self._gate.reset()  # after an outage the scene may have changed: learn it afresh
         rep.resumed_from = resume_at
         rep.state = "running"
         try:
@@ -450,6 +458,7 @@ class StreamProcessor:
                     start_index=start_index,
                     resume_at=resume_at,
                     on_sampler=lambda s: holder.setdefault("sampler", s),
+                    motion_fps=self.settings.detection.motion_fps if self._gate.active else None,
                 ):
                     item = (clip, holder["sampler"].next_clip_t)
                     self._sampled_frames += clip.n
@@ -567,19 +576,49 @@ class StreamProcessor:
     def _process(self, clip: Clip, next_clip_t: float | None, segmenters: dict[str, Segmenter], src: Source) -> None:
         rep = self.report
         t0 = time.perf_counter()
-        scores = self._score(clip)
+        gate = None
+        thumbs = clip.meta.pop("thumbs", None)  # the motion model's: they do not travel to the model pools
+        if self._gate.active and thumbs is not None:
+            tracking = any(segmenters[ev.event].running is not None for ev in self.events.detector_events)
+            gate = self._gate.process(thumbs[0], thumbs[1], clip.times.tolist(), tracking=tracking)
+            clip.meta["detect"] = gate.detect
+            clip.meta["regions"] = gate.regions
+            rep.detected_frames += gate.detected_frames
+        scores = self._score(clip) if self._needs_model(clip) else BoxedScores()
         for call in getattr(scores, "calls", ()):
             rep.observe_model_call(call)
-        updates: list[SegmentUpdate] = []
+        rep.sampled_frames += clip.n
         boxes = boxes_of(scores)
-        for name, seg in segmenters.items():
+        cut_times = sorted(float(t) for t in clip.meta.get("cuts", ()))
+        series: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # event → (times, scores, raw)
+        for name in segmenters:
             values = scores.get(name)
-            if values is None:
-                continue
-            raw = np.asarray(values, dtype=np.float64)
-            ups = seg.push(clip.times, self._hold_on_motion(name, clip, raw))
+            if values is not None:
+                raw = np.asarray(values, dtype=np.float64)
+                series[name] = (clip.times, self._hold_on_motion(name, clip, raw), raw)
+        if gate is not None:
+            for name, values in gate.scores.items():
+                series[name] = (gate.times, values, values)
+        updates: list[SegmentUpdate] = []
+        for name, (times, values, raw) in series.items():
+            seg = segmenters[name]
+            # a new shot is a new scene: nothing stays open across a hard cut
+            ups: list[SegmentUpdate] = []
+            start = 0
+            for c in cut_times:
+                k = int(np.searchsorted(times, c, side="left"))
+                if k > start:
+                    ups.extend(seg.push(times[start:k], values[start:k]))
+                    start = k
+                if seg.last_time is not None and seg.last_time < c:
+                    ups.extend(seg.interrupt())
+            if start < len(times):
+                ups.extend(seg.push(times[start:], values[start:]))
             # the best frame is the best raw score (a motion hold only keeps a run open)
-            self._thumbs.observe(seg, ups, clip=clip, scores=raw, boxes=boxes.get(name))
+            if times is clip.times:
+                self._thumbs.observe(seg, ups, clip=clip, scores=raw, boxes=boxes.get(name))
+            else:
+                self._thumbs.observe(seg, ups, clip=clip, scores=_on_clip_times(times, raw, clip.times))
             updates.extend(ups)
         cuts = [
             Segment(self.stream_id, "scene_cut", t, t, epoch=clip.epoch, score=1.0) for t in clip.meta.get("cuts", ())
@@ -668,6 +707,15 @@ class StreamProcessor:
             raise box["error"]
         return box["scores"]
 
+    def _needs_model(self, clip: Clip) -> bool:
+        """Whether the clip goes to the model pools at all: not when no event needs one, or when the
+        detector is the only one and the motion gate left it no frame to look at."""
+        backends = self.events.model_backends
+        if not backends:
+            return False
+        detect = clip.meta.get("detect")
+        return backends != ["detector"] or detect is None or bool(np.any(detect))
+
     def _hold_on_motion(self, name: str, clip: Clip, scores: np.ndarray) -> np.ndarray:
         """Keep an open event alive while its object still moves out of view (see EventSpec)."""
         ev = self.events.get(name)
@@ -703,6 +751,7 @@ class StreamProcessor:
             "footage_s": footage_s,
             "segmenters": {k: s.state() for k, s in segmenters.items()},
             "holds": self._holds,
+            **({"motion": self._gate.state()} if self._gate.active else {}),
             **({"done": True} if done else {}),
             **self._fingerprints,
         }
@@ -726,3 +775,17 @@ class StreamProcessor:
             f"committing clip {watermark.get('clip_index')}",
         )
         self.report.segments_committed += len(latest)
+
+
+def _on_clip_times(times: np.ndarray, scores: np.ndarray, clip_times: np.ndarray) -> np.ndarray:
+    """Scores at other times (a motion event's thumbnails) as one per sampled frame of the clip: the
+    highest within half a sampling interval, so the segment's picture is one of the clip's frames."""
+    out = np.zeros(len(clip_times), dtype=np.float64)
+    if not len(times):
+        return out
+    half = 0.5 * float(np.median(np.diff(clip_times))) if len(clip_times) > 1 else 0.5
+    for j, t in enumerate(clip_times):
+        a, b = np.searchsorted(times, t - half, "left"), np.searchsorted(times, t + half, "right")
+        if b > a:
+            out[j] = float(scores[a:b].max())
+    return out

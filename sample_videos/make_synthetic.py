@@ -103,6 +103,78 @@ def cfr_times(duration: float, fps: float, start: float = 0.0) -> list[float]:
     return [round(start + i / fps, 3) for i in range(int(round(duration * fps)))]
 
 
+def motion_clip(
+    path: str | Path,
+    *,
+    duration: float = 20.0,
+    fps: int = 10,
+    step_at: float = 4.0,
+    step: int = 35,
+    small: tuple[float, float] = (7.0, 10.0),
+    large: tuple[float, float] = (13.0, 16.5),
+    seed: int = 11,
+) -> Synthetic:
+    """A clip for motion detection (320×240, ``fps``, ``duration`` s, no barcode): a static textured grey
+    background with mild noise (σ 2 grey levels per frame); at ``step_at`` s the whole picture gets ``step``
+    grey levels brighter and stays so (a light switched on: NOT motion); during ``small`` a bright 10×10 px
+    square moves (40 px/s); during ``large`` a dark 60×100 px "person" walks across (60 px/s). Each object
+    is in view exactly during its interval, so ``events`` (the two intervals) is the motion truth."""
+    width, height = 320, 240
+    rng = np.random.default_rng(seed)
+    # Texture: coarse random blobs + a ramp, 60..180 grey levels before the step.
+    coarse = rng.uniform(0, 1, (height // 16 + 2, width // 16 + 2))
+    yy, xx = np.mgrid[0:height, 0:width] / 16.0
+    y0, x0 = yy.astype(int), xx.astype(int)
+    fy, fx = yy - y0, xx - x0
+    tex = (
+        coarse[y0, x0] * (1 - fx) * (1 - fy)
+        + coarse[y0, x0 + 1] * fx * (1 - fy)
+        + coarse[y0 + 1, x0] * (1 - fx) * fy
+        + coarse[y0 + 1, x0 + 1] * fx * fy
+    )
+    base = 60.0 + 80.0 * tex + 40.0 * np.arange(width)[None, :] / width
+    times = cfr_times(duration, fps)
+    spec = Synthetic(
+        str(path),
+        times,
+        [small, large],
+        width,
+        height,
+        note=f"motion: +{step} grey step at {step_at} s (not motion), small square {small}, large object {large}",
+    )
+
+    def frames():
+        for t in times:
+            img = base + (step if t >= step_at else 0) + rng.normal(0.0, 2.0, base.shape)
+            if small[0] <= t < small[1]:
+                x = int(40 + 40 * (t - small[0]))
+                img[150:160, x : x + 10] = 250
+            if large[0] <= t < large[1]:
+                x = int(20 + 60 * (t - large[0]))
+                img[90:190, x : x + 60] = 20
+            grey = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+            yield t, np.repeat(grey[:, :, None], 3, axis=2)
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = Fraction(1, 1000)
+        stream.codec_context.time_base = Fraction(1, 1000)
+        stream.codec_context.options = {"preset": "veryfast", "crf": "20"}
+        for t, rgb in frames():
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = int(round(t * 1000))
+            frame.time_base = Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return spec
+
+
 def standard_set(out_dir: str | Path) -> dict[str, Synthetic]:
     """The clips the tests and the demo use."""
     out = Path(out_dir)
@@ -131,6 +203,8 @@ def standard_set(out_dir: str | Path) -> dict[str, Synthetic]:
         gop=10,
         options={"bframes": "0", "sc_threshold": "0"},
     )
+    # Motion detection: a brightness step (not motion), a small and a large moving object (own seed).
+    made["motion"] = motion_clip(out / "motion.mp4")
     return made
 
 

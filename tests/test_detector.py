@@ -20,7 +20,15 @@ import numpy as np
 import pytest
 
 from longwatch.model.backend import Backend
-from longwatch.model.detector import Detection, DetectorBackend, YoloDetector, event_score
+from longwatch.model.detector import (
+    Detection,
+    DetectorBackend,
+    YoloDetector,
+    event_detection,
+    event_detections,
+    event_score,
+    tile_regions,
+)
 from longwatch.model.weights import (
     CACHE_SUBDIR,
     WEIGHTS_NAME,
@@ -392,3 +400,166 @@ def test_activity_values():
     assert act[1] == pytest.approx(1.0) and act[2] == 0.0 and act[0] == act[1]
     assert frame_activity([white], prev=black)[0] == pytest.approx(1.0)
     assert frame_activity([]).shape == (0,)
+
+
+# -- regions, zones, min_count -----------------------------------------------------------------
+
+
+def _vtest_frame(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frame ``n`` of vtest.avi (RGB, 768×576) and its PETS person boxes as fractions (N, 4)."""
+    import csv
+
+    import cv2
+
+    path, gt = footage_file("vtest.avi"), footage_file("vtest_gt_boxes.csv")
+    cap = cv2.VideoCapture(str(path))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, n)
+    ok, bgr = cap.read()
+    cap.release()
+    if not ok:
+        pytest.skip(f"could not decode frame {n} of {path}")
+    with open(gt) as f:
+        rows = [r for r in csv.DictReader(f) if int(r["frame"]) == n]
+    boxes = np.array(
+        [
+            [
+                float(r["x_left"]),
+                float(r["y_top"]),
+                float(r["x_left"]) + float(r["width"]),
+                float(r["y_top"]) + float(r["height"]),
+            ]
+            for r in rows
+        ]
+    ) / np.array([768, 576, 768, 576])
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), boxes
+
+
+def test_tile_regions_cover_the_frame():
+    tiles = tile_regions(2, 2, overlap=0.2)
+    assert len(tiles) == 4 and tiles[0] == (0.0, 0.0, 0.55, 0.55) and tiles[-1] == (0.45, 0.45, 1.0, 1.0)
+    assert tile_regions(1, 1) == [(0.0, 0.0, 1.0, 1.0)]
+    xs = sorted({t[0] for t in tile_regions(3, 1, 0.0)})
+    assert np.allclose(xs, [0, 1 / 3, 2 / 3])
+    with pytest.raises(ValueError):
+        tile_regions(0, 2)
+
+
+def test_crop_rects_merge_near_regions_and_keep_tiles_apart(detector):
+    # two motion boxes side by side: one crop, at least region_min a side, on the 32-pixel grid
+    near = detector.crop_rects(768, 576, [(0.40, 0.40, 0.42, 0.45), (0.45, 0.40, 0.47, 0.46)])
+    assert len(near) == 1
+    x0, y0, x1, y1 = near[0]
+    assert (x1 - x0) % 32 == 0 and (y1 - y0) % 32 == 0 and min(x1 - x0, y1 - y0) >= detector.region_min
+    assert x0 >= 0 and x1 <= 768 and y0 >= 0 and y1 <= 576
+    # tiles overlap a little: four crops, each run unscaled (≤ region_cap)
+    tiles = detector.crop_rects(768, 576, tile_regions(2, 2))
+    assert len(tiles) == 4 and all(max(r[2] - r[0], r[3] - r[1]) <= detector.region_cap for r in tiles)
+    # a region as big as the frame is what the whole-frame pass already sees (when it is no bigger than that)
+    assert detector.crop_rects(320, 240, [(0.0, 0.0, 1.0, 1.0)]) == []
+
+
+@pytest.mark.footage
+def test_regions_none_or_empty_is_the_whole_frame_pass(detector, person_frames):
+    imgs = [person_frames[t] for t in PERSON_AT[:2] + EMPTY_AT[:1]]
+    plain = detector.detect(imgs)
+    assert detector.detect(imgs, regions=None) == plain
+    assert detector.detect(imgs, regions=[[], None, ()]) == plain
+    with pytest.raises(ModelError, match="one entry per image"):
+        detector.detect(imgs, regions=[[]])
+
+
+@pytest.mark.footage
+def test_small_people_found_in_regions(detector):
+    """vtest.avi frame 0: three pedestrians ~75–90 px tall in a 768×576 frame. Around each, a region (as a
+    motion box would give): the crops run at native resolution and find more of them than the whole frame
+    at 320; a person pasted small into a big grey canvas is found only with a region."""
+    img, gt = _vtest_frame(0)
+
+    def hits(dets):
+        people = [d.box for d in dets if d.label == "person" and d.score >= 0.4]
+        return sum(any(_centre_in(p, g) for p in people) for g in gt)
+
+    regions = [tuple(g) for g in gt]
+    whole, boxed = detector.detect([img])[0], detector.detect([img], regions=[regions])[0]
+    assert hits(boxed) >= max(hits(whole), len(gt) - 1), (whole, boxed)
+    assert detector.crops_done > 0
+    # one small person in a big grey frame: 1920×1080, the person ~80 px tall
+    x0, y0, x1, y1 = (np.array(gt[0]) * [768, 576, 768, 576]).astype(int)
+    person = img[max(0, y0 - 10) : y1 + 10, max(0, x0 - 10) : x1 + 10]
+    canvas = np.full((1080, 1920, 3), 127, np.uint8)
+    canvas[600 : 600 + person.shape[0], 1400 : 1400 + person.shape[1]] = person
+    where = (1400 / 1920, 600 / 1080, (1400 + person.shape[1]) / 1920, (600 + person.shape[0]) / 1080)
+    plain = [d for d in detector.detect([canvas])[0] if d.label == "person" and d.score >= 0.4]
+    found = [d for d in detector.detect([canvas], regions=[[where]])[0] if d.label == "person" and d.score >= 0.4]
+    assert not plain, plain
+    assert found and _centre_in(found[0].box, where), found
+
+
+def _centre_in(box, area) -> bool:
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return area[0] <= cx <= area[2] and area[1] <= cy <= area[3]
+
+
+def _ev(**detector) -> SimpleNamespace:
+    """A stand-in for an EventSpec (the schema is changing in parallel): what event scoring reads."""
+    params = {"class_id": 0, "min_box_area": None, "roi": None, **detector}
+    return SimpleNamespace(event="p", score_floor=0.3, detector=SimpleNamespace(**params))
+
+
+def test_zone_counts_a_box_by_its_feet():
+    # zone: the lower half of the right half of the frame (a triangle would do as well)
+    zone = [(0.5, 0.5), (1.0, 0.5), (1.0, 1.0), (0.5, 1.0)]
+    standing_in = Detection(0, "person", 0.6, (0.6, 0.2, 0.7, 0.8))  # centre (0.65, 0.5) ; feet (0.65, 0.8)
+    head_in = Detection(0, "person", 0.9, (0.6, 0.6, 0.7, 1.0))  # feet (0.65, 1.0): on the edge, inside
+    outside = Detection(0, "person", 0.95, (0.1, 0.6, 0.2, 0.9))
+    floating = Detection(0, "person", 0.8, (0.6, 0.0, 0.7, 0.45))  # above the zone entirely
+    dets = [outside, floating, standing_in, head_in]
+    ev = _ev(zone=zone)
+    assert event_detections(ev, dets) == [head_in, standing_in]
+    assert event_score(ev, dets) == 0.9
+    assert event_score(ev, [outside, floating]) == 0.0
+    triangle = _ev(zone=[(0.0, 1.0), (1.0, 1.0), (0.5, 0.0)])
+    assert event_detections(triangle, [Detection(0, "person", 0.5, (0.0, 0.0, 0.1, 0.5))]) == []  # feet (0.05, 0.5)
+    assert event_score(_ev(zone=None), dets) == 0.95  # no zone: every box counts
+
+
+def test_min_count_scores_the_nth_best_box():
+    a, b, c = (Detection(0, "person", s, (0.1 * k, 0.1, 0.1 * k + 0.05, 0.3)) for k, s in enumerate((0.9, 0.5, 0.7)))
+    weak = Detection(0, "person", 0.2, (0.8, 0.1, 0.9, 0.3))  # under the floor 0.3: never counts
+    car = Detection(2, "car", 0.99, (0.0, 0.0, 1.0, 1.0))
+    dets = [a, b, c, weak, car]
+    assert event_detections(_ev(), dets) == [a, c, b]
+    assert event_score(_ev(min_count=1), dets) == 0.9
+    assert event_score(_ev(min_count=2), dets) == 0.7
+    assert event_detection(_ev(min_count=3), dets) is b and event_score(_ev(min_count=3), dets) == 0.5
+    assert event_score(_ev(min_count=4), dets) == 0.0 and event_detection(_ev(min_count=4), dets) is None
+    assert event_score(_ev(), dets) == 0.9  # no min_count field (today's schema): 1
+    # with a zone: the count is of the boxes inside it
+    assert event_score(_ev(min_count=2, zone=[(0.0, 0.0), (0.12, 0.0), (0.12, 1.0), (0.0, 1.0)]), dets) == 0.5
+
+
+def test_backend_skips_frames_and_passes_regions():
+    calls = []
+
+    class Recorder:
+        conf = 0.25
+
+        def detect(self, frames, regions=None):
+            calls.append((len(frames), regions))
+            return [[Detection(0, "person", 0.8, (0.1, 0.1, 0.5, 0.9))] for _ in frames]
+
+    spec = load_events("- event: person_present\n  detector: {class: person}\n")
+    backend = DetectorBackend(spec, detector=Recorder())
+    frames = [np.zeros((4, 4, 3), np.uint8)] * 4
+    r = [(0.0, 0.0, 0.5, 0.5)]
+    clip = SimpleNamespace(
+        frames=frames, meta={"detect": np.array([True, False, True, False]), "regions": [r, [], [], r]}
+    )
+    out = backend.score([clip, SimpleNamespace(frames=frames[:1], meta={})])
+    assert list(out[0]["person_present"]) == [0.8, 0.0, 0.8, 0.0]
+    assert np.isnan(out[0].boxes["person_present"][1]).all() and not np.isnan(out[0].boxes["person_present"][0]).any()
+    assert list(out[1]["person_present"]) == [0.8]
+    assert calls == [(3, [r, [], None])]  # frames 0 and 2 of the first clip, then the second clip's frame
+    calls.clear()
+    backend.score([SimpleNamespace(frames=frames[:2], meta={"detect": [False, False]})])
+    assert calls == []  # nothing to detect: no call

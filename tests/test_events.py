@@ -59,8 +59,9 @@ def test_default_file_ships_and_validates():
     names = spec.names
     assert {"person_present", "car_present"} <= set(names)
     assert len(names) >= 4 and len(set(names)) == len(names)
-    for ev in spec:
-        assert ev.backend == "detector" and ev.detector is not None
+    assert spec.get("motion").backend == "motion" and spec.model_backends == ["detector"]
+    for ev in spec.detector_events:
+        assert ev.detector is not None
         assert ev.detector.class_name in COCO_CLASSES
         assert ev.on == ev.detector.min_score
         assert ev.off == pytest.approx(ev.on * 0.7)
@@ -182,7 +183,7 @@ BAD = [
         "bad-backend",
         "- event: a\n  backend: yolo\n  detector: {class: person}\n",
         2,
-        ["backend", "'detector' or 'qwen2_5_vl'", "'yolo'"],
+        ["backend", "'detector', 'qwen2_5_vl' or 'motion'", "'yolo'"],
     ),
     ("bad-name", "- event: 1st-person\n  detector: {class: person}\n", 1, ["identifier-like", "'1st-person'"]),
     ("name-with-brace", "- event: 'a{b}'\n  detector: {class: person}\n", 1, ["identifier-like"]),
@@ -295,3 +296,27 @@ def test_file_problems(tmp_path):
 def test_parse_events_names_its_source():
     with pytest.raises(EventsFileError, match=r"events file cli-arg is invalid"):
         parse_events("- event: a\n  detector: {class: persn}\n", source="cli-arg")
+
+
+def test_motion_events_zones_and_counts():
+    spec = load_events(
+        "- event: moving\n  backend: motion\n  motion: {min_area: 0.01, roi: [0, 0.5, 1, 1]}\n"
+        "- event: crowd\n  detector: {class: person, min_count: 2, zone: [[0, 0], [1, 0], [0.5, 1]]}\n"
+    )
+    moving, crowd = spec.get("moving"), spec.get("crowd")
+    assert moving.on == 0.5 and moving.hold_on_motion is None and spec.model_backends == ["detector"]
+    assert moving.motion.polygon == [[0, 0.5], [1, 0.5], [1, 1], [0, 1]]
+    assert crowd.detector.min_count == 2 and len(crowd.detector.zone) == 3
+    bad = [
+        ("- event: m\n  backend: motion\n  motion: {min_aera: 0.01}\n", "did you mean 'min_area'"),
+        ("- event: m\n  backend: motion\n  motion: {zone: [[0, 0], [1, 1]]}\n", "at least 3"),
+        ("- event: m\n  backend: motion\n  motion: {zone: [[0, 0], [1, 1], [0.5, 0.5]]}\n", "encloses no area"),
+        ("- event: m\n  backend: motion\n  motion: {zone: [[0, 0], [1, 0], [1, 2]]}\n", "point 3"),
+        ("- event: m\n  backend: motion\n  prompt: x\n", "do not belong to backend 'motion'"),
+        ("- event: m\n  detector: {class: person}\n  motion: {min_area: 0.1}\n", "belongs to backend 'motion'"),
+        ("- event: c\n  detector: {class: person, min_count: 0}\n", "min_count"),
+    ]
+    for text, expected in bad:
+        with pytest.raises(EventsFileError) as info:
+            load_events(text)
+        assert expected in str(info.value) and "line" in str(info.value), (text, str(info.value))

@@ -1,0 +1,115 @@
+"""The motion stage in the stream worker: motion events at the thumbnails' rate through the real worker
+and Redis, the detector gate (which frames the detector sees, and where it looks), resuming the motion
+state exactly, and presence segments that never span a hard cut."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from longwatch.pipeline.config import DetectionConfig, Settings
+from longwatch.pipeline.events import load_events
+from longwatch.pipeline.motion_gate import MotionGate
+from longwatch.pipeline.worker import StreamProcessor
+
+MOTION_ONLY = load_events("- event: motion\n  backend: motion\n  merge_gap_s: 1.0\n")
+GATED = load_events(
+    "- event: motion\n  backend: motion\n- event: person_present\n  detector: {class: person, min_score: 0.4}\n"
+)
+
+
+def _scene(t: float, moving: tuple[float, float] | None) -> np.ndarray:
+    """A 160×90 grey thumbnail: a static texture, and a dark 12×20 px block crossing while ``moving``."""
+    rng = np.random.default_rng(int(t * 1000))
+    img = (np.tile(np.linspace(70, 170, 160, dtype=np.float32), (90, 1)) + rng.normal(0, 1.5, (90, 160))).clip(0, 255)
+    if moving and moving[0] <= t < moving[1]:
+        x = int(10 + (t - moving[0]) * 30)
+        img[40:60, x : x + 12] = 20
+    return img.astype(np.uint8)
+
+
+def _thumbs(t0: float, t1: float, moving) -> tuple[np.ndarray, np.ndarray]:
+    times = np.arange(round(t0 * 8), round(t1 * 8)) / 8.0
+    return times, np.stack([_scene(float(t), moving) for t in times])
+
+
+def test_the_gate_sends_the_detector_motion_tracked_objects_and_a_periodic_check():
+    gate = MotionGate(GATED, DetectionConfig(full_check_s=10.0))
+    moving = (4.0, 6.0)
+    frames = np.arange(0.0, 8.0, 0.5)
+    res = gate.process(*_thumbs(0.0, 8.0, moving), frames.tolist(), tracking=False)
+    detect = dict(zip(frames.tolist(), res.detect.tolist()))
+    assert detect[0.0]  # the first frame of the 0–10 s slot: the periodic full check
+    assert not any(detect[t] for t in (0.5, 1.0, 2.0, 3.0, 3.5))  # a still scene: no detector
+    assert all(detect[t] for t in (4.5, 5.0, 5.5))  # something moves
+    assert not any(detect[t] for t in (7.0, 7.5))  # quiet again
+    # Where it looks: around the block, at its height (rows 40–60 of 90).
+    regions = dict(zip(frames.tolist(), res.regions))
+    assert regions[1.0] == []
+    x0, y0, x1, y1 = regions[5.0][0]
+    assert y0 < 40 / 90 < 60 / 90 < y1 + 0.05 and x1 - x0 < 0.5
+    # The motion event at the thumbnails' rate: on from about 4 s to about 6 s.
+    on = res.times[res.scores["motion"] >= 0.5]
+    assert abs(on.min() - 4.0) <= 0.25 and abs(on.max() - 6.0) <= 0.5
+    # An object event being built keeps the detector on every frame.
+    res2 = gate.process(*_thumbs(8.0, 10.0, None), [8.0, 8.5, 9.0, 9.5], tracking=True)
+    assert res2.detect.all()
+    # The next 10-s slot gets its check.
+    res3 = gate.process(*_thumbs(10.0, 11.0, None), [10.0, 10.5], tracking=False)
+    assert res3.detect.tolist() == [True, False]
+
+
+def test_a_gate_restored_from_its_state_continues_exactly():
+    moving = (3.0, 7.0)
+    a = MotionGate(GATED, DetectionConfig())
+    a.process(*_thumbs(0.0, 4.0, moving), [0.0, 1.0, 2.0, 3.0], tracking=False)
+    b = MotionGate(GATED, DetectionConfig(), json.loads(json.dumps(a.state())))
+    later = _thumbs(3.5, 8.0, moving)  # overlaps what a saw: the pre-roll of a resumed decoder
+    ra = a.process(*later, [4.0, 5.0, 6.0, 7.0], tracking=False)
+    rb = b.process(*later, [4.0, 5.0, 6.0, 7.0], tracking=False)
+    assert ra.times.tolist() == rb.times.tolist() and ra.times.min() > 3.875
+    assert ra.scores["motion"].tolist() == rb.scores["motion"].tolist()
+    assert ra.detect.tolist() == rb.detect.tolist() and ra.regions == rb.regions
+
+
+def test_motion_segments_follow_the_moving_things_within_half_a_second(tmp_path, store):
+    from sample_videos.make_synthetic import motion_clip
+
+    clip = motion_clip(tmp_path / "motion.mp4")
+    calls: list = []
+
+    def no_model(c):  # motion needs no model pool
+        calls.append(c.index)
+        return {}
+
+    rep = StreamProcessor(
+        "mo", clip.path, settings=Settings(), events=MOTION_ONLY, store=store, score_fn=no_model
+    ).run()
+    assert rep.state == "done" and calls == []
+    segs = sorted(store.query(stream="mo", event="motion"), key=lambda s: s.start)
+    found = [(round(s.start, 2), round(s.end, 2)) for s in segs]
+    assert len(segs) == len(clip.events), (found, clip.events)  # the light step is not motion
+    for seg, (start, end) in zip(segs, clip.events):
+        assert abs(seg.start - start) <= 0.5 and abs(seg.end - end) <= 0.5, (found, clip.events)
+
+
+@pytest.mark.timeout(120)
+def test_no_presence_segment_spans_a_hard_cut(demo_clip, store):
+    # An event that is on in every frame: without cuts it would be one segment over the whole clip.
+    events = load_events("- event: always\n  detector: {class: person, min_score: 0.4}\n  min_duration_s: 0\n")
+    rep = StreamProcessor(
+        "cuts",
+        str(demo_clip),
+        settings=Settings(),
+        events=events,
+        store=store,
+        score_fn=lambda c: {"always": np.ones(c.n)},
+    ).run()
+    assert rep.state == "done"
+    cuts = sorted(s.start for s in store.query(stream="cuts", event="scene_cut"))
+    segs = sorted(store.query(stream="cuts", event="always"), key=lambda s: s.start)
+    assert len(cuts) >= 2 and len(segs) == len(cuts) + 1, (cuts, [(s.start, s.end) for s in segs])
+    for seg in segs:
+        assert not any(seg.start < c <= seg.end for c in cuts), (seg.start, seg.end, cuts)
