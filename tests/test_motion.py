@@ -71,6 +71,9 @@ def test_gradual_lighting_is_not_motion():
         k = min(1.0, i / 120)
         f = model.push(i / FPS, frame(scene * (1 + 0.15 * k) + 30 * k, rng))
         assert f.boxes == () and not f.global_change, i
+    for t in (20.0 + 30.0, 50.0 + 1 / FPS):  # a 30 s hole in the stream, same light: still quiet
+        f = model.push(t, frame(scene * 1.15 + 30, rng))
+        assert f.boxes == () and not f.global_change, t
 
 
 def test_small_moving_square_is_found_where_it_is():
@@ -89,6 +92,19 @@ def test_small_moving_square_is_found_where_it_is():
         assert 4 <= (box.x1 - box.x0) * W <= 9 and 4 <= (box.y1 - box.y0) * H <= 9
         assert 0.5 * side * side / (W * H) <= box.area <= 2 * side * side / (W * H)
         assert motion_score(f, min_area=0.002) >= 0.5
+
+
+@pytest.mark.parametrize("value", [20.0, 240.0])
+def test_large_object_is_motion_not_a_lighting_change(value):
+    rng = np.random.default_rng(9)
+    scene, model = background(), MotionModel()
+    for i in range(8):
+        model.push(i / FPS, frame(scene, rng))
+    for k in range(8):  # a band over 40 % of the picture sweeps in
+        near = scene.copy()
+        near[:, 5 + 3 * k : 5 + 3 * k + 64] = value
+        f = model.push((8 + k) / FPS, frame(near, rng))
+        assert not f.global_change and len(f.boxes) == 1 and 0.35 <= f.moving <= 0.45, k
 
 
 def person(scene: np.ndarray, cx: float, value: float = 35.0) -> np.ndarray:
