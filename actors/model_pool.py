@@ -148,10 +148,15 @@ def deploy(
     num_gpus: float = 0.0,
     max_batch_clips: int = 4,
     batch_wait_s: float = 0.05,
+    wait: bool = True,
 ):
     """Start (or update) the pool of one backend kind for the runtime with ``prefix``, as its own Serve
     application (:func:`app_name`), in the connected Ray cluster; return its handle. ``options`` go to the backend's constructor (:func:`pool_settings` builds
-    them all from :class:`~longwatch.pipeline.config.Settings`)."""
+    them all from :class:`~longwatch.pipeline.config.Settings`).
+
+    ``wait=False``: return once Serve has the application (so :func:`handle` finds it and calls queue
+    for the replica), without waiting for its replicas to start; :func:`app_states` tells when it runs,
+    or that it failed to deploy. With ``wait`` (the default) a failed deployment raises here."""
     name = app_name(kind, prefix)
     _start_serve()
     actor_options: dict[str, float] = {"num_cpus": num_cpus}
@@ -160,7 +165,25 @@ def deploy(
     app = BackendPool.options(name=kind, num_replicas=replicas, ray_actor_options=actor_options).bind(
         kind, events_text, dict(options or {}), max_batch_clips, batch_wait_s
     )
-    return serve.run(app, name=name, route_prefix=None)
+    if wait:
+        return serve.run(app, name=name, route_prefix=None)
+    from ray.serve.api import RunTarget
+
+    return serve.run_many([RunTarget(target=app, name=name, route_prefix=None)], wait_for_applications_running=False)[0]
+
+
+def app_states(names: list[str]) -> list[tuple[str, str, str]]:
+    """``(name, state, message)`` of the Serve applications ``names``: state is Serve's application
+    status (``DEPLOYING``, ``RUNNING``, ``DEPLOY_FAILED``, ``UNHEALTHY``, ``DELETING``…), or ``MISSING``."""
+    apps = serve.status().applications
+    out = []
+    for name in names:
+        app = apps.get(name)
+        if app is None:
+            out.append((name, "MISSING", "the Serve application does not exist"))
+        else:
+            out.append((name, str(getattr(app.status, "value", app.status)), app.message or ""))
+    return out
 
 
 def handle(kind: str = DETECTOR, prefix: str = DEFAULT_PREFIX):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import ray
 
 from longwatch.pipeline.config import Settings
-from longwatch.pipeline.errors import ConfigError
+from longwatch.pipeline.errors import ConfigError, ModelError
 from longwatch.pipeline.events import load_events
 from longwatch.pipeline.identity import check_stream_id, default_stream_id
 from longwatch.pipeline.secrets import redact
@@ -21,6 +22,8 @@ from .controller import Controller, controller_name
 from .logs import route_ray_logs
 
 log = logging.getLogger(__name__)
+
+_ACTIVE = ("starting", "running", "waiting", "restarting")  # a stream's states while its worker runs
 
 
 class RuntimeAlreadyRunningError(ConfigError):
@@ -75,14 +78,72 @@ class Runtime:
         self.redis_url: str | None = None
         self._embedded = None
         self._started_ray = False
+        self._local_ray = False  # this runtime starts a local Ray (its shutdown takes everything with it)
         self.controller = None
         self._apps: list[str] = []  # the Serve applications this runtime deployed (close deletes these only)
         self.stream_ids: list[str] = []
         self.store = None
         self.registry = None
         self._lease = None
+        self._ray_thread: threading.Thread | None = None
+        self._ray_outcome: dict[str, Any] = {}
+        self._pending_pools: list[str] = []  # pool apps deployed but not yet seen RUNNING (see wait_pools)
+        self._pool_error: ModelError | None = None
 
     def start(self) -> Runtime:
+        """Redis (given or embedded), model files checked, Ray (started in the background first, see
+        :meth:`start_ray_async`), the model pools (deployed without waiting for their replicas: a
+        stream's first model call waits for them, and :meth:`wait` / :meth:`wait_pools` report a pool
+        that fails to deploy), the controller. The service (``service=True``) waits for its pools here."""
+        try:
+            self.start_ray_async()
+            self.start_redis()
+            self._start()
+            if self.service:
+                self.wait_pools()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def start_ray_async(self) -> None:
+        """Start connecting to Ray (``ray.init``, seconds) in a background thread, so that Redis, the
+        model file checks and the caller's own checks run meanwhile; :meth:`start` joins it. Idempotent."""
+        if self._ray_thread is not None:
+            return
+        rt = self.settings.runtime
+        Path(rt.data_dir).mkdir(parents=True, exist_ok=True)
+        self._local_ray = not ray.is_initialized() and not (rt.ray_address or os.environ.get("RAY_ADDRESS"))
+
+        def connect() -> None:
+            try:
+                self._ray_outcome["started"] = init_ray(rt.ray_address, log_file=Path(rt.data_dir) / "logs" / "ray.log")
+            except BaseException as exc:  # handed to the thread that joins
+                self._ray_outcome["error"] = exc
+
+        self._ray_thread = threading.Thread(target=connect, name="ray-init", daemon=True)
+        self._ray_thread.start()
+
+    def _join_ray(self) -> None:
+        """Wait for :meth:`start_ray_async`'s ``ray.init``; re-raise its error."""
+        if self._ray_thread is None:
+            self.start_ray_async()
+        assert self._ray_thread is not None
+        self._ray_thread.join()
+        if self._ray_outcome.pop("started", False):
+            self._started_ray = True
+        if "error" in self._ray_outcome:
+            raise self._ray_outcome.pop("error")
+
+    def start_redis(self):
+        """The configured Redis, or the embedded one in the data dir (started here), and the store on
+        it; returns the store. Idempotent: :meth:`start` calls it; a caller may call it first to use the
+        store before the rest starts (``longwatch run`` checks stream identities there)."""
+        from longwatch.pipeline.registry import Registry
+        from longwatch.pipeline.store import SegmentStore
+
+        if self.store is not None:
+            return self.store
         rt = self.settings.runtime
         Path(rt.data_dir).mkdir(parents=True, exist_ok=True)
         self.redis_url = rt.redis_url or os.environ.get("REDIS_URL")
@@ -91,22 +152,15 @@ class Runtime:
 
             self._embedded = EmbeddedRedis(Path(rt.data_dir) / "redis").start()
             self.redis_url = self._embedded.url
-        try:
-            self._start()
-        except BaseException:
-            self.close()
-            raise
-        return self
+        self.store = SegmentStore.from_url(self.redis_url, prefix=rt.redis_prefix)
+        self.registry = Registry.of(self.store)
+        return self.store
 
     def _start(self) -> None:
         from longwatch.pipeline.lease import LeaseHeldError, ServiceLease
-        from longwatch.pipeline.registry import Registry
-        from longwatch.pipeline.store import SegmentStore
 
         rt = self.settings.runtime
-        assert self.redis_url is not None
-        self.store = SegmentStore.from_url(self.redis_url, prefix=rt.redis_prefix)
-        self.registry = Registry.of(self.store)
+        assert self.redis_url is not None and self.store is not None
         # Check model files on the driver first: a missing or wrong model fails here, before any stream.
         backends = set(self.events.model_backends)  # motion runs in the stream workers, not in a pool
         if "detector" in backends:
@@ -127,21 +181,50 @@ class Runtime:
             self._lease = ServiceLease(self.store.r, prefix=rt.redis_prefix).acquire()
         except LeaseHeldError as exc:
             raise RuntimeAlreadyRunningError(str(exc)) from None
-        self._started_ray = init_ray(rt.ray_address, log_file=Path(rt.data_dir) / "logs" / "ray.log")
+        self._join_ray()
         if self._embedded is not None and sum(1 for n in ray.nodes() if n.get("Alive")) > 1:
             raise ConfigError(
                 "this Ray cluster has several nodes, but no REDIS_URL is set: the embedded Redis listens on "
                 "127.0.0.1 and other nodes cannot reach it. Set REDIS_URL (or LONGWATCH_RUNTIME__REDIS_URL)."
             )
         for kind in sorted(backends):  # one pool (Serve app) per backend kind the events use
-            self._apps.append(model_pool.app_name(kind, rt.redis_prefix))
+            name = model_pool.app_name(kind, rt.redis_prefix)
+            self._apps.append(name)
             model_pool.deploy(
                 kind,
                 events_text=self.events_text,
                 prefix=rt.redis_prefix,
+                wait=False,  # the replicas start while the controller and the streams do
                 **model_pool.pool_settings(kind, self.settings),
             )
+            self._pending_pools.append(name)
         self.controller = self._claim_controller()
+
+    def check_pools(self) -> bool:
+        """True when every pool this runtime deployed runs; False while one still deploys. A pool that
+        failed to deploy (its replica's constructor raised, e.g. bad model options) raises
+        :class:`~longwatch.pipeline.errors.ModelError`, now and at every later call."""
+        if self._pool_error is not None:
+            raise self._pool_error
+        if not self._pending_pools:
+            return True
+        for name, state, message in model_pool.app_states(self._pending_pools):
+            if state == "RUNNING":
+                self._pending_pools.remove(name)
+            elif state in ("DEPLOY_FAILED", "MISSING"):
+                why = "is gone" if state == "MISSING" else f"failed to deploy ({state})"
+                self._pool_error = ModelError(f"model pool {name} {why}: {message or 'no message'}".strip())
+                raise self._pool_error
+        return not self._pending_pools
+
+    def wait_pools(self, timeout: float | None = None, poll_s: float = 0.2) -> None:
+        """Wait until every pool this runtime deployed runs (:meth:`check_pools`); ``timeout``: raise
+        :class:`TimeoutError` past it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.check_pools():
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"model pools {', '.join(self._pending_pools)} not running after {timeout:g} s")
+            time.sleep(poll_s)
 
     def _claim_controller(self):
         """This prefix's named, detached controller. We hold the prefix's lease, so a controller
@@ -190,6 +273,9 @@ class Runtime:
         """Write the stream's spec (desired state: running) and have the controller start it."""
         from longwatch.pipeline.registry import StreamSpec
 
+        if self._pool_error is not None:  # a pool already known to have failed: no stream can run
+            raise self._pool_error
+
         sid = check_stream_id(stream_id) if stream_id is not None else stream_id_for(uri, set(self.stream_ids))
         spec = StreamSpec(id=sid, source=redact(str(uri)), events=events_text, sampler=sampler or {}, start_at=start_at)
         # The service keeps a literal credential apart (:mod:`longwatch.pipeline.registry`) to reconnect
@@ -201,7 +287,20 @@ class Runtime:
         return sid
 
     def wait(self, timeout: float | None = None, stream_ids: list[str] | None = None) -> dict:
-        return ray.get(self.controller.wait.remote(timeout, stream_ids))
+        """Wait until the given (default: all) streams have ended, or ``timeout``; their status. While a
+        pool still deploys, the wait goes in short slices, and a pool that fails to deploy raises
+        :class:`~longwatch.pipeline.errors.ModelError` (its streams would otherwise wait for it forever)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.check_pools():
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            status = ray.get(self.controller.wait.remote(1.0 if left is None else min(1.0, left), stream_ids))
+            ids = stream_ids or list(status)
+            if all(status.get(sid, {}).get("state") not in _ACTIVE for sid in ids):
+                return status
+            if deadline is not None and time.monotonic() >= deadline:
+                return status
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return ray.get(self.controller.wait.remote(left, stream_ids))
 
     def status(self) -> dict:
         return ray.get(self.controller.status.remote())
@@ -213,7 +312,17 @@ class Runtime:
         if self.controller is not None:
             ray.get(self.controller.stop.remote(stream_id))
 
-    def close(self, *, shutdown_ray: bool | None = None) -> None:
+    def close(self, *, shutdown_ray: bool | None = None, keep_redis: bool = False) -> None:
+        """Stop the streams (watermarks saved), pause a one-shot run's unfinished ones, remove the
+        controller and this runtime's pools, shut Ray down if this runtime started it (default), release
+        the lease, and close the store and the embedded Redis. ``keep_redis``: leave the store and the
+        embedded Redis up (to read the results); a later ``close()`` closes them."""
+        if self._ray_thread is not None and self._ray_thread.is_alive():
+            self._ray_thread.join()  # ray.init cannot be cut short: let it end, then shut it down
+        if self._ray_thread is not None:
+            self._ray_outcome.pop("error", None)
+            if self._ray_outcome.pop("started", False):
+                self._started_ray = True
         try:
             if self.controller is not None:
                 try:
@@ -225,7 +334,11 @@ class Runtime:
             if self.controller is not None:
                 ray.kill(self.controller, no_restart=True)
                 self.controller = None
-            if self._apps:
+            shutdown = shutdown_ray if shutdown_ray is not None else self._started_ray
+            # Shutting down a local Ray this runtime started takes Serve's actors with it: deleting the
+            # pools first would only cost seconds. Where Ray stays (a cluster we merely disconnect from,
+            # a Ray the caller started), this runtime's pools are deleted.
+            if self._apps and not (shutdown and self._local_ray):
                 from ray import serve
 
                 for app in self._apps:  # this runtime's pools only, never another prefix's
@@ -233,18 +346,23 @@ class Runtime:
                         serve.delete(app)
                     except Exception:
                         pass
-                self._apps = []
-            if shutdown_ray if shutdown_ray is not None else self._started_ray:
-                ray.shutdown()  # takes Serve's actors with it
+            self._apps = []
+            self._pending_pools = []
+            if shutdown and ray.is_initialized():
+                ray.shutdown()
+            if shutdown:
+                self._started_ray = False
             if self._lease is not None:
                 self._lease.release()
                 self._lease = None
-            if self.store is not None:
-                self.store.close()
-                self.store = None
-            if self._embedded is not None:
-                self._embedded.close()
-                self._embedded = None
+            if not keep_redis:
+                if self.store is not None:
+                    self.store.close()
+                    self.store = None
+                    self.registry = None
+                if self._embedded is not None:
+                    self._embedded.close()
+                    self._embedded = None
 
     def _pause_unfinished(self) -> None:
         """One-shot: a stream this run added and did not finish is paused, so a later ``serve`` on the

@@ -165,20 +165,16 @@ def bench_boxes(args, weights, say) -> list[dict]:
     say(f"boxes: {len(frames)} frames of vtest.avi (every {args.step}th; {frames[0].shape[1]}×{frames[0].shape[0]})")
     motion, why = motion_regions(idx, thumbs, fps)
     tiles = tile_regions(2, 2)
+    motion_rows = (lambda k: motion[k]) if motion is not None else None
     configs: list[tuple[str, dict, Callable[[int], list] | None]] = [
-        ("whole 320 (default)", {"input_size": 320}, None),
+        ("whole 320, stock cfg (mask 0,1,2)", {"input_size": 320, "tiny_masks": None}, None),
+        ("whole 608, stock cfg", {"input_size": 608, "tiny_masks": None}, None),
+        ("320 + motion regions, stock cfg", {"input_size": 320, "tiny_masks": None}, motion_rows),
+        ("whole 320 (default without motion)", {"input_size": 320}, None),
         ("whole 416", {"input_size": 416}, None),
         ("whole 608", {"input_size": 608}, None),
         ("320 + 2×2 tiles", {"input_size": 320}, lambda k: tiles),
-        ("320 + motion regions", {"input_size": 320}, (lambda k: motion[k]) if motion is not None else None),
-        ("whole 320, mask fix", {"input_size": 320, "fix_tiny_masks": True}, None),
-        ("whole 608, mask fix", {"input_size": 608, "fix_tiny_masks": True}, None),
-        ("320 + 2×2 tiles, mask fix", {"input_size": 320, "fix_tiny_masks": True}, lambda k: tiles),
-        (
-            "320 + motion regions, mask fix",
-            {"input_size": 320, "fix_tiny_masks": True},
-            (lambda k: motion[k]) if motion is not None else None,
-        ),
+        ("320 + motion regions (default)", {"input_size": 320}, motion_rows),
     ]
     rows = []
     for name, kw, regions in configs:

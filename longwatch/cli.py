@@ -332,55 +332,65 @@ def run(
                 rejected[sid] = str(exc)
             else:
                 durations[sid], live[sid] = None, True
-    if len(rejected) < len(ids):
-        try:
-            rejected.update(_check_identities(settings, events_spec, ids, sources, rejected, reprocess))
-        except LongwatchError as exc:  # Redis unreachable
-            err_console.print(f"[bold red]error:[/] {exc}")
-            raise typer.Exit(2) from None
-    for sid, reason in rejected.items():
-        err_console.print(f"[bold red]{sid} failed:[/] {reason}")
-    if len(rejected) == len(ids):
+    if len(rejected) == len(ids):  # every source fails its probe: nothing starts
+        for sid, reason in rejected.items():
+            err_console.print(f"[bold red]{sid} failed:[/] {reason}")
         raise typer.Exit(1)
-    ids, sources = (
-        [sid for sid in ids if sid not in rejected],
-        [u for sid, u in zip(ids, sources) if sid not in rejected],
-    )
     runtime = Runtime(settings, events_text=events_text)
     # SIGTERM (what systemd and Kubernetes send) stops like Ctrl-C: watermarks saved, Ray and the
     # embedded Redis shut down, nothing left running.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    status: dict = {}
     try:
-        start_reaper()  # killed or not, nothing of ours outlives this process
-        with err_console.status("starting runtime (Ray, Redis, model pool)…"):
-            runtime.start()
-        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # again: ray.init installs its own
-        for sid, uri in zip(ids, sources):
-            runtime.add(uri, stream_id=sid, start_at=start_at)
-        _watch(runtime, ids, durations, live)
-        err_console.print()  # end the progress display's line before the table
-    except KeyboardInterrupt:
-        err_console.print("[yellow]stopping: watermarks are saved; run again to resume[/]")
-    except LongwatchError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
-        if isinstance(exc, RuntimeAlreadyRunningError):
-            err_console.print("(if it is `longwatch serve`, give it these sources with `longwatch add`)")
-        raise typer.Exit(2) from None
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
-        status = {}
         try:
-            status = runtime.status() if runtime.controller is not None else {}
-        except Exception:
-            pass
-        runtime.close()
-    failed = {sid: st for sid, st in status.items() if st.get("state") == "failed"}
-    for sid, st in failed.items():
-        err_console.print(f"[bold red]{sid} failed:[/] {st.get('error')}")
-    if show:
-        with _store(settings) as store:
-            segs = [s for sid in ids for s in store.query(stream=sid)]
-        console.print(_segments_table(sorted(segs, key=lambda s: (s.stream_id, s.start)), f"{len(segs)} segments"))
+            start_reaper()  # killed or not, nothing of ours outlives this process
+            with err_console.status("starting runtime (Ray, Redis, model pool)…"):
+                # Ray starts in the background (seconds) while Redis starts and the identities are checked.
+                runtime.start_ray_async()
+                runtime.start_redis()
+                rejected.update(
+                    _check_identities(runtime.store, settings, events_spec, ids, sources, rejected, reprocess)
+                )
+                for sid, reason in rejected.items():
+                    err_console.print(f"[bold red]{sid} failed:[/] {reason}")
+                if len(rejected) == len(ids):
+                    raise typer.Exit(1)
+                ids, sources = (
+                    [sid for sid in ids if sid not in rejected],
+                    [u for sid, u in zip(ids, sources) if sid not in rejected],
+                )
+                runtime.start()
+            signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # again: ray.init installs its own
+            for sid, uri in zip(ids, sources):
+                runtime.add(uri, stream_id=sid, start_at=start_at)
+            _watch(runtime, ids, durations, live)
+            err_console.print()  # end the progress display's line before the table
+        except KeyboardInterrupt:
+            err_console.print("[yellow]stopping: watermarks are saved; run again to resume[/]")
+        except LongwatchError as exc:  # Redis unreachable, a model pool that failed to deploy, …
+            err_console.print(f"[bold red]error:[/] {exc}")
+            if isinstance(exc, RuntimeAlreadyRunningError):
+                err_console.print("(if it is `longwatch serve`, give it these sources with `longwatch add`)")
+            raise typer.Exit(2) from None
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
+            try:
+                status = runtime.status() if runtime.controller is not None else {}
+            except Exception:
+                pass
+            runtime.close(keep_redis=True)  # the table below reads the embedded Redis: no second start
+        failed = {sid: st for sid, st in status.items() if st.get("state") == "failed"}
+        for sid, st in failed.items():
+            err_console.print(f"[bold red]{sid} failed:[/] {st.get('error')}")
+        if show:
+            if runtime.store is not None:
+                segs = [s for sid in ids for s in runtime.store.query(stream=sid)]
+            else:
+                with _store(settings) as store:
+                    segs = [s for sid in ids for s in store.query(stream=sid)]
+            console.print(_segments_table(sorted(segs, key=lambda s: (s.stream_id, s.start)), f"{len(segs)} segments"))
+    finally:
+        runtime.close()  # the store and the embedded Redis
     if failed or rejected:  # the others ran to their end; the exit code still says one failed
         raise typer.Exit(1)
 
@@ -389,28 +399,29 @@ def _raise_keyboard_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _check_identities(settings: Settings, events_spec, ids, sources, rejected, reprocess: bool) -> dict[str, str]:
-    """Before anything starts: with ``reprocess``, drop each stream's segments and watermark (one
+def _check_identities(
+    store: SegmentStore, settings: Settings, events_spec, ids, sources, rejected, reprocess: bool
+) -> dict[str, str]:
+    """Before any stream starts: with ``reprocess``, drop each stream's segments and watermark (one
     transaction per stream); else refuse (stream id → reason) every id whose stored watermark names
     another source or another pipeline (:func:`longwatch.pipeline.identity.check_identity`)."""
     from longwatch.pipeline.errors import StreamIdentityError
     from longwatch.pipeline.identity import check_identity, fingerprints
 
     refused: dict[str, str] = {}
-    with _store(settings) as store:
-        for sid, uri in zip(ids, sources):
-            if sid in rejected:
-                continue
-            if reprocess:
-                store.drop_stream(sid)
-                continue
-            wm = store.watermark(sid)
-            if not wm:
-                continue
-            try:
-                check_identity(sid, wm, fingerprints(uri, events_spec, settings.sampler))
-            except StreamIdentityError as exc:
-                refused[sid] = str(exc)
+    for sid, uri in zip(ids, sources):
+        if sid in rejected:
+            continue
+        if reprocess:
+            store.drop_stream(sid)
+            continue
+        wm = store.watermark(sid)
+        if not wm:
+            continue
+        try:
+            check_identity(sid, wm, fingerprints(uri, events_spec, settings.sampler))
+        except StreamIdentityError as exc:
+            refused[sid] = str(exc)
     return refused
 
 
