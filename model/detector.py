@@ -322,13 +322,13 @@ class YoloDetector:
                 outs = self.net.forward(self.out_names)
                 outs = [o if o.ndim == 3 else o[None] for o in outs]
                 rows = np.concatenate(outs, axis=1)  # (B, N, 5 + classes)
-                for b, (i, _, rect) in enumerate(chunk):
-                    if rect is None:
+                for b, (i, _, job_rect) in enumerate(chunk):
+                    if job_rect is None:
                         results[i] = self._decode(rows[b], W, H, geo[b])
                         self.frames_done += 1
                     else:
                         h, w = images[i].shape[:2]
-                        crops[i].append(self._decode_crop(rows[b], W, H, geo[b], rect, w, h))
+                        crops[i].append(self._decode_crop(rows[b], W, H, geo[b], job_rect, w, h))
                         self.crops_done += 1
         for i, parts in crops.items():
             if parts:
@@ -361,10 +361,7 @@ class YoloDetector:
             return []
         boxes = np.clip(boxes, 0.0, 1.0)
         keep = _nms_per_class(boxes, conf, c_idx, self.nms, self.contain)
-        out = [
-            Detection(int(c_idx[k]), self.class_names[int(c_idx[k])], float(conf[k]), tuple(float(v) for v in boxes[k]))
-            for k in keep
-        ]
+        out = [Detection(int(c_idx[k]), self.class_names[int(c_idx[k])], float(conf[k]), _box4(boxes[k])) for k in keep]
         out.sort(key=lambda d: -d.score)
         return out
 
@@ -430,12 +427,13 @@ class YoloDetector:
         alive &= conf >= self.conf
         idx = np.nonzero(alive)[0]
         keep = idx[_nms_per_class(boxes[idx], conf[idx], cls[idx], self.nms, self.contain)]
-        out = [
-            Detection(int(cls[k]), self.class_names[int(cls[k])], float(conf[k]), tuple(float(v) for v in boxes[k]))
-            for k in keep
-        ]
+        out = [Detection(int(cls[k]), self.class_names[int(cls[k])], float(conf[k]), _box4(boxes[k])) for k in keep]
         out.sort(key=lambda d: -d.score)
         return out
+
+
+def _box4(row: np.ndarray) -> tuple[float, float, float, float]:
+    return float(row[0]), float(row[1]), float(row[2]), float(row[3])
 
 
 def _with_tiny_masks(cfg: str, masks: tuple[int, ...]) -> str:
