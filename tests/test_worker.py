@@ -28,8 +28,14 @@ def slow_model(delay_s: float, seen: list):
 
 
 def _settings(**sampler):
+    # The detector sees every clip (no motion gate): these tests count the model's calls.
     s = Settings()
-    return s.model_copy(update={"sampler": s.sampler.model_copy(update=sampler)})
+    return s.model_copy(
+        update={
+            "sampler": s.sampler.model_copy(update=sampler),
+            "detection": s.detection.model_copy(update={"gate": False}),
+        }
+    )
 
 
 @pytest.mark.timeout(120)
