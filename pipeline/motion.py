@@ -21,21 +21,39 @@ Model (deterministic, so a restored model continues bit-exactly: no MOG2, whose 
        noise is the frame's robust σ of that difference), then morphological open (drops specks) and
        close (fills holes). Connected blobs within ~3 px of each other form one box; groups smaller than
        ``min_blob`` (fraction of the frame) are dropped.
-    5. Running-average background (float32): ``bg += α (frame − bg)`` with ``α = 1 − exp(−Δt / τ)``, Δt the
-       actual time since the previous frame (so the rate does not depend on the frame rate). τ is
-       ``learn_s`` where nothing moves and ``fg_learn_s`` (much longer) under the foreground mask: a person
-       who stops stays foreground for tens of seconds, a parked object fades into the background after
-       about ``fg_learn_s × ln(contrast / threshold)`` (≈ 1 min for a contrast of 50 grey levels).
+    5. Background (float32), learned only where nothing differs from it: ``bg += α (frame − bg)`` with
+       ``α = 1 − exp(−Δt / learn_s)``, Δt the actual time since the previous frame (so the rate does not depend
+       on the frame rate). Under a moving thing (its mask, plus the raw difference within ~5 px of it: thin
+       legs that the opening drops) the background does not learn at all: no partial absorption, so when a
+       person who stood at a spot for 20 s leaves there is no "ghost" there (a running average that kept
+       learning slowly under the foreground left one for many seconds, and merged visits into one).
+       Specks away from any moving thing learn like the rest.
+    6. Absorption: a fast running average of the frames (``still_s`` ≈ 0.75 s; uint16, 1/256 grey level)
+       tells which held pixels changed lately (by more than half the foreground threshold). Held pixels are
+       grouped (blobs within ~10 px of each other); a group in which no more than 2 pixels or 1 % of them
+       (whichever is more) changed is *still*, and each pixel counts how long its group has stayed still
+       (uint16, in 1/64 s). After ``absorb_s`` (30 s) of stillness the pixels are copied into the background
+       at once (from the fast average, under the inverse of the lighting mapping). So a parked object
+       becomes background after ``absorb_s`` (plus the ~2 s the fast average needs to settle), and so does
+       a ghost; a person who stands or sits and moves even a little (hands, head, an edge shifting by a
+       pixel) keeps the group from being still and stays foreground, however long. On the person clip the
+       longest still stretch of a visitor is ~2.4 s.
 
     The first frame (or a frame of another size) initialises the background and reports no motion
-    (another size also sets ``global_change``). Known limit: something present when the background is
-    (re-)initialised leaves a "ghost" where it stood once it moves away, until the slow foreground
-    learning absorbs it.
+    (another size also sets ``global_change``). Known limits: something present when the background is
+    (re-)initialised (the first frame, a global change) leaves a ghost where it stood once it moves away,
+    until it is absorbed (``absorb_s``); a thing that never stops moving (a swaying bush, a flickering
+    screen) next to a stopped object keeps that object from being absorbed.
+
+State (:meth:`MotionModel.state`): the background (float32), the fast average and the stillness timer (both
+uint16): 8 bytes a pixel, ~115 kB at 160×90 before base64. A version 1 state (background only) still loads.
 
 Cost of one :meth:`MotionModel.push` at 160×90 on the development machine (2 cores, numpy 2.4, OpenCV 4.14),
-4000 frames each, measured while other jobs loaded it (load average ~8): quiet scene min 260 µs / median
-410 µs; scene with a moving object min 270 µs / median 590 µs (≈ 0.5 % of a core per stream at 8 fps). About
-half is the lighting fit (Python-level numpy calls), the blob grouping runs only when something moves.
+4000 frames each, interleaved with the earlier model (the same frames) while other jobs loaded the machine
+heavily (load average ~27, so medians are inflated): quiet scene min 255 µs / median 330 µs (earlier model
+270 / 340); scene with a moving object min 350 µs / p25 720 µs / median 930 µs (earlier 460 / 570 / 710); the
+person clip min 260 / median 830 µs (earlier 270 / 740). About half is the lighting fit (Python-level numpy
+calls); the blob grouping and the stillness bookkeeping (~70 µs) run only when something moves.
 
 :func:`motion_score` turns a :class:`MotionFrame` into a 0..1 score (≥ 0.5 exactly when the moving area in
 the zone reaches ``min_area``); :func:`zone_mask` rasterises a normalised polygon for it.
@@ -48,14 +66,18 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
 
 from .errors import MotionError, MotionStateError
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+_TIMER_UNITS = 64  # the stillness timer counts 1/64 s (uint16: up to ~1024 s)
+_TIMER_MAX = 65535
+_RECENT_SCALE = 256  # the recent frames' average is kept as uint16 in 1/256 grey level
+_STILL_FRAC = 0.01  # a group is still while no more of its pixels change than this fraction (or 2 px)
 _FIT_MIN_STD = 8.0  # background std (grey levels) below which only an offset is fitted
 _FIT_STRIDE = 3  # the lighting fit uses every 3rd pixel of every 3rd row (~1600 at 160×90)
 
@@ -119,8 +141,10 @@ class MotionModel:
     """Streaming motion detector: :meth:`push` grey thumbnails in time order, get a :class:`MotionFrame` each.
 
     ``sensitivity`` 0..1: 0 only strong changes (threshold 36 grey levels) … 1 faint ones (4 levels).
-    ``learn_s``: background time constant (s) where nothing moves. ``fg_learn_s``: the same under moving
-    pixels (how long a stopped object stays foreground). ``min_blob``: smallest moving group kept, fraction
+    ``learn_s``: background time constant (s) where nothing moves (nothing is learned under moving things).
+    ``absorb_s``: how long a foreground group must stay still before it becomes background (a parked object,
+    a ghost). ``still_s``: time constant of the fast average of recent frames that stillness is judged
+    against. ``min_blob``: smallest moving group kept, fraction
     of the frame (0.001 ≈ 14 px at 160×90, so a 4×4 px object still counts). ``global_step``: a change of
     the lighting mapping between frames (grey levels) that counts as a global change. ``max_moving``: a
     moving fraction above this is a global change too.
@@ -131,19 +155,24 @@ class MotionModel:
         *,
         sensitivity: float = 0.5,
         learn_s: float = 4.0,
-        fg_learn_s: float = 60.0,
+        absorb_s: float = 30.0,
+        still_s: float = 0.75,
         min_blob: float = 0.001,
         global_step: float = 10.0,
         max_moving: float = 0.6,
     ):
         self.sensitivity = _number("sensitivity", sensitivity, 0.0, 1.0)
         self.learn_s = _number("learn_s", learn_s, 0.0, 1e6, lo_open=True)
-        self.fg_learn_s = _number("fg_learn_s", fg_learn_s, 0.0, 1e9, lo_open=True)
+        self.absorb_s = _number("absorb_s", absorb_s, 0.0, _TIMER_MAX / _TIMER_UNITS, lo_open=True)
+        self.still_s = _number("still_s", still_s, 0.0, 60.0, lo_open=True)
         self.min_blob = _number("min_blob", min_blob, 0.0, 1.0)
         self.global_step = _number("global_step", global_step, 0.0, 255.0, lo_open=True)
         self.max_moving = _number("max_moving", max_moving, 0.0, 1.0, lo_open=True)
         self.threshold = 4.0 + 32.0 * (1.0 - self.sensitivity)  # grey levels
+        self._absorb = max(1, round(self.absorb_s * _TIMER_UNITS))  # in timer units
         self._bg: np.ndarray | None = None  # float32 (h, w), blurred grey levels
+        self._recent: np.ndarray | None = None  # uint16 (h, w): fast running average (τ = still_s), 1/256 grey
+        self._still: np.ndarray | None = None  # uint16 (h, w): how long a foreground pixel's blob has been still
         self._t: float | None = None
         self._gain, self._offset = 1.0, 0.0  # the previous frame's lighting mapping, against the current bg
 
@@ -187,37 +216,70 @@ class MotionModel:
         if float(raw.mean()) > self.max_moving:
             self._reset(t, f)
             return _frame(t, (), 0.0, True, empty)
+        recent = self._recent.astype(np.float32) * np.float32(1 / _RECENT_SCALE)  # type: ignore[union-attr]
+        still: np.ndarray = self._still  # type: ignore[assignment]
+        a_bg = -math.expm1(-dt / self.learn_s)
+        mask, boxes = empty, cast(tuple[MotionBox, ...], ())
         if raw.any():
-            raw = cv2.morphologyEx(raw, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * u + 1,) * 2))
-            raw = cv2.morphologyEx(
-                raw, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (4 * u + 1, 4 * u + 1))
+            opened = cv2.morphologyEx(raw, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * u + 1,) * 2))
+            closed = cv2.morphologyEx(
+                opened, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (4 * u + 1, 4 * u + 1))
             )
-            mask, boxes = _blobs(raw, self.min_blob, 6 * u + 1)
+            mask, boxes = _blobs(closed, self.min_blob, 6 * u + 1) if closed.any() else (empty, ())
+        if boxes:
+            # Background: learn where nothing differs from it; never under a moving thing (its mask, and
+            # the raw difference within a few pixels of it: thin legs the opening dropped): no partial
+            # absorption, so no ghost where something stood. A group of held pixels (blobs within ~10 px
+            # of each other) that has stayed still for absorb_s (a parked object, a ghost) is copied into
+            # the background at once. Specks away from any moving thing learn as the rest does.
+            near = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_RECT, (10 * u + 1,) * 2))
+            hold = cv2.bitwise_or(mask, cv2.bitwise_and(raw, near))
+            fg = hold > 0
+            bg += np.where(fg, np.float32(0.0), np.float32(a_bg)) * (f - bg)
+            n, groups = cv2.connectedComponents(near, connectivity=8, ltype=cv2.CV_32S)
+            stirred = (cv2.absdiff(f, recent) > 0.5 * max(self.threshold, 4.0 * noise)) & fg
+            held = np.bincount(groups[fg], minlength=n)
+            calm = np.bincount(groups[stirred], minlength=n) <= np.maximum(2, _STILL_FRAC * held)
+            calm[0] = False
+            if calm.any():
+                tick = min(_TIMER_MAX, round(dt * _TIMER_UNITS))
+                grown = np.minimum(still, np.uint16(_TIMER_MAX - tick)) + np.uint16(tick)  # saturating
+                timer = np.where(calm[groups] & fg, grown, np.uint16(0))
+                done = timer >= self._absorb
+                if done.any():
+                    bg[done] = np.clip((recent[done] - np.float32(offset)) / np.float32(gain), 0, 255)
+                    timer[done] = 0
+                self._still = timer
+            elif still.any():
+                still[:] = 0
         else:
-            mask, boxes = empty, ()
-        # Learn: fast where nothing moves, slow under the foreground.
-        a_bg, a_fg = -math.expm1(-dt / self.learn_s), -math.expm1(-dt / self.fg_learn_s)
-        alpha = np.where(mask > 0, np.float32(a_fg), np.float32(a_bg)) if boxes else np.float32(a_bg)
-        bg += alpha * (f - bg)
+            bg += np.float32(a_bg) * (f - bg)
+            if still.any():
+                still[:] = 0
+        recent += np.float32(-math.expm1(-dt / self.still_s)) * (f - recent)
+        self._recent = np.rint(recent * np.float32(_RECENT_SCALE)).astype(np.uint16)
         # This frame's mapping as seen from the updated background (which moved a_bg towards the frame).
         self._gain, self._offset = 1.0 + (1.0 - a_bg) * (gain - 1.0), (1.0 - a_bg) * offset
         return _frame(t, boxes, float(np.count_nonzero(mask)) / mask.size, False, mask)
 
     def _reset(self, t: float, f: np.ndarray) -> None:
         self._bg, self._t, self._gain, self._offset = f.copy(), t, 1.0, 0.0
+        self._recent = np.rint(f * np.float32(_RECENT_SCALE)).astype(np.uint16)
+        self._still = np.zeros(f.shape, np.uint16)
 
     # ------------------------------------------------------------------ state
 
     def state(self) -> dict[str, Any]:
-        """JSON-safe snapshot (the background as base64 of its raw float32 bytes); :meth:`from_state`
-        resumes from it bit-exactly."""
-        bg = self._bg
+        """JSON-safe snapshot (the images as base64 of their raw little-endian bytes: the background float32,
+        the recent frames' average and the stillness timer uint16); :meth:`from_state` resumes from it
+        bit-exactly."""
         return {
             "version": STATE_VERSION,
             "params": {
                 "sensitivity": self.sensitivity,
                 "learn_s": self.learn_s,
-                "fg_learn_s": self.fg_learn_s,
+                "absorb_s": self.absorb_s,
+                "still_s": self.still_s,
                 "min_blob": self.min_blob,
                 "global_step": self.global_step,
                 "max_moving": self.max_moving,
@@ -225,28 +287,30 @@ class MotionModel:
             "t": self._t,
             "gain": self._gain,
             "offset": self._offset,
-            "background": None
-            if bg is None
-            else {
-                "dtype": "float32",
-                "shape": list(bg.shape),
-                "data": base64.b64encode(np.ascontiguousarray(bg, dtype="<f4").tobytes()).decode("ascii"),
-            },
+            "background": _encode(self._bg, "float32"),
+            "recent": _encode(self._recent, "uint16"),
+            "still": _encode(self._still, "uint16"),
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> MotionModel:
-        """Rebuild a model from :meth:`state` (after a JSON round-trip or not)."""
+        """Rebuild a model from :meth:`state` (after a JSON round-trip or not). A version 1 state (the
+        earlier model: a background only) is taken too: its background, with the recent frames' average
+        started from it and no stillness."""
         if not isinstance(state, dict):
             raise MotionStateError(f"motion state must be a dict, got {type(state).__name__}")
-        if state.get("version") != STATE_VERSION:
-            raise MotionStateError(f"motion state version {state.get('version')!r} is not {STATE_VERSION}")
+        version = state.get("version")
+        if version not in (1, STATE_VERSION) or isinstance(version, bool):
+            raise MotionStateError(f"motion state version {version!r} is not {STATE_VERSION}")
         try:
             params = state["params"]
             if not isinstance(params, dict):
                 raise MotionStateError(f"motion state 'params' must be a dict, got {params!r}")
+            if version == 1:
+                params = {k: v for k, v in params.items() if k != "fg_learn_s"}
             self = cls(**params)
             t, gain, offset, raw = state["t"], state["gain"], state["offset"], state["background"]
+            images = (raw, None, None) if version == 1 else (raw, state["recent"], state["still"])
         except MotionStateError:
             raise
         except (KeyError, TypeError, MotionError) as exc:
@@ -254,30 +318,56 @@ class MotionModel:
         for name, v in (("gain", gain), ("offset", offset)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise MotionStateError(f"motion state {name!r} must be a finite number, got {v!r}")
-        if raw is None:
+        if all(x is None for x in images):
             if t is not None:
                 raise MotionStateError("motion state has a time but no background")
             return self
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
             raise MotionStateError(f"motion state 't' must be a finite number, got {t!r}")
-        try:
-            if raw["dtype"] != "float32":
-                raise MotionStateError(f"motion state background dtype must be 'float32', got {raw['dtype']!r}")
-            shape = tuple(raw["shape"])
-            if len(shape) != 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 8 for n in shape):
-                raise MotionStateError(f"motion state background shape must be [h ≥ 8, w ≥ 8], got {raw['shape']!r}")
-            data = base64.b64decode(raw["data"], validate=True)
-        except MotionStateError:
-            raise
-        except (KeyError, TypeError, ValueError) as exc:
-            raise MotionStateError(f"malformed motion state background: {exc}") from exc
-        if len(data) != 4 * shape[0] * shape[1]:
-            raise MotionStateError(f"motion state background holds {len(data)} bytes, not {4 * shape[0] * shape[1]}")
-        bg = np.frombuffer(data, dtype="<f4").astype(np.float32).reshape(shape)
+        bg = _decode(images[0], "background", "float32", None)
+        if version == 1:
+            recent = np.rint(bg * np.float32(_RECENT_SCALE)).astype(np.uint16)
+            still = np.zeros(bg.shape, np.uint16)
+        else:
+            recent = _decode(images[1], "recent", "uint16", bg.shape)
+            still = _decode(images[2], "still", "uint16", bg.shape)
         if not np.all(np.isfinite(bg)) or bg.min() < 0 or bg.max() > 255:
             raise MotionStateError("motion state background must hold grey levels in [0, 255]")
-        self._bg, self._t, self._gain, self._offset = bg, float(t), float(gain), float(offset)
+        if recent.max() > 255 * _RECENT_SCALE:
+            raise MotionStateError(f"motion state recent must hold grey levels in [0, 255] (× {_RECENT_SCALE})")
+        self._bg, self._recent, self._still = bg, recent, still
+        self._t, self._gain, self._offset = float(t), float(gain), float(offset)
         return self
+
+
+def _encode(img: np.ndarray | None, dtype: str) -> dict[str, Any] | None:
+    if img is None:
+        return None
+    data = np.ascontiguousarray(img, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
+    return {"dtype": dtype, "shape": list(img.shape), "data": base64.b64encode(data).decode("ascii")}
+
+
+def _decode(raw: Any, name: str, dtype: str, shape: tuple[int, ...] | None) -> np.ndarray:
+    """An image of :func:`_encode`, checked: its dtype, its shape (that of the background when given)."""
+    try:
+        if raw is None:
+            raise MotionStateError(f"motion state {name} is missing")
+        if raw["dtype"] != dtype:
+            raise MotionStateError(f"motion state {name} dtype must be {dtype!r}, got {raw['dtype']!r}")
+        got = tuple(raw["shape"])
+        if len(got) != 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 8 for n in got):
+            raise MotionStateError(f"motion state {name} shape must be [h ≥ 8, w ≥ 8], got {raw['shape']!r}")
+        if shape is not None and got != shape:
+            raise MotionStateError(f"motion state {name} shape {list(got)} is not the background's {list(shape)}")
+        data = base64.b64decode(raw["data"], validate=True)
+    except MotionStateError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MotionStateError(f"malformed motion state {name}: {exc}") from exc
+    dt = np.dtype(dtype).newbyteorder("<")
+    if len(data) != dt.itemsize * got[0] * got[1]:
+        raise MotionStateError(f"motion state {name} holds {len(data)} bytes, not {dt.itemsize * got[0] * got[1]}")
+    return np.frombuffer(data, dtype=dt).astype(dtype).reshape(got)
 
 
 def _fit_lighting(f: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:

@@ -150,6 +150,44 @@ def test_parked_object_becomes_background():
     assert not any(seen[8 * 150 :])  # background after 2.5 min
 
 
+def test_no_ghost_where_a_still_object_stood():
+    # Something stands perfectly still for 15 s (less than absorb_s) and goes: the background never learned
+    # it, so nothing is left behind (the old running average, learning slowly under it, left a ghost).
+    rng = np.random.default_rng(11)
+    scene, model = background(), MotionModel()
+    for i in range(16):
+        model.push(i / FPS, frame(scene, rng))
+    block = with_square(scene, 60, 30, 16, 225.0)
+    present = [motion_score(model.push((16 + i) / FPS, frame(block, rng)), min_area=0.001) for i in range(8 * 8)]
+    saved = json.loads(json.dumps(model.state()))  # mid-way, with the stillness timer running: exact resume
+    assert max(np.frombuffer(__import__("base64").b64decode(saved["still"]["data"]), "<u2")) >= 5 * 64
+    twin, later = MotionModel.from_state(saved), [frame(block, rng) for _ in range(8 * 7)]
+    for i, img in enumerate(later):
+        f = model.push((16 + 8 * 8 + i) / FPS, img)
+        assert f == twin.push((16 + 8 * 8 + i) / FPS, img)
+        present.append(motion_score(f, min_area=0.001))
+    assert twin.state() == model.state()
+    assert all(s >= 0.5 for s in present)  # foreground all along
+    gone = (16 + 8 * 15) / FPS
+    after = [(k / FPS, model.push(gone + k / FPS, frame(scene, rng))) for k in range(8 * 5)]
+    assert all(f.boxes == () for dt, f in after if dt >= 1.0), [(dt, f.boxes) for dt, f in after if f.boxes]
+    assert all(motion_score(f, min_area=0.001) < 0.5 for dt, f in after)  # in fact not even at once
+
+
+def test_stopped_object_near_moving_one_is_not_absorbed_while_it_moves():
+    # A parked block next to a swaying one (one group): the group is not still, so neither is absorbed.
+    rng = np.random.default_rng(12)
+    scene, model = background(), MotionModel(absorb_s=5.0)
+    model.push(0.0, frame(scene, rng))
+    for i in range(1, 8 * 12):
+        sway = with_square(with_square(scene, 60, 30, 12, 230.0), 76 + 3 * (i % 2), 30, 8, 30.0)
+        f = model.push(i / FPS, frame(sway, rng))
+    assert f.mask[30:42, 60:72].all()  # still foreground after 12 s (> absorb_s)
+    for i in range(8 * 12, 8 * 20):  # the swaying block goes; the parked one is absorbed after ~5 s
+        f = model.push(i / FPS, frame(with_square(scene, 60, 30, 12, 230.0), rng))
+    assert f.boxes == ()
+
+
 def test_zone():
     full = zone_mask([(0, 0), (1, 0), (1, 1), (0, 1)], W, H)
     assert full is not None and full.all() and full.shape == (H, W)
@@ -271,6 +309,10 @@ def test_bad_state():
         broken(bg_data="%%%"),
         broken(bg_data=good["background"]["data"][:-8]),
         broken(background={"shape": [H, W]}),
+        broken(recent=None),
+        broken(still={**good["still"], "shape": [W, H]}),
+        broken(still={**good["still"], "dtype": "float32"}),
+        {k: v for k, v in good.items() if k != "still"},
     ]
     for bad in bads:
         with pytest.raises(MotionStateError) as info:
@@ -280,6 +322,12 @@ def test_bad_state():
     s["background"]["data"] = __import__("base64").b64encode(np.full((H, W), np.nan, "<f4").tobytes()).decode()
     with pytest.raises(MotionStateError, match="grey levels"):
         MotionModel.from_state(s)
+    # A state of the earlier model (version 1: a background only, fg_learn_s) is still taken.
+    v1 = {k: v for k, v in good.items() if k not in ("recent", "still")}
+    v1["version"] = 1
+    v1["params"] = {**{k: v for k, v in good["params"].items() if k not in ("absorb_s", "still_s")}, "fg_learn_s": 60.0}
+    old = MotionModel.from_state(v1)
+    assert old.state()["background"] == good["background"] and old.push(1.0, np.full((H, W), 100, np.uint8)).boxes == ()
 
 
 def thumbnails(path: str, fps: float = 8.0, width: int = 160):
