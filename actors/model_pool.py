@@ -182,7 +182,12 @@ def app_states(names: list[str]) -> list[tuple[str, str, str]]:
         if app is None:
             out.append((name, "MISSING", "the Serve application does not exist"))
         else:
-            out.append((name, str(getattr(app.status, "value", app.status)), app.message or ""))
+            why = [app.message or ""]
+            for dep in app.deployments.values():  # where a replica's constructor raised: the error itself
+                lines = [ln.strip() for ln in (dep.message or "").splitlines() if ln.strip()]
+                if lines:
+                    why.append(lines[0] if len(lines) == 1 else f"{lines[0]} … {lines[-1]}")
+            out.append((name, str(getattr(app.status, "value", app.status)), " ".join(w for w in why if w)))
     return out
 
 

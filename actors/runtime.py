@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import threading
@@ -17,7 +18,6 @@ from longwatch.pipeline.events import load_events
 from longwatch.pipeline.identity import check_stream_id, default_stream_id
 from longwatch.pipeline.secrets import redact
 
-from . import model_pool
 from .controller import Controller, controller_name
 from .logs import route_ray_logs
 
@@ -85,19 +85,19 @@ class Runtime:
         self.store = None
         self.registry = None
         self._lease = None
-        self._ray_thread: threading.Thread | None = None
-        self._ray_outcome: dict[str, Any] = {}
         self._pending_pools: list[str] = []  # pool apps deployed but not yet seen RUNNING (see wait_pools)
         self._pool_error: ModelError | None = None
 
     def start(self) -> Runtime:
-        """Redis (given or embedded), model files checked, Ray (started in the background first, see
-        :meth:`start_ray_async`), the model pools (deployed without waiting for their replicas: a
-        stream's first model call waits for them, and :meth:`wait` / :meth:`wait_pools` report a pool
-        that fails to deploy), the controller. The service (``service=True``) waits for its pools here."""
+        """Redis (given or embedded), the prefix's lease and the model files first (each fails fast,
+        before Ray starts); then Ray (``ray.init``, while Serve's code loads in a thread), the
+        model pools (deployed without waiting for their replicas: a stream's first model call waits for
+        them, and :meth:`wait` / :meth:`wait_pools` report a pool that fails to deploy), the controller.
+        The service (``service=True``) waits for its pools here."""
         try:
-            self.start_ray_async()
             self.start_redis()
+            self._acquire_lease()
+            self._check_models()
             self._start()
             if self.service:
                 self.wait_pools()
@@ -105,35 +105,6 @@ class Runtime:
             self.close()
             raise
         return self
-
-    def start_ray_async(self) -> None:
-        """Start connecting to Ray (``ray.init``, seconds) in a background thread, so that Redis, the
-        model file checks and the caller's own checks run meanwhile; :meth:`start` joins it. Idempotent."""
-        if self._ray_thread is not None:
-            return
-        rt = self.settings.runtime
-        Path(rt.data_dir).mkdir(parents=True, exist_ok=True)
-        self._local_ray = not ray.is_initialized() and not (rt.ray_address or os.environ.get("RAY_ADDRESS"))
-
-        def connect() -> None:
-            try:
-                self._ray_outcome["started"] = init_ray(rt.ray_address, log_file=Path(rt.data_dir) / "logs" / "ray.log")
-            except BaseException as exc:  # handed to the thread that joins
-                self._ray_outcome["error"] = exc
-
-        self._ray_thread = threading.Thread(target=connect, name="ray-init", daemon=True)
-        self._ray_thread.start()
-
-    def _join_ray(self) -> None:
-        """Wait for :meth:`start_ray_async`'s ``ray.init``; re-raise its error."""
-        if self._ray_thread is None:
-            self.start_ray_async()
-        assert self._ray_thread is not None
-        self._ray_thread.join()
-        if self._ray_outcome.pop("started", False):
-            self._started_ray = True
-        if "error" in self._ray_outcome:
-            raise self._ray_outcome.pop("error")
 
     def start_redis(self):
         """The configured Redis, or the embedded one in the data dir (started here), and the store on
@@ -156,12 +127,9 @@ class Runtime:
         self.registry = Registry.of(self.store)
         return self.store
 
-    def _start(self) -> None:
-        from longwatch.pipeline.lease import LeaseHeldError, ServiceLease
-
+    def _check_models(self) -> None:
+        """Check model files on the driver first: a missing or wrong model fails here, before any stream."""
         rt = self.settings.runtime
-        assert self.redis_url is not None and self.store is not None
-        # Check model files on the driver first: a missing or wrong model fails here, before any stream.
         backends = set(self.events.model_backends)  # motion runs in the stream workers, not in a pool
         if "detector" in backends:
             from longwatch.model.weights import DetectorWeights
@@ -175,19 +143,41 @@ class Runtime:
             from longwatch.model.checkpoint import check_checkpoint
 
             check_checkpoint(self.settings.vlm.model, local_files_only=self.settings.vlm.local_files_only)
-        # One live runtime per prefix: a second one is refused, never adopts the first's controller
-        # or redeploys its pools (deploying updates a running Serve app).
+
+    def _acquire_lease(self) -> None:
+        """One live runtime per prefix: a second one is refused, never adopts the first's controller
+        or redeploys its pools (deploying updates a running Serve app)."""
+        from longwatch.pipeline.lease import LeaseHeldError, ServiceLease
+
+        if self._lease is not None:
+            return
         try:
-            self._lease = ServiceLease(self.store.r, prefix=rt.redis_prefix).acquire()
+            self._lease = ServiceLease(self.store.r, prefix=self.settings.runtime.redis_prefix).acquire()
         except LeaseHeldError as exc:
             raise RuntimeAlreadyRunningError(str(exc)) from None
-        self._join_ray()
+
+    def _start(self) -> None:
+        rt = self.settings.runtime
+        # Ray Serve's code (a second or so to import) loads while ray.init starts Ray's processes. Not the
+        # other way round: Ray's head processes get a parent-death signal bound to the THREAD that starts
+        # them, so a ray.init in a thread that ends kills them.
+        preload = threading.Thread(target=importlib.import_module, args=(f"{__package__}.model_pool",), daemon=True)
+        preload.start()
+        self._local_ray = not ray.is_initialized() and not (rt.ray_address or os.environ.get("RAY_ADDRESS"))
+        self._started_ray = init_ray(rt.ray_address, log_file=Path(rt.data_dir) / "logs" / "ray.log")
+        preload.join()
+        from . import model_pool  # (an import error of the thread's is raised here)
+
         if self._embedded is not None and sum(1 for n in ray.nodes() if n.get("Alive")) > 1:
             raise ConfigError(
                 "this Ray cluster has several nodes, but no REDIS_URL is set: the embedded Redis listens on "
                 "127.0.0.1 and other nodes cannot reach it. Set REDIS_URL (or LONGWATCH_RUNTIME__REDIS_URL)."
             )
-        for kind in sorted(backends):  # one pool (Serve app) per backend kind the events use
+        if not self.service:
+            # A one-shot controller starts no stream before ``add``: its process starts while Serve does.
+            # The service's reconciles every spec at once, so it comes after the pools exist.
+            self.controller = self._claim_controller()
+        for kind in sorted(set(self.events.model_backends)):  # one pool (Serve app) per backend kind
             name = model_pool.app_name(kind, rt.redis_prefix)
             self._apps.append(name)
             model_pool.deploy(
@@ -198,7 +188,8 @@ class Runtime:
                 **model_pool.pool_settings(kind, self.settings),
             )
             self._pending_pools.append(name)
-        self.controller = self._claim_controller()
+        if self.controller is None:
+            self.controller = self._claim_controller()
 
     def check_pools(self) -> bool:
         """True when every pool this runtime deployed runs; False while one still deploys. A pool that
@@ -208,12 +199,14 @@ class Runtime:
             raise self._pool_error
         if not self._pending_pools:
             return True
+        from . import model_pool
+
         for name, state, message in model_pool.app_states(self._pending_pools):
             if state == "RUNNING":
                 self._pending_pools.remove(name)
             elif state in ("DEPLOY_FAILED", "MISSING"):
-                why = "is gone" if state == "MISSING" else f"failed to deploy ({state})"
-                self._pool_error = ModelError(f"model pool {name} {why}: {message or 'no message'}".strip())
+                why = "is gone" if state == "MISSING" else "failed to deploy"
+                self._pool_error = ModelError(f"model pool {name} {why}: {message or 'no message'}")
                 raise self._pool_error
         return not self._pending_pools
 
@@ -308,25 +301,26 @@ class Runtime:
     def worker(self, stream_id: str):
         return ray.get(self.controller.worker.remote(stream_id))
 
-    def stop(self, stream_id: str | None = None) -> None:
+    def stop(self, stream_id: str | None = None, *, timeout: float | None = None) -> None:
+        """Stop one stream (its spec paused) or all (``None``, at shutdown); waits for the workers,
+        at most ``timeout`` s (default: the controller's, 30 s)."""
         if self.controller is not None:
-            ray.get(self.controller.stop.remote(stream_id))
+            if timeout is None:
+                ray.get(self.controller.stop.remote(stream_id))
+            else:
+                ray.get(self.controller.stop.remote(stream_id, timeout))
 
     def close(self, *, shutdown_ray: bool | None = None, keep_redis: bool = False) -> None:
         """Stop the streams (watermarks saved), pause a one-shot run's unfinished ones, remove the
         controller and this runtime's pools, shut Ray down if this runtime started it (default), release
         the lease, and close the store and the embedded Redis. ``keep_redis``: leave the store and the
         embedded Redis up (to read the results); a later ``close()`` closes them."""
-        if self._ray_thread is not None and self._ray_thread.is_alive():
-            self._ray_thread.join()  # ray.init cannot be cut short: let it end, then shut it down
-        if self._ray_thread is not None:
-            self._ray_outcome.pop("error", None)
-            if self._ray_outcome.pop("started", False):
-                self._started_ray = True
         try:
             if self.controller is not None:
                 try:
-                    self.stop()
+                    # With a pool that failed to deploy, a worker is stuck in a model call that cannot be
+                    # answered (it has nothing to commit): do not wait the controller's 30 s for it.
+                    self.stop(timeout=2.0 if self._pool_error is not None else None)
                 finally:
                     if not self.service:
                         self._pause_unfinished()

@@ -15,8 +15,9 @@ Ray Serve model pool, the default events file):
    makes it (cached in ``bench/out/``). "total ×" = all streams' footage / the driver's wall time
    from the first ``add`` to the last stream done (it includes starting each stream's actor);
    "per stream ×" = the stream's footage / its worker's own wall clock (``status()['wall_s']``).
-   The one-time start-up (``ray.init``, ``Runtime.start``: Serve + the model replica + the
-   controller, and a first 10-s warm-up file that loads the detector) is timed and reported apart.
+   The one-time start-up (``ray.init``, ``Runtime.start``: Serve and the controller, the model
+   replica starting in the background, and a first 10-s warm-up file that waits for the replica and
+   loads the detector) is timed and reported apart.
 2. **Live RTSP cameras at 1 fps**: one GStreamer RTSP server process (``tests/rtsp_server.py``)
    serves the 720p30 file on N mounts; N = 2, 4, 8, 12, 16 streams go through one Runtime with
    ``SamplerConfig(min_fps=1, max_fps=1, clip_seconds=2)``. Each step: add N streams, let them
@@ -34,6 +35,16 @@ Ray Serve model pool, the default events file):
    (``--sweep-all``: runs every N).
 3. **Redis overlap query** p50/p99 at 1 M segments (``bench/redis_query.py``'s data generator and
    method, by import; a separate private redis-server without persistence).
+
+**File speed** (``--file-speed``: only this section; with ``--quick`` a 2-minute file): a 10-minute
+1280x720 30 fps H.264 file (GOP 60, 2 B-frames, ``-preset veryfast``) looped from the person clip with
+ffmpeg (cached in ``bench/out/``) goes (a) through ``ffmpeg -threads 2 -i FILE -f null -`` (decode only),
+(b) through ``longwatch run FILE --no-show`` as a subprocess, end to end (a fresh data dir with its
+detector weights already cached, a fresh Ray, the benchmark's private Redis via ``--redis-url``), and
+(c) the same with ``LONGWATCH_DETECTION__GATE=false`` (the detector on every sampled frame). Per run:
+wall time, × real time, ffmpeg's wall / this wall, start-up (process start → first clip committed), the
+stream worker's own wall time, teardown (last clip committed → exit), and detector frames per footage
+second and per sampled frame (the stream's ``detected_frames`` / ``sampled_frames``).
 
 CPU use is read from /proc (psutil): the whole machine's busy cores, and the CPU seconds of the
 processes this benchmark started (Ray's, Redis, the RTSP server), grouped. The load average is
@@ -501,6 +512,185 @@ def redis_part(n_segments: int, queries: int, rounds: int, checks: int, say) -> 
 # ------------------------------------------------------------------------------------------------
 
 
+# ------------------------------------------------------------------------------------------------
+# --file-speed: one long file through `longwatch run` (the CLI, end to end) against ffmpeg's decode
+
+
+def make_speed_file(seconds: int) -> Path | None:
+    """``seconds`` of 1280x720 30 fps H.264 (GOP 60, 2 B-frames) looped from the person clip, cached in
+    bench/out/; None where the footage or ffmpeg is absent."""
+    src = FOOTAGE / PERSON
+    if not src.is_file() or not shutil.which("ffmpeg"):
+        return None
+    out = BENCH / "out" / f"file_speed_1280x720p30_{seconds}s.mp4"
+    ingest = bench_module("ingest")
+    if ingest.file_ok(out, seconds):
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp.mp4")
+    loops = int(seconds // 139.4)  # the person clip is 139.4 s long: -stream_loop 4 for 600 s
+    cmd = [
+        "ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-stream_loop", str(loops), "-i", str(src),
+        "-t", str(seconds), "-vf", "scale=1280:720,fps=30", "-g", "60", "-bf", "2",
+        "-c:v", "libx264", "-preset", "veryfast", str(tmp),
+    ]  # fmt: skip
+    print(f"making {out.name} ({seconds} s): {shlex.join(cmd)}", flush=True)
+    t0 = time.perf_counter()
+    ingest.run_quiet(cmd)
+    tmp.replace(out)
+    print(f"  made in {time.perf_counter() - t0:.1f} s", flush=True)
+    return out
+
+
+def cli_run(path: Path, sid: str, env_extra: dict[str, str], redis_url: str, prefix: str) -> dict:
+    """``longwatch run PATH --no-show`` as a subprocess, in a fresh data dir (its detector weights cache
+    filled beforehand, as after any first run), on the benchmark's private Redis (``--redis-url``: the
+    embedded Redis' own start/stop, ~0.1 s, is not in these times). The stream's watermark is polled
+    every 50 ms to time the first and the last committed clip; its status gives the worker's figures."""
+    from longwatch.model.weights import DetectorWeights
+    from longwatch.pipeline.store import SegmentStore
+
+    data_dir = tempfile.mkdtemp(prefix="lwfs-data-", dir="/tmp")
+    DetectorWeights.locate(data_dir)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "LONGWATCH_RUNTIME__REDIS_PREFIX": prefix, **env_extra}
+    env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="lwfs-ray-", dir="/tmp")
+    exe = Path(sys.executable).with_name("longwatch")
+    cmd = [str(exe), "run", str(path), "--id", sid, "--data-dir", data_dir, "--redis-url", redis_url, "--no-show"]
+    store = SegmentStore.from_url(redis_url, prefix=prefix)
+    first = last = None
+    last_idx = None
+    log_path = Path(data_dir) / "run.log"  # a file, not a pipe: a pipe nobody reads would block the CLI
+    t0 = time.perf_counter()
+    with open(log_path, "w") as log_f:
+        proc = subprocess.Popen(cmd, env=env, stdout=log_f, stderr=subprocess.STDOUT, text=True)
+    try:
+        while proc.poll() is None:
+            wm = store.watermark(sid) or {}
+            idx = wm.get("clip_index")
+            if idx is not None and idx != last_idx:
+                now = time.perf_counter() - t0
+                first = now if first is None else first
+                last, last_idx = now, idx
+            time.sleep(0.05)
+        total = time.perf_counter() - t0
+        err = log_path.read_text(errors="replace")
+        meta = store.meta(sid)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        store.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
+        shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
+    return {
+        "cmd": shlex.join(cmd),
+        "rc": proc.returncode,
+        "err": err[-1500:] if proc.returncode else "",
+        "total_s": total,
+        "first_clip_s": first,
+        "teardown_s": None if last is None else total - last,
+        "meta": meta,
+    }
+
+
+def file_speed(quick: bool, console, say) -> int:
+    """The ``--file-speed`` section (see the module docstring's "File speed")."""
+    from rich.table import Table
+
+    seconds = 120 if quick else 600
+    if not (FOOTAGE / PERSON).is_file():
+        say(f"--file-speed: {FOOTAGE / PERSON} is absent (the team's shared footage): nothing measured")
+        return 0
+    if not shutil.which("ffmpeg"):
+        say("--file-speed: ffmpeg not found: nothing measured")
+        return 0
+    from longwatch.pipeline.config import Settings
+    from longwatch.pipeline.redis_server import EmbeddedRedis
+
+    path = make_speed_file(seconds)
+    console.print(
+        f"[bold]file speed[/]: {path.name} ({seconds} s of 1280x720 30 fps H.264) — load average {loadavg()} "
+        f"on {os.cpu_count()} CPUs"
+    )
+    rows: list[tuple[str, dict]] = []
+    t = time.perf_counter()
+    dec = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-threads", "2", "-i", str(path), "-f", "null", "-"], capture_output=True
+    )
+    ff_wall = time.perf_counter() - t
+    say(f"  (a) ffmpeg -threads 2 decode only: {ff_wall:.1f} s (rc {dec.returncode}); load {loadavg()}")
+    gate_ok = "gate" in type(Settings().detection).model_fields
+    redis_dir = tempfile.mkdtemp(prefix="lwfs-redis-", dir="/tmp")
+    srv = EmbeddedRedis(redis_dir, reuse=False).start()
+    notes = []
+    try:
+        variants = [("longwatch run (gate on, default)", {})]
+        if gate_ok:
+            variants.append(("longwatch run, LONGWATCH_DETECTION__GATE=false", {"LONGWATCH_DETECTION__GATE": "false"}))
+        else:
+            notes.append("(c) skipped: the settings have no detection.gate (LONGWATCH_DETECTION__GATE)")
+        for i, (label, extra) in enumerate(variants):
+            r = cli_run(path, f"fs{i}", extra, srv.url, f"fs{uuid.uuid4().hex[:6]}")
+            rows.append((label, r))
+            say(f"  ({'bc'[i]}) {label}: {r['total_s']:.1f} s (rc {r['rc']}); load {loadavg()}")
+            if r["rc"]:
+                say("      " + " ".join(r["err"].split())[-600:])
+    finally:
+        srv.close()
+        shutil.rmtree(redis_dir, ignore_errors=True)
+
+    table = Table(title=f"file speed: {path.name}", pad_edge=False)
+    for col in (
+        "run",
+        "wall s",
+        "× real time",
+        "ffmpeg/this",
+        "start-up s",
+        "worker s",
+        "teardown s",
+        "detected/footage s",
+        "detected/sampled",
+    ):
+        table.add_column(col, justify="left" if col == "run" else "right")
+    table.add_row(
+        "ffmpeg -threads 2 -f null (decode only)",
+        f"{ff_wall:.1f}",
+        fmt_x(seconds / ff_wall),
+        "1.00",
+        "",
+        "",
+        "",
+        "",
+        "",
+    )
+    for label, r in rows:
+        m = r["meta"]
+        footage = float(m.get("footage_s") or seconds)
+        det, smp = m.get("detected_frames"), m.get("sampled_frames")
+        table.add_row(
+            label,
+            f"{r['total_s']:.1f}",
+            fmt_x(footage / r["total_s"]),
+            f"{ff_wall / r['total_s']:.2f}",
+            "—" if r["first_clip_s"] is None else f"{r['first_clip_s']:.1f}",
+            f"{float(m.get('wall_s') or 0):.1f}",
+            "—" if r["teardown_s"] is None else f"{r['teardown_s']:.1f}",
+            "—" if det in (None, "") else f"{int(det) / footage:.2f}",
+            "—" if det in (None, "") or not smp else f"{int(det) / int(smp):.2f}",
+        )
+    console.print(table)
+    say(
+        "  start-up s: process start → first clip committed (includes the first clip's own work); worker s: the "
+        "stream worker's wall clock (status wall_s); teardown s: last clip committed → process exit (watermark "
+        "polled every 50 ms)."
+    )
+    for n in notes:
+        say("  " + n)
+    for label, r in rows:
+        say(f"  {label}: {r['cmd']}")
+    console.print(f"[bold]machine[/] {machine()}   load average at the end {loadavg()}")
+    return 0
+
+
 def versions() -> str:
     import av
     import cv2
@@ -551,6 +741,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--sweep-all", action="store_true", help="RTSP: run every N even after a step does not hold")
     ap.add_argument("--skip", action="append", default=[], choices=["files", "rtsp", "redis"], help="skip a part")
+    ap.add_argument(
+        "--file-speed",
+        action="store_true",
+        help="only the file-speed section: a 10-min 720p30 file (--quick: 2 min) through `longwatch run` vs ffmpeg",
+    )
     args = ap.parse_args(argv)
     quick = args.quick
     max_n = args.max_streams or (4 if quick else 16)
@@ -564,6 +759,14 @@ def main(argv: list[str] | None = None) -> int:
             *(argv if argv is not None else sys.argv[1:]),
         ]
     )
+
+    if args.file_speed:
+        from rich.console import Console
+
+        console = Console(highlight=False, width=max(170, shutil.get_terminal_size((170, 40)).columns))
+        rc = file_speed(args.quick, console, lambda s: console.print(s, markup=False))
+        console.print(f"[bold]command[/] {command}")
+        return rc
 
     if not FOOTAGE.is_dir() or not all((FOOTAGE / f).is_file() for f in MIXED):
         print(

@@ -345,9 +345,7 @@ def run(
         try:
             start_reaper()  # killed or not, nothing of ours outlives this process
             with err_console.status("starting runtime (Ray, Redis, model pool)…"):
-                # Ray starts in the background (seconds) while Redis starts and the identities are checked.
-                runtime.start_ray_async()
-                runtime.start_redis()
+                runtime.start_redis()  # the runtime's Redis: the identities are checked there, no server of their own
                 rejected.update(
                     _check_identities(runtime.store, settings, events_spec, ids, sources, rejected, reprocess)
                 )
