@@ -91,16 +91,16 @@ class Runtime:
     def start(self) -> Runtime:
         """Redis (given or embedded), the prefix's lease and the model files first (each fails fast,
         before Ray starts); then Ray (``ray.init``, while Serve's code loads in a thread), the
-        model pools (deployed without waiting for their replicas: a stream's first model call waits for
-        them, and :meth:`wait` / :meth:`wait_pools` report a pool that fails to deploy), the controller.
-        The service (``service=True``) waits for its pools here."""
+        model pools (deployed without blocking, while the controller starts), then it waits for the pools
+        to run (:meth:`wait_pools`; a pool that fails to deploy raises its ``ModelError`` here)."""
         try:
             self.start_redis()
             self._acquire_lease()
             self._check_models()
             self._start()
-            if self.service:
-                self.wait_pools()
+            # Streams start once the pools answer, so their first clips meet a ready replica together
+            # and are batched across streams (the controller's process started meanwhile).
+            self.wait_pools()
         except BaseException:
             self.close()
             raise

@@ -6,7 +6,9 @@
 
 * the scores of every ``backend: motion`` event at the thumbnails' own times (8 per second by
   default), so a motion segment starts and ends within a thumbnail interval of the movement, not on
-  the 0.5–2 fps sampling grid;
+  the 0.5–2 fps sampling grid; and the times of its global changes (a cut, the light), where the
+  worker ends its segment as at a scene cut (the cut detector's verdict comes later than the
+  thumbnails that follow it);
 * ``detect``: which of the clip's sampled frames the detector must see. With ``detection.gate`` a frame
   is skipped only when nothing moved in the half second before it, no object event of the stream is
   open or being built (an object that stopped moving is still looked at), and it is not the first
@@ -50,6 +52,7 @@ class GateResult:
     scores: dict[str, np.ndarray]  # motion event → score per thumbnail time
     detect: np.ndarray  # bool per sampled frame of the clip
     regions: list[list[tuple[float, float, float, float]]] = field(default_factory=list)  # per sampled frame
+    breaks: dict[str, list[float]] = field(default_factory=dict)  # motion event → its global changes (stream s)
 
     @property
     def detected_frames(self) -> int:
@@ -127,6 +130,7 @@ class MotionGate:
         keep = [i for i, t in enumerate(times) if self.last_t is None or t > self.last_t]
         out_t = np.array([float(times[i]) for i in keep], dtype=np.float64)
         scores = {ev.event: np.zeros(len(keep), dtype=np.float64) for ev in self.motion_events}
+        breaks: dict[str, list[float]] = {ev.event: [] for ev in self.motion_events}
         gate_model = self.models.get(self._gate_sens)
         floor = self.config.region_min_area
         for k, i in enumerate(keep):
@@ -137,6 +141,8 @@ class MotionGate:
                 fr = frames[float(ev.motion.sensitivity)]
                 h, w = fr.mask.shape[:2]
                 scores[ev.event][k] = motion_score(fr, min_area=ev.motion.min_area, zone=self._zone(ev, w, h))
+                if fr.global_change:  # a new shot (or the light): what moved before is another scene
+                    breaks[ev.event].append(t)
             if gate_model is not None:
                 fr = frames[self._gate_sens]
                 boxes = [] if fr.global_change else [_box(b) for b in fr.boxes if b.area >= floor]
@@ -156,7 +162,7 @@ class MotionGate:
         if frame_times is not None and len(frame_times):
             horizon = float(max(frame_times[-1], self.last_t or -math.inf)) - REGION_WINDOW_S
             self.recent = [(t, b) for t, b in self.recent if t >= horizon]
-        return GateResult(out_t, scores, detect, regions)
+        return GateResult(out_t, scores, detect, regions, breaks)
 
 
 def _box(b: MotionBox) -> list[float]:

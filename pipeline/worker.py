@@ -590,6 +590,7 @@ class StreamProcessor:
         rep.sampled_frames += clip.n
         boxes = boxes_of(scores)
         cut_times = sorted(float(t) for t in clip.meta.get("cuts", ()))
+        breaks: dict[str, list[float]] = {}  # event → where its segments end (cuts; motion: global changes)
         series: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # event → (times, scores, raw)
         for name in segmenters:
             values = scores.get(name)
@@ -599,13 +600,14 @@ class StreamProcessor:
         if gate is not None:
             for name, values in gate.scores.items():
                 series[name] = (gate.times, values, values)
+                breaks[name] = sorted(set(cut_times) | set(gate.breaks.get(name, ())))
         updates: list[SegmentUpdate] = []
         for name, (times, values, raw) in series.items():
             seg = segmenters[name]
             # a new shot is a new scene: nothing stays open across a hard cut
             ups: list[SegmentUpdate] = []
             start = 0
-            for c in cut_times:
+            for c in breaks.get(name, cut_times):
                 k = int(np.searchsorted(times, c, side="left"))
                 if k > start:
                     ups.extend(seg.push(times[start:k], values[start:k]))
