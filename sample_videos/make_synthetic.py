@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -72,9 +73,16 @@ def event_on(image: np.ndarray) -> bool:
 
 
 def write(
-    spec: Synthetic, *, codec: str = "libx264", rate: int = 30, gop: int | None = None, options: dict | None = None
+    spec: Synthetic,
+    *,
+    codec: str = "libx264",
+    rate: int = 30,
+    gop: int | None = None,
+    options: dict | None = None,
+    frames: Iterable[tuple[float, np.ndarray]] | None = None,
 ) -> Synthetic:
-    """Encode ``spec`` to ``spec.path`` with explicit PTS (time base 1/1000 s)."""
+    """Encode ``spec`` to ``spec.path`` with explicit PTS (time base 1/1000 s). ``frames``: (time, RGB)
+    pairs to encode instead of :func:`draw`'s pictures at ``spec.times``."""
     path = Path(spec.path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), mode="w") as out:
@@ -88,8 +96,11 @@ def write(
         opts = {"preset": "veryfast", "crf": "18"} if codec == "libx264" else {}
         opts.update(options or {})
         stream.codec_context.options = opts
-        for t in spec.times:
-            frame = av.VideoFrame.from_ndarray(draw(t, spec.width, spec.height, spec.events), format="rgb24")
+        pictures = (
+            frames if frames is not None else ((t, draw(t, spec.width, spec.height, spec.events)) for t in spec.times)
+        )
+        for t, rgb in pictures:
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             frame.pts = int(round(t * 1000))
             frame.time_base = Fraction(1, 1000)
             for packet in stream.encode(frame):
@@ -155,24 +166,7 @@ def motion_clip(
             grey = np.clip(np.rint(img), 0, 255).astype(np.uint8)
             yield t, np.repeat(grey[:, :, None], 3, axis=2)
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), mode="w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height = width, height
-        stream.pix_fmt = "yuv420p"
-        stream.time_base = Fraction(1, 1000)
-        stream.codec_context.time_base = Fraction(1, 1000)
-        stream.codec_context.options = {"preset": "veryfast", "crf": "20"}
-        for t, rgb in frames():
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts = int(round(t * 1000))
-            frame.time_base = Fraction(1, 1000)
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return spec
+    return write(spec, rate=fps, options={"crf": "20"}, frames=frames())
 
 
 def standard_set(out_dir: str | Path) -> dict[str, Synthetic]:
