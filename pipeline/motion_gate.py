@@ -68,7 +68,7 @@ class MotionGate:
         self.gating = bool(config.gate and events.detector_events)
         sens = sorted({float(e.motion.sensitivity) for e in self.motion_events if e.motion is not None})
         self._gate_sens = DEFAULT_SENSITIVITY if DEFAULT_SENSITIVITY in sens or not sens else sens[0]
-        if self.gating or config.regions:
+        if self.gating or (config.regions and events.detector_events):  # the detector's regions need a model
             sens = sorted(set(sens) | {self._gate_sens})
         self.models: dict[float, MotionModel] = {s: MotionModel(sensitivity=s) for s in sens}
         self.last_t: float | None = None
