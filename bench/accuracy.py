@@ -134,23 +134,31 @@ def read_frames(path: Path, step: int, limit: int | None) -> tuple[list[int], li
 
 
 def motion_regions(idx: list[int], thumbs: list, fps: float) -> tuple[list | None, str]:
-    """Per sampled frame, the motion boxes (fractions) of ``MotionModel`` fed thumbnails at 8 fps."""
+    """Per sampled frame, the regions the stream worker would give the detector: the shipped
+    :class:`~longwatch.pipeline.motion_gate.MotionGate` (default detection settings) fed the grey
+    thumbnails of the first frame of each 1/8 s slot, as the sampler picks them."""
+    import math
+
+    import numpy as np
+
     try:
-        from longwatch.pipeline.motion import MotionModel
+        from longwatch.pipeline.config import DetectionConfig
+        from longwatch.pipeline.events import default_events
+        from longwatch.pipeline.motion_gate import MotionGate
     except ImportError as exc:
-        return None, f"longwatch.pipeline.motion is not importable ({exc})"
-    model = MotionModel(sensitivity=0.5)
-    latest: list = []
-    by_frame: dict[int, list] = {}
-    next_t = 0.0
+        return None, f"longwatch.pipeline.motion_gate is not importable ({exc})"
+    config = DetectionConfig()
+    times, picked, slot = [], [], None
     for n, th in enumerate(thumbs):
         t = n / fps
-        if t + 1e-9 >= next_t:  # 8 fps from the 10 fps file
-            mf = model.push(t, th)
-            latest = [(b.x0, b.y0, b.x1, b.y1) for b in mf.boxes]
-            next_t += 1 / 8
-        by_frame[n] = latest
-    return [by_frame[n] for n in idx], ""
+        s = math.floor(t * config.motion_fps + 1e-6)
+        if slot is None or s > slot:
+            slot = s
+            times.append(t)
+            picked.append(th)
+    gate = MotionGate(default_events(), config)
+    res = gate.process(np.array(times), np.stack(picked), [n / fps for n in idx], tracking=False)
+    return [list(r) for r in res.regions], ""
 
 
 def bench_boxes(args, weights, say) -> list[dict]:

@@ -93,6 +93,13 @@ class DetectionConfig(_Model):
     regions: bool = Field(
         True, description="also detect on crops around motion at the frame's own resolution (small, distant objects)"
     )
+    region_max: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="moving boxes wider or taller than this fraction of the frame get no crop: the whole-frame "
+        "pass sees them well",
+    )
     region_min_area: float = Field(
         0.0005, ge=0, le=1, description="motion blobs smaller than this (fraction of the frame) neither gate nor crop"
     )

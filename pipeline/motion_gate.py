@@ -152,7 +152,12 @@ class MotionGate:
         regions: list[list[tuple[float, float, float, float]]] = []
         for j, ft in enumerate(frame_times):
             near = [tuple(b) for t, boxes in self.recent if ft - REGION_WINDOW_S <= t <= ft for b in boxes]
-            regions.append(near if self.config.regions else [])  # type: ignore[arg-type]
+            if self.config.regions:  # crops only for what the whole-frame pass sees too small
+                rmax = self.config.region_max
+                small = {b for b in near if b[2] - b[0] <= rmax and b[3] - b[1] <= rmax}
+                regions.append(sorted(small))  # type: ignore[arg-type]
+            else:
+                regions.append([])
             slot = math.floor(float(ft) / self.config.full_check_s + 1e-9)
             check = self.check_slot is None or slot > self.check_slot
             if check:
