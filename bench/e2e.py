@@ -575,6 +575,7 @@ def cli_run(path: Path, sid: str, env_extra: dict[str, str], redis_url: str, pre
         total = time.perf_counter() - t0
         err = log_path.read_text(errors="replace")
         meta = store.meta(sid)
+        segments = sorted((x.event, x.start, x.end) for x in store.query(stream=sid) if x.event != "scene_cut")
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -589,7 +590,22 @@ def cli_run(path: Path, sid: str, env_extra: dict[str, str], redis_url: str, pre
         "first_clip_s": first,
         "teardown_s": None if last is None else total - last,
         "meta": meta,
+        "segments": segments,
     }
+
+
+def compare_segments(a: list[tuple[str, float, float]], b: list[tuple[str, float, float]]) -> str:
+    """How ``a`` (gated) matches ``b`` (ungated): per event, segments paired in order, the worst
+    boundary difference; a differing count is reported as such."""
+    out = []
+    for ev in sorted({e for e, _, _ in a} | {e for e, _, _ in b}):
+        sa, sb = [x for x in a if x[0] == ev], [x for x in b if x[0] == ev]
+        if len(sa) != len(sb):
+            out.append(f"{ev}: {len(sa)} vs {len(sb)} segments")
+            continue
+        worst = max((max(abs(x[1] - y[1]), abs(x[2] - y[2])) for x, y in zip(sa, sb)), default=0.0)
+        out.append(f"{ev}: {len(sa)} segments, worst boundary difference {worst:.2f} s")
+    return "; ".join(out) or "no segments"
 
 
 def file_speed(quick: bool, console, say) -> int:
@@ -685,6 +701,8 @@ def file_speed(quick: bool, console, say) -> int:
     )
     for n in notes:
         say("  " + n)
+    if len(rows) == 2:
+        say("  segments, gated vs ungated: " + compare_segments(rows[0][1]["segments"], rows[1][1]["segments"]))
     for label, r in rows:
         say(f"  {label}: {r['cmd']}")
     console.print(f"[bold]machine[/] {machine()}   load average at the end {loadavg()}")
