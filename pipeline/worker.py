@@ -33,6 +33,14 @@ a camera, the JPEGs) of its first and last frames, chosen from the clips' sample
 segment being built is committed with every clip that changes it and read back on resume, so a worker
 killed between clips leaves no segment without its picture and resumes choosing where it stopped.
 
+Motion and the detector gate (:mod:`.motion_gate`): the sampler also collects grey thumbnails at
+``detection.motion_fps``; before a clip is scored, :class:`~.motion_gate.MotionGate` turns them into
+the ``motion`` events' scores (pushed at the thumbnails' own times), marks which sampled frames the
+detector must see (``clip.meta["detect"]``) and where it should also look (``clip.meta["regions"]``).
+A clip with nothing to detect is not sent to the pools. The gate's state is in the watermark. Every
+segmenter is interrupted at a scene cut (a motion event also at the motion model's global changes),
+so no segment spans a hard cut.
+
 Backpressure: a reader thread decodes and samples into a bounded queue. For a file, a full queue
 blocks the reader (a slow model slows decoding). For a live source, a full queue drops the oldest
 waiting clip and counts it (a slow model sheds load instead of growing memory or lag).
