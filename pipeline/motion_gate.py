@@ -53,6 +53,7 @@ class GateResult:
     detect: np.ndarray  # bool per sampled frame of the clip
     regions: list[list[tuple[float, float, float, float]]] = field(default_factory=list)  # per sampled frame
     breaks: dict[str, list[float]] = field(default_factory=dict)  # motion event → its global changes (stream s)
+    boxes: dict[str, np.ndarray] = field(default_factory=dict)  # motion event → (N, 4) box around what moved
 
     @property
     def detected_frames(self) -> int:
@@ -131,6 +132,7 @@ class MotionGate:
         out_t = np.array([float(times[i]) for i in keep], dtype=np.float64)
         scores = {ev.event: np.zeros(len(keep), dtype=np.float64) for ev in self.motion_events}
         breaks: dict[str, list[float]] = {ev.event: [] for ev in self.motion_events}
+        where = {ev.event: np.full((len(keep), 4), np.nan, dtype=np.float32) for ev in self.motion_events}
         gate_model = self.models.get(self._gate_sens)
         floor = self.config.region_min_area
         for k, i in enumerate(keep):
@@ -143,6 +145,14 @@ class MotionGate:
                 scores[ev.event][k] = motion_score(fr, min_area=ev.motion.min_area, zone=self._zone(ev, w, h))
                 if fr.global_change:  # a new shot (or the light): what moved before is another scene
                     breaks[ev.event].append(t)
+                elif fr.boxes:  # drawn on the segment's picture
+                    b = fr.boxes
+                    where[ev.event][k] = (
+                        min(x.x0 for x in b),
+                        min(x.y0 for x in b),
+                        max(x.x1 for x in b),
+                        max(x.y1 for x in b),
+                    )
             if gate_model is not None:
                 fr = frames[self._gate_sens]
                 boxes = [] if fr.global_change else [_box(b) for b in fr.boxes if b.area >= floor]
@@ -167,7 +177,7 @@ class MotionGate:
         if frame_times is not None and len(frame_times):
             horizon = float(max(frame_times[-1], self.last_t or -math.inf)) - REGION_WINDOW_S
             self.recent = [(t, b) for t, b in self.recent if t >= horizon]
-        return GateResult(out_t, scores, detect, regions, breaks)
+        return GateResult(out_t, scores, detect, regions, breaks, where)
 
 
 def _box(b: MotionBox) -> list[float]:

@@ -628,7 +628,9 @@ class StreamProcessor:
             if times is clip.times:
                 self._thumbs.observe(seg, ups, clip=clip, scores=raw, boxes=boxes.get(name))
             else:
-                self._thumbs.observe(seg, ups, clip=clip, scores=_on_clip_times(times, raw, clip.times))
+                assert gate is not None
+                best, where = _on_clip_times(times, raw, gate.boxes[name], clip.times)
+                self._thumbs.observe(seg, ups, clip=clip, scores=best, boxes=where)
             updates.extend(ups)
         cuts = [
             Segment(self.stream_id, "scene_cut", t, t, epoch=clip.epoch, score=1.0) for t in clip.meta.get("cuts", ())
@@ -787,15 +789,20 @@ class StreamProcessor:
         self.report.segments_committed += len(latest)
 
 
-def _on_clip_times(times: np.ndarray, scores: np.ndarray, clip_times: np.ndarray) -> np.ndarray:
-    """Scores at other times (a motion event's thumbnails) as one per sampled frame of the clip: the
-    highest within half a sampling interval, so the segment's picture is one of the clip's frames."""
+def _on_clip_times(
+    times: np.ndarray, scores: np.ndarray, boxes: np.ndarray, clip_times: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and boxes at other times (a motion event's thumbnails) as one per sampled frame of the
+    clip: the highest score within half a sampling interval and its box, so the segment's picture is
+    one of the clip's frames, with what moved drawn on it."""
     out = np.zeros(len(clip_times), dtype=np.float64)
+    where = np.full((len(clip_times), 4), np.nan, dtype=np.float32)
     if not len(times):
-        return out
+        return out, where
     half = 0.5 * float(np.median(np.diff(clip_times))) if len(clip_times) > 1 else 0.5
     for j, t in enumerate(clip_times):
         a, b = np.searchsorted(times, t - half, "left"), np.searchsorted(times, t + half, "right")
         if b > a:
-            out[j] = float(scores[a:b].max())
-    return out
+            k = a + int(np.argmax(scores[a:b]))
+            out[j], where[j] = float(scores[k]), boxes[k]
+    return out, where
