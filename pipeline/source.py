@@ -128,7 +128,7 @@ class DecodedFrame:
         f = self.av_frame
         if f.format.name in _LUMA_PLANE_FORMATS:
             plane = f.planes[0]
-            luma = np.frombuffer(plane, np.uint8).reshape(f.height, plane.line_size)[:, : f.width]
+            luma = np.frombuffer(memoryview(plane), np.uint8).reshape(f.height, plane.line_size)[:, : f.width]
             small = cv2.resize(luma, (width, height), interpolation=cv2.INTER_AREA)
             full = f.format.name.startswith("yuvj") or f.color_range == 2  # AVCOL_RANGE_JPEG
             return small if full else cv2.LUT(small, _LIMITED_TO_FULL)
