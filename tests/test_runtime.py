@@ -259,8 +259,9 @@ def test_two_files_and_a_camera_through_one_pool(ray_local, redis_server, data_d
         file, cam_file, sampler = footage_file("car-detection.mp4"), footage_file(PERSON), None
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(os.urandom(100_000))
-    # every clip goes to the pool (no motion gate): the pool's counts are compared with the streams'
-    rt = _runtime(redis_server, data_dir, sampler, detection={"gate": False})
+    # Every clip goes to the pool (no motion gate): the pool's counts are compared with the streams'. A
+    # batch waits up to 0.5 s for more clips, so clips of the streams meet in batches even on a busy machine.
+    rt = _runtime(redis_server, data_dir, sampler, detection={"gate": False}, batch_wait_s=0.5)
     try:
         with RtspServer(cam_file, mount="/cam") as cam:
             rt.add(str(file), stream_id="file")
