@@ -82,6 +82,7 @@ class StreamWorker:
             deadline = time.monotonic() + timeout
             merged: dict = {}
             boxes: dict = {}  # the detector's box per frame, per event (thumbnails)
+            seen = None  # the frames the detector looked at
             calls: list[ModelCall] = []
             try:
                 for kind, response in pending:
@@ -90,13 +91,15 @@ class StreamWorker:
                     calls.append(ModelCall(kind, time.perf_counter() - sent, int(batch)))
                     merged.update(scores)
                     boxes.update(getattr(scores, "boxes", None) or {})
+                    if getattr(scores, "frames_seen", None) is not None:
+                        seen = scores.frames_seen
             except BaseException as exc:
                 for _kind, response in pending:  # a hung replica must not keep working on a clip we retry
                     response.cancel()
                 if isinstance(exc, TimeoutError):
                     raise TimeoutError(f"model pool gave no answer within {timeout:g} s") from exc
                 raise
-            return Scores(merged, calls, boxes)
+            return Scores(merged, calls, boxes, frames_seen=seen)
 
         return score
 

@@ -78,6 +78,15 @@ class Detection:
         return (x0 + x1) / 2.0, (y0 + y1) / 2.0
 
 
+HOLD_MIN_SCORE = 0.5  # a frame reuses another's detections only where confident boxes explain what moved
+
+
+def _covers(detections: Sequence[Detection], blobs: Sequence[Sequence[float]]) -> bool:
+    """Every blob (normalised box of what moved) overlaps one of the confident detections' boxes."""
+    sure = [d.box for d in detections if d.score >= HOLD_MIN_SCORE]
+    return all(any(b[0] < x[2] and x[0] < b[2] and b[1] < x[3] and x[1] < b[3] for x in sure) for b in blobs)
+
+
 def _round_up(x: float, m: int) -> int:
     return max(m, int(math.ceil(x / m)) * m)
 
@@ -584,6 +593,7 @@ class DetectorBackend:
                 min(floors),
             )
         self.detector = detector
+        self.frames_seen: list[int] = []
 
     @property
     def event_names(self) -> list[str]:
@@ -606,29 +616,61 @@ class DetectorBackend:
 
     def detect_clips(self, clips: Sequence[Clip]) -> list[list[list[Detection]]]:
         """Per clip, per frame, its detections, in as few forward passes as possible. A clip's
-        ``meta["detect"]`` (bool per frame) skips the frames marked False (no detections); its
+        ``meta["detect"]`` (bool per frame) skips the frames marked False (no detections) unless held; its
         ``meta["regions"]`` (per frame, normalised (x0, y0, x1, y1) boxes) are looked at closely
-        (:meth:`YoloDetector.detect`)."""
-        frames: list[np.ndarray] = []
-        regions: list = []
-        where: list[list[int | None]] = []  # per clip, per frame: its index in ``frames`` (None: skipped)
+        (:meth:`YoloDetector.detect`). ``meta["hold"]`` (per frame, None or the index of an earlier frame
+        of the clip) with ``meta["blobs"]`` (per frame, the boxes of what moved;
+        :class:`~longwatch.pipeline.motion_gate.MotionGate`): a held frame reuses that frame's detections
+        where its confident ones (≥ :data:`HOLD_MIN_SCORE`) cover every blob there (what moved was an object the detector saw); otherwise it is
+        looked at in a second pass. :attr:`frames_seen`: per clip, the frames the last call looked at."""
+        plan: list[list[tuple[str, int | None]]] = []  # per clip, per frame: ("skip"|"detect"|"hold", ref)
         for c in clips:
             meta = getattr(c, "meta", None) or {}
-            mask, regs = meta.get("detect"), meta.get("regions")
-            idx: list[int | None] = []
-            for k, frame in enumerate(c.frames):
-                if mask is not None and not bool(mask[k]):
-                    idx.append(None)
+            mask, hold = meta.get("detect"), meta.get("hold")
+            rows: list[tuple[str, int | None]] = []
+            for k in range(len(c.frames)):
+                if hold is not None and hold[k] is not None:
+                    rows.append(("hold", int(hold[k])))
+                elif mask is not None and not bool(mask[k]):
+                    rows.append(("skip", None))
+                else:
+                    rows.append(("detect", None))
+            plan.append(rows)
+        out: list[list[list[Detection]]] = [[[] for _ in c.frames] for c in clips]
+        first = [(ci, k) for ci, rows in enumerate(plan) for k, (what, _) in enumerate(rows) if what == "detect"]
+        self._detect_into(clips, first, out)
+        second = []
+        for ci, rows in enumerate(plan):
+            blobs = (getattr(clips[ci], "meta", None) or {}).get("blobs")
+            for k, (what, ref) in enumerate(rows):
+                if what != "hold":
                     continue
-                idx.append(len(frames))
-                frames.append(frame)
-                regions.append(regs[k] if regs is not None else None)
-            where.append(idx)
+                assert ref is not None
+                if blobs is not None and _covers(out[ci][ref], blobs[ref]):
+                    out[ci][k] = list(out[ci][ref])
+                else:
+                    second.append((ci, k))
+        self._detect_into(clips, second, out)
+        self.frames_seen = [0] * len(clips)
+        for ci, _ in first + second:
+            self.frames_seen[ci] += 1
+        return out
+
+    def _detect_into(self, clips: Sequence[Clip], which: list[tuple[int, int]], out: list) -> None:
+        """Detect the frames ``which`` ((clip, frame) pairs) in one call and put their boxes in ``out``."""
+        if not which:
+            return
+        frames = [clips[ci].frames[k] for ci, k in which]
+        regions = []
+        for ci, k in which:
+            regs = (getattr(clips[ci], "meta", None) or {}).get("regions")
+            regions.append(regs[k] if regs is not None else None)
         if any(regions):
             dets = self.detector.detect(frames, regions=regions)
         else:  # the plain call: any object with ``detect(frames)`` will do
-            dets = self.detector.detect(frames) if frames else []
-        return [[[] if j is None else dets[j] for j in idx] for idx in where]
+            dets = self.detector.detect(frames)
+        for (ci, k), d in zip(which, dets, strict=True):
+            out[ci][k] = d
 
     def score(self, clips: Sequence[Clip]) -> list[dict[str, np.ndarray]]:
         """Per clip ``{event: per-frame scores}`` (with their ``boxes``, :class:`BoxedScores`): clips of any
@@ -636,4 +678,7 @@ class DetectorBackend:
         Frames a clip's ``meta["detect"]`` skips score 0 (box NaN); see :meth:`detect_clips`."""
         if not self.events:
             return [BoxedScores() for _ in clips]
-        return [self.scores_from_detections(d) for d in self.detect_clips(clips)]
+        answers = [self.scores_from_detections(d) for d in self.detect_clips(clips)]
+        for answer, seen in zip(answers, self.frames_seen, strict=True):
+            answer.frames_seen = seen  # the worker's count of what the detector looked at
+        return list(answers)

@@ -16,6 +16,15 @@
   from the start);
 * ``regions``: per sampled frame, the boxes around what moved in that half second (fractions of the
   frame); the detector also looks at crops around them at the frame's own resolution.
+* ``hold`` (``detection.hold_s``, with the gate): a sampled frame whose moving things are the same as
+  at an earlier frame of the clip the detector sees (each blob overlaps one of the other's, grown by
+  half its size, and of a like area; nothing appeared, vanished, or cut in between; at most ``hold_s``
+  earlier, or any time before in the clip where nothing moves at either) may reuse that frame's detections instead of its own. The detector backend checks the rest:
+  it reuses them only where its confident boxes at that frame cover every blob (what moved was an
+  object it saw), and otherwise
+  looks at the frame itself. So a walking person is looked at when they appear, stop, leave or every
+  ``hold_s``, not at every sampled frame, and the first frame of a clip is always looked at (a clip
+  needs nothing from another clip's detections).
 
 Everything is a function of the thumbnails and of the state committed with the previous clip
 (:meth:`state`: the background images, the last thumbnail time, the last half second of motion
@@ -25,6 +34,7 @@ uninterrupted one: thumbnails at or before the saved time (the decoder's pre-rol
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,11 +47,27 @@ from .errors import MotionError
 from .events import EventSpec, EventsSpec
 from .motion import MotionBox, MotionModel, motion_score, zone_mask
 
-__all__ = ["GateResult", "MotionGate"]
+__all__ = ["GateResult", "MotionGate", "Observation"]
 
 REGION_WINDOW_S = 0.5  # a sampled frame sees the motion of the thumbnails this far back
 STATE_VERSION = 1
 DEFAULT_SENSITIVITY = 0.5
+
+
+@dataclass
+class Observation:
+    """What one clip's thumbnails showed (:meth:`MotionGate.observe`), before the detector's plan."""
+
+    times: np.ndarray  # thumbnail times processed for this clip (stream s)
+    scores: dict[str, np.ndarray]  # motion event → score per thumbnail time
+    breaks: dict[str, list[float]]  # motion event → its global changes (stream s)
+    boxes: dict[str, np.ndarray]  # motion event → (N, 4) box around what moved
+    frame_times: list[float]  # the clip's sampled frames
+    near: list[bool]  # per sampled frame: something moved in the half second before it
+    regions: list[list[tuple[float, float, float, float]]]  # per sampled frame: small moving boxes (crops)
+    blobs: list[list[tuple[float, float, float, float]]]  # per sampled frame: what moved at it
+    changes: list[float]  # scene cuts and global changes (no detections are reused across them)
+    state: dict[str, Any]  # the models' state after this clip
 
 
 @dataclass
@@ -50,13 +76,16 @@ class GateResult:
 
     times: np.ndarray  # thumbnail times processed for this clip (stream s)
     scores: dict[str, np.ndarray]  # motion event → score per thumbnail time
-    detect: np.ndarray  # bool per sampled frame of the clip
+    detect: np.ndarray  # bool per sampled frame: the detector looks at it of the clip
     regions: list[list[tuple[float, float, float, float]]] = field(default_factory=list)  # per sampled frame
     breaks: dict[str, list[float]] = field(default_factory=dict)  # motion event → its global changes (stream s)
     boxes: dict[str, np.ndarray] = field(default_factory=dict)  # motion event → (N, 4) box around what moved
+    hold: list[int | None] = field(default_factory=list)  # per sampled frame: the frame whose detections it may reuse
+    blobs: list[list[tuple[float, float, float, float]]] = field(default_factory=list)  # per frame: what moved
 
     @property
     def detected_frames(self) -> int:
+        """The frames the detector sees (a held frame only where the backend must look after all)."""
         return int(np.count_nonzero(self.detect))
 
 
@@ -76,6 +105,7 @@ class MotionGate:
         self.recent: list[tuple[float, list[list[float]]]] = []  # (t, boxes) of the last REGION_WINDOW_S
         self.check_slot: int | None = None
         self._zones: dict[tuple, np.ndarray | None] = {}
+        self._judged: dict[str, Any] | None = None
         if state:
             self._restore(state)
 
@@ -87,12 +117,18 @@ class MotionGate:
     # -- state --------------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
+        """The state after the last clip :meth:`judge` saw (the watermark's; :meth:`observe` may already
+        be a clip further), or, before any, the state it was made with."""
+        if self._judged is not None:
+            return self._judged
+        return {**self._seen_state(), "check_slot": self.check_slot}
+
+    def _seen_state(self) -> dict[str, Any]:
         return {
             "version": STATE_VERSION,
             "models": {repr(s): m.state() for s, m in self.models.items()},
             "last_t": self.last_t,
             "recent": [[t, boxes] for t, boxes in self.recent],
-            "check_slot": self.check_slot,
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -112,6 +148,7 @@ class MotionGate:
         """A live stream came back after an outage: learn the background afresh."""
         self.models = {s: MotionModel(sensitivity=s) for s in self.models}
         self.recent = []
+        self._judged = None
 
     # -- per clip ------------------------------------------------------------------------------
 
@@ -123,11 +160,25 @@ class MotionGate:
         return self._zones[key]
 
     def process(
-        self, times: np.ndarray, thumbs: np.ndarray, frame_times: Sequence[float], *, tracking: bool
+        self,
+        times: np.ndarray,
+        thumbs: np.ndarray,
+        frame_times: Sequence[float],
+        *,
+        tracking: bool,
+        cuts: Sequence[float] = (),
     ) -> GateResult:
+        """:meth:`observe` then :meth:`judge`, for one clip."""
+        return self.judge(self.observe(times, thumbs, frame_times, cuts=cuts), tracking=tracking)
+
+    def observe(
+        self, times: np.ndarray, thumbs: np.ndarray, frame_times: Sequence[float], *, cuts: Sequence[float] = ()
+    ) -> Observation:
         """Run the thumbnails (``times`` (N,), ``thumbs`` (N, h, w) uint8, in time order) through the
-        models, then judge the clip's sampled frames (``frame_times``). ``tracking``: an object event of
-        the stream is open or being built (the detector keeps looking)."""
+        models and say what moved around the clip's sampled frames (``frame_times``). ``cuts``: the
+        clip's scene cuts (stream s; no frame reuses detections from across one). The heavy half, and
+        independent of the detector: a worker runs it in its reading thread, a clip ahead of
+        :meth:`judge` (the observation carries the models' state after it, for the watermark)."""
         keep = [i for i, t in enumerate(times) if self.last_t is None or t > self.last_t]
         out_t = np.array([float(times[i]) for i in keep], dtype=np.float64)
         scores = {ev.event: np.zeros(len(keep), dtype=np.float64) for ev in self.motion_events}
@@ -135,6 +186,9 @@ class MotionGate:
         where = {ev.event: np.full((len(keep), 4), np.nan, dtype=np.float32) for ev in self.motion_events}
         gate_model = self.models.get(self._gate_sens)
         floor = self.config.region_min_area
+        changes = [float(c) for c in cuts]  # cuts and global changes: no detections are reused across them
+        # what moved at each thumbnail, from the end of the last clip on (for the frames' blobs)
+        seen: list[tuple[float, list[list[float]]]] = list(self.recent[-1:])
         for k, i in enumerate(keep):
             t, img = float(times[i]), thumbs[i]
             frames = {s: m.push(t, img) for s, m in self.models.items()}
@@ -157,27 +211,107 @@ class MotionGate:
                 fr = frames[self._gate_sens]
                 boxes = [] if fr.global_change else [_box(b) for b in fr.boxes if b.area >= floor]
                 self.recent.append((t, boxes))
+                seen.append((t, boxes))
+                if fr.global_change:
+                    changes.append(t)
             self.last_t = t
-        detect = np.ones(len(frame_times), dtype=bool)
+        near: list[bool] = []
+        blobs: list[list[tuple[float, float, float, float]]] = []
         regions: list[list[tuple[float, float, float, float]]] = []
-        for j, ft in enumerate(frame_times):
-            near = [tuple(b) for t, boxes in self.recent if ft - REGION_WINDOW_S <= t <= ft for b in boxes]
+        seen_t = [t for t, _ in seen]
+        for ft in frame_times:
+            k = bisect.bisect_right(seen_t, float(ft) + 1e-9) - 1
+            blobs.append([tuple(b) for b in seen[k][1]] if k >= 0 else [])  # type: ignore[misc]
+            moved = [tuple(b) for t, boxes in self.recent if ft - REGION_WINDOW_S <= t <= ft for b in boxes]
+            near.append(bool(moved))
             if self.config.regions:  # crops only for what the whole-frame pass sees too small
                 rmax = self.config.region_max
-                small = {b for b in near if b[2] - b[0] <= rmax and b[3] - b[1] <= rmax}
+                small = {b for b in moved if b[2] - b[0] <= rmax and b[3] - b[1] <= rmax}
                 regions.append(sorted(small))  # type: ignore[arg-type]
             else:
                 regions.append([])
-            slot = math.floor(float(ft) / self.config.full_check_s + 1e-9)
+        if len(frame_times):
+            horizon = float(max(frame_times[-1], self.last_t or -math.inf)) - REGION_WINDOW_S
+            self.recent = [(t, b) for t, b in self.recent if t >= horizon]
+        return Observation(
+            times=out_t,
+            scores=scores,
+            breaks=breaks,
+            boxes=where,
+            frame_times=[float(t) for t in frame_times],
+            near=near,
+            regions=regions,
+            blobs=blobs,
+            changes=sorted(changes),
+            state=self._seen_state(),
+        )
+
+    def judge(self, obs: Observation, *, tracking: bool) -> GateResult:
+        """Which of the clip's sampled frames the detector sees, and which may reuse an earlier frame's
+        detections (see the module docstring). ``tracking``: an object event of the stream is open or
+        being built (the detector keeps looking). Cheap; run in order, clip after clip."""
+        ft = obs.frame_times
+        detect = np.ones(len(ft), dtype=bool)
+        hold: list[int | None] = [None] * len(ft)
+        ref: int | None = None  # the last frame of this clip the detector sees
+        for j, t in enumerate(ft):
+            slot = math.floor(t / self.config.full_check_s + 1e-9)
             check = self.check_slot is None or slot > self.check_slot
             if check:
                 self.check_slot = slot
-            if self.gating:
-                detect[j] = bool(near) or tracking or check
-        if frame_times is not None and len(frame_times):
-            horizon = float(max(frame_times[-1], self.last_t or -math.inf)) - REGION_WINDOW_S
-            self.recent = [(t, b) for t, b in self.recent if t >= horizon]
-        return GateResult(out_t, scores, detect, regions, breaks, where)
+            if not self.gating:
+                continue
+            if ref is not None and not check and self._may_hold(ref, j, ft, obs.blobs, obs.changes):
+                hold[j], detect[j] = ref, False
+            elif ref is not None:  # what moves changed since the detector last looked: look again
+                detect[j] = True
+            else:
+                detect[j] = obs.near[j] or tracking or check
+            if detect[j]:
+                ref = j
+        self._judged = {**obs.state, "check_slot": self.check_slot}
+        return GateResult(obs.times, obs.scores, detect, obs.regions, obs.breaks, obs.boxes, hold, obs.blobs)
+
+    def _may_hold(
+        self,
+        i: int,
+        j: int,
+        frame_times: Sequence[float],
+        blobs: list[list[tuple[float, float, float, float]]],
+        changes: list[float],
+    ) -> bool:
+        """Whether frame ``j`` may reuse the detections of frame ``i`` (see the module docstring)."""
+        ti, tj = float(frame_times[i]), float(frame_times[j])
+        if self.config.hold_s <= 0 or any(ti < c <= tj for c in changes):
+            return False
+        if not blobs[i] and not blobs[j]:  # nothing moves: the picture is the one the detector saw
+            return True
+        return tj - ti <= self.config.hold_s + 1e-9 and _same_things(blobs[i], blobs[j])
+
+
+def _grown(b: Sequence[float]) -> tuple[float, float, float, float]:
+    w, h = (b[2] - b[0]) / 2.0, (b[3] - b[1]) / 2.0
+    return (b[0] - w, b[1] - h, b[2] + w, b[3] + h)
+
+
+def _meets(a: Sequence[float], b: Sequence[float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _area(b: Sequence[float]) -> float:
+    return max(b[2] - b[0], 1e-6) * max(b[3] - b[1], 1e-6)
+
+
+def _like(x: Sequence[float], y: Sequence[float]) -> bool:
+    """``x`` is ``y`` a little later: it meets ``y`` grown by half its size, and neither is more than
+    twice the other's area (something entering, leaving or joining changes its blob's size)."""
+    return _meets(x, _grown(y)) and 0.5 <= _area(x) / _area(y) <= 2.0
+
+
+def _same_things(a: list, b: list) -> bool:
+    """Two frames' blobs are the same moving things (:func:`_like`), both ways. No blobs on either
+    side: nothing moves."""
+    return all(any(_like(x, y) for y in a) for x in b) and all(any(_like(y, x) for x in b) for y in a)
 
 
 def _box(b: MotionBox) -> list[float]:

@@ -388,7 +388,6 @@ def sample_clips(
             yield cuts.attach(clip, last=True) if cuts is not None else clip
 
 
-_CUT_INTERPOLATION = "AREA"  # 64-px thumbnail; AREA averages, so noise does not look like a cut
 _CUT_WARMUP_S = 2.0  # a resumed detector judges only after this much pre-roll (its window and lookahead)
 
 
@@ -413,12 +412,10 @@ class _Cuts:
         if self.slot is not None and slot <= self.slot:
             return
         self.slot = slot
-        if hasattr(frame, "av_frame"):  # swscale straight from YUV to a 64-px RGB thumbnail
+        if hasattr(frame, "to_small_rgb"):  # straight from the YUV planes to a 64-px RGB thumbnail
             w = 64
             h = max(8, round(w * frame.height / frame.width))
-            small = frame.av_frame.reformat(
-                width=w, height=h, format="rgb24", interpolation=_CUT_INTERPOLATION
-            ).to_ndarray()
+            small = frame.to_small_rgb(w, h)
         else:
             small = frame.to_rgb()
         self._keep(self.detector.push(t, small))

@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 _LUMA_PLANE_FORMATS = frozenset(
     {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "nv21", "yuv411p", "yuv440p"}
 )
+# 8-bit planar YUV with separate U and V planes
+_PLANAR_YUV_FORMATS = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"})
 _LIMITED_TO_FULL = np.clip(np.round((np.arange(256) - 16) * 255.0 / 219.0), 0, 255).astype(np.uint8)
 
 NETWORK_SCHEMES = {"rtsp", "rtsps", "http", "https"}
@@ -134,6 +136,27 @@ class DecodedFrame:
             return small if full else cv2.LUT(small, _LIMITED_TO_FULL)
         return f.reformat(width=width, height=height, format="gray", interpolation="AREA").to_ndarray()
 
+    def to_small_rgb(self, width: int, height: int) -> np.ndarray:
+        """A small RGB thumbnail (uint8), the scene-cut detector's input. From 8-bit planar YUV it is
+        each plane area-averaged by OpenCV, then BT.601 to RGB on the small image (4× cheaper than
+        swscale's area filter on the whole frame; within ~2 levels of it on average); other formats go through
+        swscale."""
+        f = self.av_frame
+        if f.format.name not in _PLANAR_YUV_FORMATS:
+            return f.reformat(width=width, height=height, format="rgb24", interpolation="AREA").to_ndarray()
+        planes = []
+        for plane in f.planes[:3]:
+            pw, ph = plane.width, plane.height
+            data = np.frombuffer(memoryview(plane), np.uint8).reshape(ph, plane.line_size)[:, :pw]
+            planes.append(cv2.resize(data, (width, height), interpolation=cv2.INTER_AREA).astype(np.float32))
+        y, cb, cr = planes
+        if f.format.name.startswith("yuvj") or f.color_range == 2:  # full range
+            y, cb, cr = y, cb - 128.0, cr - 128.0
+        else:
+            y, cb, cr = (y - 16.0) * (255.0 / 219.0), (cb - 128.0) * (255.0 / 224.0), (cr - 128.0) * (255.0 / 224.0)
+        rgb = np.stack((y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb), axis=-1)
+        return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
     def to_frame(self, width: int | None = None, height: int | None = None) -> Frame:
         return Frame(
             t=self.t,
@@ -174,6 +197,7 @@ class Source:
         self.config = config
         self._start_at = start_at
         self._container: av.container.InputContainer | None = None
+        self.skip_loop_filter = False  # see :meth:`open`
         self._stop = threading.Event()
         # Waits between connect attempts and live reconnects; jitter so cameras that dropped together
         # do not all come back at the same instant.
@@ -218,11 +242,15 @@ class Source:
         *,
         config: SourceConfig | None = None,
         start_at: str | datetime | float | None = None,
+        exact: bool = True,
     ) -> Source:
-        """Open and probe a source. Raises a :class:`~pipeline.errors.SourceError` subclass on bad input."""
+        """Open and probe a source. Raises a :class:`~pipeline.errors.SourceError` subclass on bad input.
+        ``exact=False``: the pixels only feed the detector and motion, so with ``loop_filter: auto`` the
+        decoder may skip its deblocking filter (the frames' times are the same either way)."""
         kind, target = classify(uri)
         config = config or SourceConfig()
         src = cls(os.fspath(uri), kind=kind, target=target, config=config, start_at=parse_epoch(start_at))
+        src.skip_loop_filter = config.loop_filter == "off" or (config.loop_filter == "auto" and not exact)
         if kind == "file":
             src._check_file()
         src._container = src._connect(attempts=config.connect_attempts)
@@ -456,6 +484,8 @@ class Source:
         stream.thread_type = "AUTO"
         stream.thread_count = self.config.decoder_threads
         stream.codec_context.skip_frame = skip
+        if self.skip_loop_filter:
+            stream.codec_context.options = {**stream.codec_context.options, "skip_loop_filter": "all"}
         return stream
 
     def _decode_session(

@@ -67,12 +67,20 @@ Box = tuple[float, float, float, float]
 
 class BoxedScores(dict):
     """A backend's answer for one clip: ``{event: per-frame scores}`` (a dict, as every consumer expects)
-    plus ``boxes``: ``{event: (N, 4) float32}``, the box that gave each frame's score (NaN: none).
-    Pickles with its boxes (Ray Serve's transport)."""
+    plus ``boxes``: ``{event: (N, 4) float32}``, the box that gave each frame's score (NaN: none), and
+    ``frames_seen``: how many of the clip's frames the detector looked at (None: not counted). Pickles
+    with both (Ray Serve's transport)."""
 
-    def __init__(self, scores: Mapping[str, np.ndarray] | None = None, boxes: Mapping[str, np.ndarray] | None = None):
+    def __init__(
+        self,
+        scores: Mapping[str, np.ndarray] | None = None,
+        boxes: Mapping[str, np.ndarray] | None = None,
+        *,
+        frames_seen: int | None = None,
+    ):
         super().__init__(scores or {})
         self.boxes: dict[str, np.ndarray] = dict(boxes or {})
+        self.frames_seen = frames_seen
 
 
 def boxes_of(scores: Any) -> dict[str, np.ndarray]:

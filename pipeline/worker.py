@@ -82,7 +82,7 @@ from .errors import (
 from .events import EventsSpec
 from .histograms import BATCH_SIZE_BUCKETS, LATENCY_BUCKETS_S, Histogram
 from .identity import check_identity, fingerprints
-from .motion_gate import MotionGate
+from .motion_gate import MotionGate, Observation
 from .retry import Backoff, retry_call
 from .sampler import sample_clips
 from .secrets import redact
@@ -113,15 +113,21 @@ class ModelCall:
 class Scores(BoxedScores):
     """What a score function may return instead of a plain dict: the same ``{event: scores}`` mapping,
     plus ``calls``, the :class:`ModelCall` s that produced it (for the status' model histograms), and
-    ``boxes`` (:class:`~.thumbs.BoxedScores`: the detector's box per frame, drawn on thumbnails)."""
+    ``boxes`` and ``frames_seen`` (:class:`~.thumbs.BoxedScores`)."""
 
     def __init__(
         self,
         scores: Mapping[str, np.ndarray],
         calls: Iterable[ModelCall] = (),
         boxes: Mapping[str, np.ndarray] | None = None,
+        *,
+        frames_seen: int | None = None,
     ):
-        super().__init__(scores, boxes if boxes is not None else boxes_of(scores))
+        super().__init__(
+            scores,
+            boxes if boxes is not None else boxes_of(scores),
+            frames_seen=frames_seen if frames_seen is not None else getattr(scores, "frames_seen", None),
+        )
         self.calls: tuple[ModelCall, ...] = tuple(calls)
 
 
@@ -306,13 +312,14 @@ class StreamProcessor:
         (state ``waiting``, the reason) and tries again with the source's backoff until it answers or
         :meth:`stop` (:class:`_Interrupted`). A file's errors, a bad URL or an unset ``${VAR}`` fail now."""
         cfg = self.settings.source
+        vlm = [e for e in self.events.events if e.backend not in ("detector", "motion")]
 
         def on_retry(_attempt: int, exc: BaseException, delay: float) -> None:
             self._wait(f"source unreachable ({exc}), retrying in {delay:.1f} s")
 
         try:
             return retry_call(
-                lambda: Source.open(self.uri, config=cfg, start_at=self.start_at),
+                lambda: Source.open(self.uri, config=cfg, start_at=self.start_at, exact=bool(vlm)),
                 retry_on=SourceUnreachableError if classify(self.uri)[0] != "file" else (),
                 backoff=Backoff(initial_s=min(cfg.backoff_initial_s, cfg.backoff_max_s), cap_s=cfg.backoff_max_s),
                 on_retry=on_retry,
@@ -468,7 +475,13 @@ class StreamProcessor:
                     on_sampler=lambda s: holder.setdefault("sampler", s),
                     motion_fps=self.settings.detection.motion_fps if self._gate.active else None,
                 ):
-                    item = (clip, holder["sampler"].next_clip_t)
+                    # the motion models run here, a clip ahead of the detector (the heavy half of the gate)
+                    thumbs = clip.meta.pop("thumbs", None)  # they do not travel to the model pools
+                    seen = None
+                    if self._gate.active and thumbs is not None:
+                        cuts = clip.meta.get("cuts", ())
+                        seen = self._gate.observe(thumbs[0], thumbs[1], clip.times.tolist(), cuts=cuts)
+                    item = (clip, holder["sampler"].next_clip_t, seen)
                     self._sampled_frames += clip.n
                     while not self._stop.is_set():
                         try:
@@ -497,9 +510,9 @@ class StreamProcessor:
                 item = pending.get()
                 if item is _END:
                     break
-                clip, next_clip_t = item
+                clip, next_clip_t, seen = item
                 rep.queue_depth = pending.qsize()
-                self._process(clip, next_clip_t, segmenters, src)
+                self._process(clip, next_clip_t, segmenters, src, seen)
                 last_t = clip.end
                 rep.wall_s = time.perf_counter() - started
                 if self.on_clip:
@@ -581,18 +594,28 @@ class StreamProcessor:
             self.report.decode_fps = (decoded - decoded0) / (now - t0)
             self.report.sampled_fps = (sampled - sampled0) / (now - t0)
 
-    def _process(self, clip: Clip, next_clip_t: float | None, segmenters: dict[str, Segmenter], src: Source) -> None:
+    def _process(
+        self,
+        clip: Clip,
+        next_clip_t: float | None,
+        segmenters: dict[str, Segmenter],
+        src: Source,
+        seen: Observation | None = None,
+    ) -> None:
         rep = self.report
         t0 = time.perf_counter()
         gate = None
-        thumbs = clip.meta.pop("thumbs", None)  # the motion model's: they do not travel to the model pools
-        if self._gate.active and thumbs is not None:
+        if seen is not None:
             tracking = any(segmenters[ev.event].running is not None for ev in self.events.detector_events)
-            gate = self._gate.process(thumbs[0], thumbs[1], clip.times.tolist(), tracking=tracking)
+            gate = self._gate.judge(seen, tracking=tracking)
             clip.meta["detect"] = gate.detect
             clip.meta["regions"] = gate.regions
-            rep.detected_frames += gate.detected_frames
-        scores = self._score(clip) if self._needs_model(clip) else BoxedScores()
+            clip.meta["hold"] = gate.hold
+            clip.meta["blobs"] = gate.blobs
+        scores = self._score(clip) if self._needs_model(clip) else BoxedScores(frames_seen=0)
+        if gate is not None:  # what the detector looked at (the backend's count where it gives one)
+            seen = getattr(scores, "frames_seen", None)
+            rep.detected_frames += gate.detected_frames if seen is None else int(seen)
         for call in getattr(scores, "calls", ()):
             rep.observe_model_call(call)
         rep.sampled_frames += clip.n

@@ -565,6 +565,41 @@ def test_backend_skips_frames_and_passes_regions():
     assert calls == []  # nothing to detect: no call
 
 
+def test_a_held_frame_reuses_detections_only_where_confident_boxes_cover_what_moved():
+    calls = []
+
+    class Recorder:
+        conf = 0.25
+
+        def __init__(self, score):
+            self.score = score
+
+        def detect(self, frames, regions=None):
+            calls.append(len(frames))
+            return [[Detection(0, "person", self.score, (0.1, 0.1, 0.5, 0.9))] for _ in frames]
+
+    spec = load_events("- event: person_present\n  detector: {class: person}\n")
+    frames = [np.zeros((4, 4, 3), np.uint8)] * 4
+    on_box, off_box = (0.2, 0.3, 0.4, 0.8), (0.7, 0.1, 0.9, 0.3)
+
+    def clip(blobs0):
+        meta = {"detect": [True, False, False, False], "hold": [None, 0, 0, None], "blobs": [blobs0] + [[on_box]] * 3}
+        meta["detect"][3] = False  # frame 3: skipped (no motion, nothing tracked)
+        return SimpleNamespace(frames=frames, meta=meta)
+
+    sure = DetectorBackend(spec, detector=Recorder(0.9))
+    out = sure.score([clip([on_box])])[0]
+    assert calls == [1] and list(out["person_present"]) == [0.9, 0.9, 0.9, 0.0]  # reused: one look
+    assert out.frames_seen == 1
+    calls.clear()
+    out = sure.score([clip([on_box, off_box])])[0]  # something moved where no box is: look at both
+    assert calls == [1, 2] and out.frames_seen == 3
+    calls.clear()
+    weak = DetectorBackend(spec, detector=Recorder(0.3))  # a weak box explains nothing
+    weak.score([clip([on_box])])
+    assert calls == [1, 2]
+
+
 @pytest.mark.footage
 def test_boxes_fit_the_people_with_the_trained_anchor_masks(weights, detector):
     """vtest.avi frame 0 against the PETS boxes: with the masks the weights were trained with (the default)
