@@ -357,10 +357,11 @@ def run(
                     [sid for sid in ids if sid not in rejected],
                     [u for sid, u in zip(ids, sources) if sid not in rejected],
                 )
-                runtime.start()
-            signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # again: ray.init installs its own
-            for sid, uri in zip(ids, sources):
-                runtime.add(uri, stream_id=sid, start_at=start_at)
+                runtime.start(wait_pools=False)  # the streams start while the model replicas do
+                signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # again: ray.init installs its own
+                for sid, uri in zip(ids, sources):
+                    runtime.add(uri, stream_id=sid, start_at=start_at)
+                runtime.wait_pools()  # a pool that fails to deploy is reported here
             _watch(runtime, ids, durations, live)
             err_console.print()  # end the progress display's line before the table
         except KeyboardInterrupt:

@@ -16,7 +16,9 @@ so 320/rect is the default. Use 416 (or more) for small, distant objects.
 
 Regions (``detect(images, regions=...)``): the whole frame at ``input_size`` misses small, distant
 people (person recall ≈ 0.2 on vtest.avi at 320). Each image may also name regions (normalised boxes,
-e.g. motion boxes or :func:`tile_regions`); each is widened by a context margin, made at least
+e.g. motion boxes or :func:`tile_regions`); a region lying mostly within a confident box of the
+whole-frame pass (≥ :data:`EXPLAINS_SCORE`: a walking person's moving legs) is not looked at again;
+each other one is widened by a context margin, made at least
 ``region_min`` frame pixels a side, overlapping ones are merged, and the crop is run at (about) its own
 resolution — input long side ``min(crop long side rounded up to 32, region_cap)``, so a crop is never
 upscaled and downscaled at most ``crop / region_cap``. Crop boxes are mapped back to the frame and
@@ -78,12 +80,20 @@ class Detection:
         return (x0 + x1) / 2.0, (y0 + y1) / 2.0
 
 
-HOLD_MIN_SCORE = 0.5  # a frame reuses another's detections only where confident boxes explain what moved
+EXPLAINS_SCORE = 0.5  # a box this sure explains what moved on it (no crop there; a held frame may reuse it)
+
+
+def _inside(r: Sequence[float], b: Sequence[float], frac: float = 0.8) -> bool:
+    """At least ``frac`` of box ``r``'s area lies within box ``b`` (both normalised x0, y0, x1, y1)."""
+    w = min(r[2], b[2]) - max(r[0], b[0])
+    h = min(r[3], b[3]) - max(r[1], b[1])
+    area = max(r[2] - r[0], 1e-9) * max(r[3] - r[1], 1e-9)
+    return w > 0 and h > 0 and w * h >= frac * area
 
 
 def _covers(detections: Sequence[Detection], blobs: Sequence[Sequence[float]]) -> bool:
     """Every blob (normalised box of what moved) overlaps one of the confident detections' boxes."""
-    sure = [d.box for d in detections if d.score >= HOLD_MIN_SCORE]
+    sure = [d.box for d in detections if d.score >= EXPLAINS_SCORE]
     return all(any(b[0] < x[2] and x[0] < b[2] and b[1] < x[3] and x[1] < b[3] for x in sure) for b in blobs)
 
 
@@ -308,7 +318,13 @@ class YoloDetector:
                 )
             groups.setdefault(self.input_shape(img.shape[1], img.shape[0]), []).append((i, img, None))
         crops: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = {}
+        self._forward(images, groups, results, crops)
+        # Then the crops, where the whole-frame pass has not already explained what moved: a region
+        # lying within a confident box (a walking person's moving legs) needs no closer look.
+        groups = {}
         for i, regs in enumerate(regions or ()):
+            sure = [d.box for d in results[i] if d.score >= EXPLAINS_SCORE]
+            regs = [r for r in regs or () if not any(_inside(r, b) for b in sure)]
             if not regs:
                 continue
             h, w = images[i].shape[:2]
@@ -317,6 +333,15 @@ class YoloDetector:
                 x0, y0, x1, y1 = rect
                 shape = self.crop_input_shape(x1 - x0, y1 - y0)
                 groups.setdefault(shape, []).append((i, images[i][y0:y1, x0:x1], rect))
+        self._forward(images, groups, results, crops)
+        for i, parts in crops.items():
+            if parts:
+                results[i] = self._merge(results[i], parts)
+        return results
+
+    def _forward(self, images, groups, results, crops) -> None:
+        """Run the jobs (image index, picture, crop rect or None for the whole frame), grouped by network
+        input shape, in batches; whole frames' detections go to ``results``, crops' to ``crops``."""
         for (W, H), jobs in groups.items():
             for k in range(0, len(jobs), self.max_batch):
                 chunk = jobs[k : k + self.max_batch]
@@ -339,10 +364,6 @@ class YoloDetector:
                         h, w = images[i].shape[:2]
                         crops[i].append(self._decode_crop(rows[b], W, H, geo[b], job_rect, w, h))
                         self.crops_done += 1
-        for i, parts in crops.items():
-            if parts:
-                results[i] = self._merge(results[i], parts)
-        return results
 
     def _candidates(
         self, rows: np.ndarray, W: int, H: int, geo: tuple[float, float, float, float]
@@ -621,7 +642,7 @@ class DetectorBackend:
         (:meth:`YoloDetector.detect`). ``meta["hold"]`` (per frame, None or the index of an earlier frame
         of the clip) with ``meta["blobs"]`` (per frame, the boxes of what moved;
         :class:`~longwatch.pipeline.motion_gate.MotionGate`): a held frame reuses that frame's detections
-        where its confident ones (≥ :data:`HOLD_MIN_SCORE`) cover every blob there (what moved was an object the detector saw); otherwise it is
+        where its confident ones (≥ :data:`EXPLAINS_SCORE`) cover every blob there (what moved was an object the detector saw); otherwise it is
         looked at in a second pass. :attr:`frames_seen`: per clip, the frames the last call looked at."""
         plan: list[list[tuple[str, int | None]]] = []  # per clip, per frame: ("skip"|"detect"|"hold", ref)
         for c in clips:
