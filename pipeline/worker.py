@@ -34,10 +34,13 @@ segment being built is committed with every clip that changes it and read back o
 killed between clips leaves no segment without its picture and resumes choosing where it stopped.
 
 Motion and the detector gate (:mod:`.motion_gate`): the sampler also collects grey thumbnails at
-``detection.motion_fps``; before a clip is scored, :class:`~.motion_gate.MotionGate` turns them into
-the ``motion`` events' scores (pushed at the thumbnails' own times), marks which sampled frames the
-detector must see (``clip.meta["detect"]``) and where it should also look (``clip.meta["regions"]``).
-A clip with nothing to detect is not sent to the pools. The gate's state is in the watermark. Every
+``detection.motion_fps``; the reader thread runs them through :meth:`~.motion_gate.MotionGate.observe`
+as each clip is cut (a clip ahead of the detector), which gives the ``motion`` events' scores (pushed
+at the thumbnails' own times); before the clip is scored, :meth:`~.motion_gate.MotionGate.judge` marks
+which sampled frames the detector must see (``clip.meta["detect"]``), which may reuse an earlier
+frame's detections (``"hold"``, with the ``"blobs"`` that moved) and where it should also look
+(``"regions"``). A clip with nothing to detect is not sent to the pools. The gate's state after the
+clip is in the clip's watermark. Every
 segmenter is interrupted at a scene cut (a motion event also at the motion model's global changes),
 so no segment spans a hard cut.
 
