@@ -108,7 +108,7 @@ class DetectionConfig(_Model):
         "pass sees them well",
     )
     hold_s: float = Field(
-        2.0,
+        4.0,
         ge=0,
         description="with gate: a frame whose moving things are those of a frame the detector saw at most this "
         "long before in the clip, all on its confident boxes (or where nothing moves at either), reuses that "
