@@ -114,6 +114,13 @@ class DetectionConfig(_Model):
         "long before in the clip, all on its confident boxes (or where nothing moves at either), reuses that "
         "frame's detections; 0 = the detector looks at every frame the gate lets through",
     )
+    live_window_s: float | None = Field(
+        2.0,
+        gt=0,
+        description="live streams whose events need no VLM (detector and motion only) cut their clips, the "
+        "decisions' windows, this long instead of sampler.clip_seconds, so a segment is in Redis seconds "
+        "after its event starts; None = sampler.clip_seconds",
+    )
     region_min_area: float = Field(
         0.0005, ge=0, le=1, description="motion blobs smaller than this (fraction of the frame) neither gate nor crop"
     )

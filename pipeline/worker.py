@@ -73,7 +73,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from .config import Settings
+from .config import SamplerConfig, Settings
 from .errors import (
     LongwatchError,
     SourceError,
@@ -471,7 +471,7 @@ class StreamProcessor:
             try:
                 for clip in sample_clips(
                     src,
-                    self.settings.sampler,
+                    self._sampler_config(src),
                     stream_id=self.stream_id,
                     start_index=start_index,
                     resume_at=resume_at,
@@ -745,6 +745,25 @@ class StreamProcessor:
             raise box["error"]
         return box["scores"]
 
+    def _is_live(self) -> bool:
+        return self._source is not None and self._source.live
+
+    def _sampler_config(self, src: Source) -> SamplerConfig:
+        """The sampler's settings for this source: a live stream whose events need no VLM cuts short
+        clips (``detection.live_window_s``): each clip is a decision, committed as soon as it is
+        scored, so its segments open in Redis within a window or two of the event. The sampler's
+        lowest rate rises to two frames a window (the gate keeps the detector off still frames). The
+        VLM's events keep ``clip_seconds`` (Qwen needs the length)."""
+        cfg = self.settings.sampler
+        window = self.settings.detection.live_window_s
+        if not src.live or window is None or any(e.backend == "qwen2_5_vl" for e in self.events.events):
+            return cfg
+        rate = min(cfg.max_fps, src.native_fps or cfg.max_fps)
+        window = max(float(window), 2.0 / rate)  # two frames at least (a clip's smallest)
+        # and a quiet scene's rate still puts two frames in a window (else a clip would span two)
+        low = min(rate, max(cfg.min_fps, 2.0 / window))
+        return cfg.model_copy(update={"clip_seconds": window, "overlap_seconds": 0.0, "min_fps": low})
+
     def _needs_model(self, clip: Clip) -> bool:
         """Whether the clip goes to the model pools at all: not when no event needs one, or when the
         detector is the only one and the motion gate left it no frame to look at."""
@@ -789,7 +808,8 @@ class StreamProcessor:
             "footage_s": footage_s,
             "segmenters": {k: s.state() for k, s in segmenters.items()},
             "holds": self._holds,
-            **({"motion": self._gate.state()} if self._gate.active else {}),
+            # (a live stream learns its background afresh after any restart: no state to keep)
+            **({"motion": self._gate.state()} if self._gate.active and not self._is_live() else {}),
             **({"done": True} if done else {}),
             **self._fingerprints,
         }

@@ -34,14 +34,15 @@ def camera_file(request):
 
 def _settings():
     # The score function below is on in every frame and sees every clip: no motion gate, and no scene
-    # cuts (which end segments) on the edited demo footage. These tests are about the time axis.
+    # cuts (which end segments) on the edited demo footage; its own 1-s clips (no live decision
+    # windows). These tests are about the time axis.
     s = Settings()
     return s.model_copy(
         update={
             "sampler": s.sampler.model_copy(
                 update={"min_fps": 2, "max_fps": 2, "clip_seconds": 1, "scene_cuts": False}
             ),
-            "detection": s.detection.model_copy(update={"gate": False}),
+            "detection": s.detection.model_copy(update={"gate": False, "live_window_s": None}),
         }
     )
 
