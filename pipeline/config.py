@@ -23,6 +23,12 @@ class SourceConfig(_Model):
     """How sources are opened and kept alive."""
 
     rtsp_transport: str = Field("tcp", pattern="^(tcp|udp|udp_multicast|http|https)$")
+    rtsp_analyze_s: float = Field(
+        0.5,
+        gt=0,
+        description="how long FFmpeg may read a camera's stream to learn its format when connecting (its "
+        "analyzeduration; FFmpeg's own default is 5 s): every (re)connect waits for it",
+    )
     open_timeout_s: float = Field(5.0, gt=0)
     read_timeout_s: float = Field(5.0, gt=0)
     connect_attempts: int = Field(3, ge=1, description="attempts before a source that cannot be opened fails")

@@ -276,9 +276,10 @@ def test_two_files_and_a_camera_through_one_pool(ray_local, redis_server, data_d
             live = rt.status()["cam"]
             from longwatch.actors.model_pool import handle
 
-            pool = handle(prefix=rt.settings.runtime.redis_prefix).stats.remote().result()
             rt.stop("cam")
             final = rt.status()
+            # read after the camera stopped: every clip the streams counted has been scored by then
+            pool = handle(prefix=rt.settings.runtime.redis_prefix).stats.remote().result()
         cam_wm = _wm(rt, "cam")
         file_segs = _segments(rt, "file", event=None)
     finally:
