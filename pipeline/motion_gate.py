@@ -17,14 +17,14 @@
 * ``regions``: per sampled frame, the boxes around what moved in that half second (fractions of the
   frame); the detector also looks at crops around them at the frame's own resolution.
 * ``hold`` (``detection.hold_s``, with the gate): a sampled frame whose moving things are the same as
-  at an earlier frame of the clip the detector sees (each blob overlaps one of the other's, grown by
-  half its size, and of a like area; nothing appeared, vanished, or cut in between; at most ``hold_s``
-  earlier, or any time before in the clip where nothing moves at either) may reuse that frame's detections instead of its own. The detector backend checks the rest:
-  it reuses them only where its confident boxes at that frame cover every blob (what moved was an
-  object it saw), and otherwise
-  looks at the frame itself. So a walking person is looked at when they appear, stop, leave or every
-  ``hold_s``, not at every sampled frame, and the first frame of a clip is always looked at (a clip
-  needs nothing from another clip's detections).
+  at an earlier frame of the clip the detector sees (each blob meets one of the other's, grown by half
+  its size, and of a like area; nothing appeared, vanished or cut in between; at most ``hold_s``
+  earlier, or any time before in the clip where nothing moves at either) may reuse that frame's
+  detections instead of its own. The detector backend checks the rest: it reuses them only where its
+  confident boxes at that frame cover every blob (what moved was an object it saw), and otherwise
+  looks at the frame itself. So a walking person is looked at when they appear, stop or leave, and
+  every ``hold_s`` or so, not at every sampled frame; the first frame of a clip is always looked at
+  (a clip needs nothing from another clip's detections).
 
 Everything is a function of the thumbnails and of the state committed with the previous clip
 (:meth:`state`: the background images, the last thumbnail time, the last half second of motion
@@ -67,7 +67,7 @@ class Observation:
     regions: list[list[tuple[float, float, float, float]]]  # per sampled frame: small moving boxes (crops)
     blobs: list[list[tuple[float, float, float, float]]]  # per sampled frame: what moved at it
     changes: list[float]  # scene cuts and global changes (no detections are reused across them)
-    state: dict[str, Any]  # the models' state after this clip
+    state: dict[str, Any]  # the models' state after this clip ({} without a snapshot)
 
 
 @dataclass
@@ -76,7 +76,7 @@ class GateResult:
 
     times: np.ndarray  # thumbnail times processed for this clip (stream s)
     scores: dict[str, np.ndarray]  # motion event → score per thumbnail time
-    detect: np.ndarray  # bool per sampled frame: the detector looks at it of the clip
+    detect: np.ndarray  # bool per sampled frame of the clip: the detector looks at it
     regions: list[list[tuple[float, float, float, float]]] = field(default_factory=list)  # per sampled frame
     breaks: dict[str, list[float]] = field(default_factory=dict)  # motion event → its global changes (stream s)
     boxes: dict[str, np.ndarray] = field(default_factory=dict)  # motion event → (N, 4) box around what moved
@@ -172,13 +172,20 @@ class MotionGate:
         return self.judge(self.observe(times, thumbs, frame_times, cuts=cuts), tracking=tracking)
 
     def observe(
-        self, times: np.ndarray, thumbs: np.ndarray, frame_times: Sequence[float], *, cuts: Sequence[float] = ()
+        self,
+        times: np.ndarray,
+        thumbs: np.ndarray,
+        frame_times: Sequence[float],
+        *,
+        cuts: Sequence[float] = (),
+        snapshot: bool = True,
     ) -> Observation:
         """Run the thumbnails (``times`` (N,), ``thumbs`` (N, h, w) uint8, in time order) through the
         models and say what moved around the clip's sampled frames (``frame_times``). ``cuts``: the
         clip's scene cuts (stream s; no frame reuses detections from across one). The heavy half, and
         independent of the detector: a worker runs it in its reading thread, a clip ahead of
-        :meth:`judge` (the observation carries the models' state after it, for the watermark)."""
+        :meth:`judge` (the observation carries the models' state after it, for the watermark;
+        ``snapshot=False``: not, where no watermark keeps it — a live stream's)."""
         keep = [i for i, t in enumerate(times) if self.last_t is None or t > self.last_t]
         out_t = np.array([float(times[i]) for i in keep], dtype=np.float64)
         scores = {ev.event: np.zeros(len(keep), dtype=np.float64) for ev in self.motion_events}
@@ -243,7 +250,7 @@ class MotionGate:
             regions=regions,
             blobs=blobs,
             changes=sorted(changes),
-            state=self._seen_state(),
+            state=self._seen_state() if snapshot else {},
         )
 
     def judge(self, obs: Observation, *, tracking: bool) -> GateResult:

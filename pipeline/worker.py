@@ -483,7 +483,9 @@ class StreamProcessor:
                     seen = None
                     if self._gate.active and thumbs is not None:
                         cuts = clip.meta.get("cuts", ())
-                        seen = self._gate.observe(thumbs[0], thumbs[1], clip.times.tolist(), cuts=cuts)
+                        seen = self._gate.observe(
+                            thumbs[0], thumbs[1], clip.times.tolist(), cuts=cuts, snapshot=not src.live
+                        )
                     item = (clip, holder["sampler"].next_clip_t, seen)
                     self._sampled_frames += clip.n
                     while not self._stop.is_set():
