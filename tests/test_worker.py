@@ -28,12 +28,13 @@ def slow_model(delay_s: float, seen: list):
 
 
 def _settings(**sampler):
-    # The detector sees every clip (no motion gate): these tests count the model's calls.
+    # The detector sees every clip (no motion gate): these tests count the model's calls, in clips of
+    # the length they set (live streams too: no 2-s live decision windows).
     s = Settings()
     return s.model_copy(
         update={
             "sampler": s.sampler.model_copy(update=sampler),
-            "detection": s.detection.model_copy(update={"gate": False}),
+            "detection": s.detection.model_copy(update={"gate": False, "live_window_s": None}),
         }
     )
 
