@@ -151,7 +151,7 @@ class DecodedFrame:
             planes.append(cv2.resize(data, (width, height), interpolation=cv2.INTER_AREA).astype(np.float32))
         y, cb, cr = planes
         if f.format.name.startswith("yuvj") or f.color_range == 2:  # full range
-            y, cb, cr = y, cb - 128.0, cr - 128.0
+            cb, cr = cb - 128.0, cr - 128.0
         else:
             y, cb, cr = (y - 16.0) * (255.0 / 219.0), (cb - 128.0) * (255.0 / 224.0), (cr - 128.0) * (255.0 / 224.0)
         rgb = np.stack((y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb), axis=-1)

@@ -315,14 +315,13 @@ class StreamProcessor:
         (state ``waiting``, the reason) and tries again with the source's backoff until it answers or
         :meth:`stop` (:class:`_Interrupted`). A file's errors, a bad URL or an unset ``${VAR}`` fail now."""
         cfg = self.settings.source
-        vlm = [e for e in self.events.events if e.backend not in ("detector", "motion")]
 
         def on_retry(_attempt: int, exc: BaseException, delay: float) -> None:
             self._wait(f"source unreachable ({exc}), retrying in {delay:.1f} s")
 
         try:
             return retry_call(
-                lambda: Source.open(self.uri, config=cfg, start_at=self.start_at, exact=bool(vlm)),
+                lambda: Source.open(self.uri, config=cfg, start_at=self.start_at, exact=self._uses_vlm()),
                 retry_on=SourceUnreachableError if classify(self.uri)[0] != "file" else (),
                 backoff=Backoff(initial_s=min(cfg.backoff_initial_s, cfg.backoff_max_s), cap_s=cfg.backoff_max_s),
                 on_retry=on_retry,
@@ -747,6 +746,10 @@ class StreamProcessor:
             raise box["error"]
         return box["scores"]
 
+    def _uses_vlm(self) -> bool:
+        """Whether an event of the stream is scored by the VLM (which needs exact frames, full clips)."""
+        return bool(self.events.by_backend("qwen2_5_vl"))
+
     def _is_live(self) -> bool:
         return self._source is not None and self._source.live
 
@@ -758,7 +761,7 @@ class StreamProcessor:
         VLM's events keep ``clip_seconds`` (Qwen needs the length)."""
         cfg = self.settings.sampler
         window = self.settings.detection.live_window_s
-        if not src.live or window is None or any(e.backend == "qwen2_5_vl" for e in self.events.events):
+        if not src.live or window is None or self._uses_vlm():
             return cfg
         rate = min(cfg.max_fps, src.native_fps or cfg.max_fps)
         window = max(float(window), 2.0 / rate)  # two frames at least (a clip's smallest)
