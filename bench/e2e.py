@@ -87,6 +87,7 @@ TARGET_STREAMS = 16  # live 720p30 streams (issue #12)
 TARGET_LAG_S = 2.0  # the old, weaker criterion (status lag_s), still shown
 TARGET_G2S_S = 3.0  # glass-to-segment p95 of a detector event (issue #12)
 G2S_EVENT = "person_present"  # the detector event of the default events the footage is full of
+STARTUP_CAP_S = 180.0  # the longest wait for every stream to run and commit before the warm-up starts anyway
 G2S_TAIL_S = 6.0  # segments starting this close to the window's end may not be seen yet: not counted
 TARGET_P99_MS = 5.0
 
@@ -340,6 +341,15 @@ def rtsp_step(rt, server: RtspServer, n: int, warm_s: float, window_s: float, cl
         rt.add(server.urls[i], stream_id=sid)
     add_s = time.perf_counter() - t_add
     watch = SegmentWatch(store, sids, G2S_EVENT).start()
+    # Start-up first: every stream running and committing (N worker processes start on 2 cores), then the
+    # warm-up, then the window. The start-up time is a figure of its own.
+    up_deadline = time.perf_counter() + STARTUP_CAP_S
+    while time.perf_counter() < up_deadline:
+        st = rt.status()
+        if all(st.get(sid, {}).get("state") == "running" and int(st[sid].get("clips") or 0) >= 1 for sid in sids):
+            break
+        time.sleep(0.5)
+    up_s = time.perf_counter() - t_add
     warm_end = time.perf_counter() + warm_s
     win_end = warm_end + window_s
     win_wall = (time.time() + warm_s, time.time() + warm_s + window_s - G2S_TAIL_S)  # starts that count
@@ -451,6 +461,7 @@ def rtsp_step(rt, server: RtspServer, n: int, warm_s: float, window_s: float, cl
         "held": held,
         "why": "; ".join(why),
         "add_s": add_s,
+        "up_s": up_s,
         "stop_s": stop_s,
         "stopped": stopped,
         "warm_lag_max": max(warm_lags) if warm_lags else None,
@@ -464,7 +475,8 @@ def rtsp_step(rt, server: RtspServer, n: int, warm_s: float, window_s: float, cl
         f"data age p50 {f(res['age_p50'])} s, max {f(res['age_max'])} s; longest wait between commits {gap_max:.1f} s; dropped {drops_win} in window "
         f"({drops_all} in all); clips/stream min {res['clips_min']} of {expected:.1f}; "
         + (f"machine {cpu['machine_cores']:.2f} cores busy ({cpu_split(cpu)}); " if cpu else "")
-        + f"stop {stop_s:.1f} s ({stopped}/{n} stopped); load {res['load']} → "
+        + f"all running and committing {up_s:.1f} s after the first add; stop {stop_s:.1f} s ({stopped}/{n} stopped); "
+        f"load {res['load']} → "
         + ("HELD" if held else f"NOT held ({res['why']})")
     )
     return res

@@ -2,8 +2,14 @@
 """Model benchmark: the Qwen2.5-VL backend's vision tokens/s and clips/s, batch sizes 1 and 4.
 
     .venv/bin/python bench/model.py                      # tiny random Qwen2.5-VL on CPU (no download)
+    .venv/bin/python bench/model.py --size 7b            # the full-size 7B architecture, random weights
     .venv/bin/python bench/model.py --model DIR          # a real checkpoint directory (GPU if present)
     .venv/bin/python bench/model.py --model DIR --attn flash_attention_2 --dtype bf16 --events 8
+
+``--size 3b|7b`` builds Qwen2.5-VL-3B/7B-Instruct's published architecture (every layer's size, from its
+config.json, kept in ``tests/tiny_qwen.py``) with random weights, in memory: nothing is downloaded. A
+forward pass costs the same whatever the weights' values, so vision tokens/s and clips/s are the real
+model's wherever it runs (a GPU when one is lent; on a CPU it is slow: try ``--clips 1 --repeats 1``).
 
 What it measures, for each scoring strategy (see ``model/qwen_vl.py``) and batch size:
 
@@ -21,6 +27,13 @@ merge — of the clips scored, per second of the whole scoring call), the vision
 different sizes mixed when ``--mixed``. Grounding is off (``ground="never"``) so the numbers are the
 per-clip cost every clip pays. The header says which model, device, dtype and attention ran.
 
+Object-store bytes per clip: what a stream worker hands Ray for one clip to the VLM pool, measured by
+serialising it as Ray does (pickle protocol 5, numpy buffers out of band: the bytes are the buffers plus
+the pickle stream). Before (until issue #12): the clip's normalised float32 patches
+(``pixel_values_videos``, made in the worker). Now: the clip itself, uint8 frames at the Qwen size; the
+patches are made in the model actor (``QwenVLBackend.prepare``), equal bit for bit
+(``tests/test_qwen_vl.py``).
+
 This prints figures; it asserts nothing.
 """
 
@@ -28,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import statistics
 import sys
 import tempfile
@@ -46,7 +60,8 @@ from bench.common import machine  # noqa: E402
 from longwatch.model.qwen_vl import QwenVLBackend  # noqa: E402
 from longwatch.pipeline.events import EventSpec  # noqa: E402
 from longwatch.pipeline.types import Clip  # noqa: E402
-from tests.tiny_qwen import make_tiny_checkpoint  # noqa: E402
+from longwatch.pipeline.patches import patchify  # noqa: E402
+from tests.tiny_qwen import SIZES, make_random_model, make_tiny_checkpoint  # noqa: E402
 
 PROMPTS = [
     "a person falls to the ground",
@@ -73,6 +88,27 @@ def make_clips(
             Clip(f"cam{i % 4}", i, fps, 60.0 * i + np.arange(k) / fps, frames, epoch=datetime(2024, 1, 1, tzinfo=UTC))
         )
     return out
+
+
+def wire_bytes(obj) -> int:
+    """Bytes ``obj`` takes in Ray's object store: pickle protocol 5, buffers out of band (as Ray stores them)."""
+    buffers: list[pickle.PickleBuffer] = []
+    stream = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    return len(stream) + sum(b.raw().nbytes for b in buffers)
+
+
+def clip_bytes(backend: QwenVLBackend, clip: Clip) -> tuple[int, int]:
+    """(before, now): the object-store bytes of one clip sent as float32 patches, and as the clip itself."""
+    c = backend.constants
+    patches = patchify(
+        clip,
+        mean=c.image_mean,
+        std=c.image_std,
+        patch_size=c.patch_size,
+        merge_size=c.merge_size,
+        temporal_patch_size=c.temporal_patch_size,
+    )
+    return wire_bytes(patches), wire_bytes(clip)
 
 
 def sync(dev: torch.device) -> None:
@@ -116,7 +152,13 @@ def run(backend: QwenVLBackend, clips: list[Clip], batch: int, strategy: str, re
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", help="a Qwen2.5-VL checkpoint directory (default: a tiny random model, CPU)")
+    ap.add_argument("--model", help="a Qwen2.5-VL checkpoint directory (default: a random model of --size)")
+    ap.add_argument(
+        "--size",
+        default="tiny",
+        choices=SIZES,
+        help="random weights: tiny (2+2 layers, CPU) or the published 3b / 7b architecture",
+    )
     ap.add_argument(
         "--device", default=None, help="cpu / cuda / auto (default: cpu for the tiny model, auto otherwise)"
     )
@@ -126,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", type=int, default=8, help="clips per measurement (a multiple of 4 is best)")
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--fps", type=float, default=2.0)
-    ap.add_argument("--size", default="252x448", help="HxW, multiples of 28")
+    ap.add_argument("--frame", default="252x448", help="frame HxW, multiples of 28")
     ap.add_argument("--mixed", action="store_true", help="alternate two frame sizes (streams of different sizes)")
     ap.add_argument("--batches", default="1,4")
     ap.add_argument("--strategies", default="prefix,batched,reencode")
@@ -137,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    h, w = (int(x) for x in args.size.lower().split("x"))
+    h, w = (int(x) for x in args.frame.lower().split("x"))
     tmp = None
     if args.model:
         model_dir, which = args.model, f"checkpoint {args.model}"
@@ -146,14 +188,28 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 "note: no GPU here; a real checkpoint on CPU is slow — consider --clips 4 --repeats 1", file=sys.stderr
             )
-    else:
+    elif args.size == "tiny":
         tmp = tempfile.TemporaryDirectory(prefix="longwatch-tiny-qwen-")
         model_dir = make_tiny_checkpoint(tmp.name)
         which = "tiny random Qwen2.5-VL (2+2 layers, hidden 64/32; built here, no download)"
         device = args.device or "cpu"
+    else:
+        model_dir, which = None, f"Qwen2.5-VL-{args.size.upper()} architecture, random weights (built here, no download)"
+        device = args.device or "auto"
     dev_is_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    dtype = args.dtype or ("bf16" if dev_is_cuda else "fp32")
-    backend = QwenVLBackend.load(model_dir, dtype=dtype, attn=args.attn, device=device, max_batch_tokens=10**9)
+    dtype = args.dtype or ("bf16" if dev_is_cuda or args.size != "tiny" else "fp32")
+    if model_dir is not None:
+        backend = QwenVLBackend.load(model_dir, dtype=dtype, attn=args.attn, device=device, max_batch_tokens=10**9)
+    else:
+        from longwatch.model.qwen_vl import DTYPES, _resolve_device
+
+        t = time.perf_counter()
+        net, tokenizer = make_random_model(
+            args.size, dtype=DTYPES[dtype], device=str(_resolve_device(device)), attn=args.attn
+        )
+        n_params = sum(p.numel() for p in net.parameters())
+        which += f", {n_params / 1e9:.2f} B parameters, built in {time.perf_counter() - t:.0f} s"
+        backend = QwenVLBackend(net, tokenizer, name=f"random-{args.size}", max_batch_tokens=10**9)
     backend.set_events(
         [
             EventSpec(event=f"e{i}", backend="qwen2_5_vl", prompt=p, threshold=0.5)
@@ -173,6 +229,11 @@ def main(argv: list[str] | None = None) -> int:
         f"clips:   {len(clips)} × {args.seconds:g} s at {args.fps:g} fps, {h}x{w}{' / mixed sizes' if args.mixed else ''}, "
         f"{args.events} events each, grounding off"
     )
+    before, now = clip_bytes(backend, clips[0])
+    print(
+        f"object store per clip ({clips[0].frames.shape[0]} frames {h}x{w}): before {before / 1e6:.2f} MB "
+        f"(float32 patches), now {now / 1e6:.2f} MB (uint8 frames): {before / now:.2f}× fewer bytes"
+    )
     results = []
     print(f"\n{'strategy':<9} {'batch':>5} {'clips/s':>9} {'vision tok/s':>13} {'ViT patches/s':>14} {'ms/clip':>9}")
     for strategy in args.strategies.split(","):
@@ -190,7 +251,15 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(
             json.dumps(
-                {"model": which, "device": str(dev), "gpu": gpu, "dtype": dtype, "attn": args.attn, "results": results},
+                {
+                    "model": which,
+                    "device": str(dev),
+                    "gpu": gpu,
+                    "dtype": dtype,
+                    "attn": args.attn,
+                    "clip_bytes": {"before": before, "now": now},
+                    "results": results,
+                },
                 indent=2,
             )
         )

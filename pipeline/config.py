@@ -40,7 +40,13 @@ class SourceConfig(_Model):
     )
     backoff_initial_s: float = Field(0.5, gt=0)
     backoff_max_s: float = Field(10.0, gt=0)
-    decoder_threads: int = Field(0, ge=0, description="0 = FFmpeg chooses")
+    decoder_threads: int = Field(
+        0,
+        ge=0,
+        description="0 = auto: one thread for a live source (it decodes at the camera's pace, and FFmpeg's "
+        "frame threads cost a quarter more CPU for no gain there, which many cameras on a few cores cannot "
+        "spare), FFmpeg's choice for a file",
+    )
     decode_ahead: int = Field(8, ge=0, description="files: frames decoded ahead in a thread (0 = same thread)")
     loop_filter: str = Field(
         "auto",

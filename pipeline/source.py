@@ -220,6 +220,15 @@ class Source:
         self._continued = False  # live: continues a previous session's axis (:meth:`continue_from`)
         self._connect_started_at: datetime | None = None
 
+    @property
+    def decoder_threads(self) -> int:
+        """FFmpeg decoder threads (``source.decoder_threads``; 0 = auto): one for a live source, which
+        decodes at the camera's pace (frame threads there cost about a quarter more CPU and add frames of
+        delay, and a machine holding many cameras has no core to spare per stream); FFmpeg's own choice
+        (0) for a file, which threads make faster."""
+        n = self.config.decoder_threads
+        return n if n > 0 else (1 if self.live else 0)
+
     def continue_from(self, epoch: datetime, last_t: float | None) -> None:
         """Live: continue the stream-seconds axis of an earlier session of this stream (a restarted
         worker). The stream keeps ``epoch`` (its first session's); frames map to their RTCP or wall-clock
@@ -485,7 +494,7 @@ class Source:
             raise NoVideoStreamError("no video stream", uri=self.uri)
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        stream.thread_count = self.config.decoder_threads
+        stream.thread_count = self.decoder_threads
         stream.codec_context.skip_frame = skip
         if self.skip_loop_filter:
             stream.codec_context.options = {**stream.codec_context.options, "skip_loop_filter": "all"}

@@ -131,5 +131,15 @@ def test_frames_are_rgb_at_requested_size(person_clip):
 
 
 def test_decoder_threads_config_is_used(person_clip):
-    with Source.open(person_clip, config=SourceConfig(decoder_threads=2)) as src:
-        assert sum(1 for _ in src.frames()) == 1394
+    # decode_ahead=0: no decoding thread, so the codec context can be read safely between frames
+    with Source.open(person_clip, config=SourceConfig(decoder_threads=2, decode_ahead=0)) as src:
+        frames = iter(src.frames())
+        next(frames)
+        assert src._container.streams.video[0].codec_context.thread_count == 2
+        assert 1 + sum(1 for _ in frames) == 1394
+    with Source.open(person_clip, config=SourceConfig(decode_ahead=0)) as src:  # 0 = auto: FFmpeg's choice
+        frames = iter(src.frames())
+        next(frames)
+        assert src.decoder_threads == 0
+        assert src._container.streams.video[0].codec_context.thread_count > 1  # FFmpeg's choice on 2+ cores
+        src.stop()

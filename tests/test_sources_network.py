@@ -101,6 +101,9 @@ def test_rtsp_frames_are_live_and_track_wall_clock(rtsp):
         assert (src.width, src.height) == (768, 432)
         assert src.native_fps == pytest.approx(FPS, rel=0.05)
         frames = read_for(src, 6.0)
+        # 0 = auto: a live source decodes on one thread (it runs at the camera's pace; frame threads only
+        # add CPU and delay there)
+        assert src.decoder_threads == 1  # what the codec gets (test_source_files checks that it does)
     finally:
         src.stop()
         src.close()
