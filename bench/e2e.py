@@ -476,8 +476,7 @@ def rtsp_step(rt, server: RtspServer, n: int, warm_s: float, window_s: float, cl
         f"({drops_all} in all); clips/stream min {res['clips_min']} of {expected:.1f}; "
         + (f"machine {cpu['machine_cores']:.2f} cores busy ({cpu_split(cpu)}); " if cpu else "")
         + f"all running and committing {up_s:.1f} s after the first add; stop {stop_s:.1f} s ({stopped}/{n} stopped); "
-        f"load {res['load']} → "
-        + ("HELD" if held else f"NOT held ({res['why']})")
+        f"load {res['load']} → " + ("HELD" if held else f"NOT held ({res['why']})")
     )
     return res
 
@@ -1096,6 +1095,8 @@ def main(argv: list[str] | None = None) -> int:
             "dropped",
             "clips/stream (min/exp)",
             "busy cores (ours: workers/model/rtsp/other)",
+            "CPU % / stream",
+            "up s",
             "stop s",
             "held",
             "age < 2 s",
@@ -1124,6 +1125,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{s['drops_win']} ({s['drops_all']})",
                 f"{s['clips_min']}/{s['clips_exp']:.1f}",
                 cores,
+                f"{100 * (c['ours_cores'] - c['groups_s'].get('rtsp server', 0.0) / c['wall']) / s['n']:.1f}"
+                if c
+                else "—",
+                f"{s['up_s']:.1f}",
                 f"{s['stop_s']:.1f}",
                 "yes" if s["held"] else "NO",
                 "yes" if s["held_strict"] else "no",
@@ -1138,8 +1143,11 @@ def main(argv: list[str] | None = None) -> int:
             "sets it at each commit: now − the clip's end, end = last sampled frame + 1/fps); of a burst of commits "
             "between two polls only the last lag is seen. age = now − end of the newest committed clip at each poll. "
             f"held: every stream running, g2s p95 ≤ {TARGET_G2S_S:.0f} s, no drop, ≥ 90 % of the expected clips "
-            f"(window / the 2-s decision window). age < 2 s: the older, stricter-on-staleness criterion. dropped: in the window "
-            "(whole step). Measured after a warm-up; the RTSP server is one GStreamer process."
+            f"(window / the {clip_s:g}-s decision window). age < 2 s: the older, stricter-on-staleness criterion. dropped: "
+            "in the window (whole step). CPU % / stream = all of longwatch's processes (workers, model replica, Ray, "
+            "Redis; not the RTSP server) / N. up s = the first add → every stream running and committing (N "
+            "worker processes starting on this machine). Measured after that and a warm-up; the RTSP server is one "
+            "GStreamer process."
         )
     if rq:
         t3 = Table(title=f"3. Redis overlap query, {rq['segments']:,} segments", title_justify="left")

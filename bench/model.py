@@ -59,8 +59,8 @@ import torch  # noqa: E402
 from bench.common import machine  # noqa: E402
 from longwatch.model.qwen_vl import QwenVLBackend  # noqa: E402
 from longwatch.pipeline.events import EventSpec  # noqa: E402
-from longwatch.pipeline.types import Clip  # noqa: E402
 from longwatch.pipeline.patches import patchify  # noqa: E402
+from longwatch.pipeline.types import Clip  # noqa: E402
 from tests.tiny_qwen import SIZES, make_random_model, make_tiny_checkpoint  # noqa: E402
 
 PROMPTS = [
@@ -194,7 +194,10 @@ def main(argv: list[str] | None = None) -> int:
         which = "tiny random Qwen2.5-VL (2+2 layers, hidden 64/32; built here, no download)"
         device = args.device or "cpu"
     else:
-        model_dir, which = None, f"Qwen2.5-VL-{args.size.upper()} architecture, random weights (built here, no download)"
+        model_dir, which = (
+            None,
+            f"Qwen2.5-VL-{args.size.upper()} architecture, random weights (built here, no download)",
+        )
         device = args.device or "auto"
     dev_is_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     dtype = args.dtype or ("bf16" if dev_is_cuda or args.size != "tiny" else "fp32")
