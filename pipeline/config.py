@@ -81,6 +81,11 @@ class SamplerConfig(_Model):
     scene_cuts: bool = Field(True, description="detect hard cuts on the decoded stream (event 'scene_cut')")
     cut_fps: float = Field(8.0, ge=5.0, description="rate of the frames the cut detector sees (>= 5 fps)")
     skip: str = Field("auto", pattern="^(auto|DEFAULT|NONREF|NONKEY)$")
+    pairs: bool = Field(
+        True,
+        description="clips hold an even number of frames (Qwen's temporal patches pair them); False: any "
+        "number from one, for a live stream only the detector and motion see (its short decision windows)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> SamplerConfig:
@@ -92,8 +97,10 @@ class SamplerConfig(_Model):
             raise ValueError("activity_low must be below activity_high")
         if self.overlap_seconds >= self.clip_seconds:
             raise ValueError("overlap_seconds must be shorter than clip_seconds")
-        if self.clip_seconds * self.max_fps < 2:
-            raise ValueError("clip_seconds × max_fps must give at least 2 frames per clip")
+        if self.clip_seconds * self.max_fps < (2 if self.pairs else 1):
+            raise ValueError(
+                f"clip_seconds × max_fps must give at least {'2 frames' if self.pairs else 'one frame'} per clip"
+            )
         return self
 
 
@@ -127,7 +134,7 @@ class DetectionConfig(_Model):
         "frame's detections; 0 = the detector looks at every frame the gate lets through",
     )
     live_window_s: float | None = Field(
-        2.0,
+        1.0,
         gt=0,
         description="live streams whose events need no VLM (detector and motion only) cut their clips, the "
         "decisions' windows, this long instead of sampler.clip_seconds, so a segment is in Redis seconds "

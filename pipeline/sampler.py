@@ -7,7 +7,7 @@ Dynamic mode (streams of any length, live or file):
   grayscale thumbnails of consecutive candidates) picks the clip's rate from the ladder
   ``max_fps / k`` (k = 1, 2, …, rate ≥ min_fps), capped by the vision-token budget per second.
 * The clip takes every k-th candidate: an even number of frames at ONE rate, each frame carrying its
-  own PTS time. Clips follow each other (or overlap by ``overlap_seconds``).
+  own PTS time (any number from one with ``pairs=False``: live decision windows that no VLM sees). Clips follow each other (or overlap by ``overlap_seconds``).
 * A PTS jump (a gap larger than ``max(1 s, 2 / max_fps)``) ends the current clip early, so no clip
   spans a hole in time; the grid restarts at the first frame after the gap.
 
@@ -102,7 +102,8 @@ class DynamicSampler:
         self.height, self.width = choose_size(width, height, config)
         self.max_fps = min(config.max_fps, native_fps) if native_fps else config.max_fps
         self.ladder = rate_ladder(min(config.min_fps, self.max_fps), self.max_fps)
-        self.window = max(2, round(config.clip_seconds * self.max_fps))
+        self.pairs = config.pairs
+        self.window = max(2 if self.pairs else 1, round(config.clip_seconds * self.max_fps))
         self.overlap = min(round(config.overlap_seconds * self.max_fps), self.window - 1)
         self.gap = max(1.0, 2.0 / self.max_fps)
         budget = config.tokens_per_second_budget
@@ -240,7 +241,8 @@ class DynamicSampler:
             rate = self.choose_rate(activity)
             k = max(1, round(self.max_fps / rate))
             n = math.ceil(self.window / k)
-            n += n % 2
+            if self.pairs:
+                n += n % 2
             need = (n - 1) * k + 1
             if len(self._buf) < need:
                 break

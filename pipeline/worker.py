@@ -756,18 +756,19 @@ class StreamProcessor:
     def _sampler_config(self, src: Source) -> SamplerConfig:
         """The sampler's settings for this source: a live stream whose events need no VLM cuts short
         clips (``detection.live_window_s``): each clip is a decision, committed as soon as it is
-        scored, so its segments open in Redis within a window or two of the event. The sampler's
-        lowest rate rises to two frames a window (the gate keeps the detector off still frames). The
-        VLM's events keep ``clip_seconds`` (Qwen needs the length)."""
+        scored, so its segments open in Redis within a window or two of the event. Such a clip may hold
+        any number of frames (no temporal pairs: ``pairs=False``), and the sampler's lowest rate rises
+        to one frame a window (the gate keeps the detector off still frames). The VLM's events keep
+        ``clip_seconds`` and pairs (Qwen needs both)."""
         cfg = self.settings.sampler
         window = self.settings.detection.live_window_s
         if not src.live or window is None or self._uses_vlm():
             return cfg
         rate = min(cfg.max_fps, src.native_fps or cfg.max_fps)
-        window = max(float(window), 2.0 / rate)  # two frames at least (a clip's smallest)
-        # and a quiet scene's rate still puts two frames in a window (else a clip would span two)
-        low = min(rate, max(cfg.min_fps, 2.0 / window))
-        return cfg.model_copy(update={"clip_seconds": window, "overlap_seconds": 0.0, "min_fps": low})
+        window = max(float(window), 1.0 / rate)  # one frame at least
+        # and a quiet scene's rate still puts a frame in every window (else a clip would span two)
+        low = min(rate, max(cfg.min_fps, 1.0 / window))
+        return cfg.model_copy(update={"clip_seconds": window, "overlap_seconds": 0.0, "min_fps": low, "pairs": False})
 
     def _needs_model(self, clip: Clip) -> bool:
         """Whether the clip goes to the model pools at all: not when no event needs one, or when the

@@ -221,3 +221,24 @@ def test_a_clip_is_emitted_as_soon_as_its_last_frame_is_known():
             delays.append(t - clip.times[-1])
     assert len(delays) >= 8
     assert max(delays) <= 0.05, delays
+
+
+def test_unpaired_windows_hold_any_number_of_frames_and_tile_time(synthetic):
+    """``pairs=False`` (a live stream's decision windows that no VLM sees): 1-s clips at 1 or 2 fps hold
+    one or two frames, each clip covering exactly its window, in order; with pairs the same windows
+    would be widened to two frames (2 s at 1 fps)."""
+    spec = synthetic["cfr"]  # moving square during 5-9 s and 13.5-16 s, near-static otherwise
+    kw = dict(min_fps=1.0, max_fps=2.0, clip_seconds=1.0, activity_low=0.01, activity_high=0.04)
+    clips = _clips(spec.path, SamplerConfig(pairs=False, **kw))
+    body = clips[:-1]  # the last may be cut short by the end of the file
+    assert {c.n for c in body} == {1, 2}, sorted({(c.n, c.fps) for c in body})
+    for c in body:
+        assert c.n == round(c.fps * 1.0)  # one window of frames at the clip's rate
+        assert c.end - c.start == pytest.approx(1.0, abs=0.06)
+    for a, b in zip(clips[:-1], clips[1:]):
+        assert b.start == pytest.approx(a.end, abs=0.06) and b.index == a.index + 1
+    paired = _clips(spec.path, SamplerConfig(**kw))
+    assert all(c.n % 2 == 0 for c in paired[:-1])
+    assert any(c.end - c.start == pytest.approx(2.0, abs=0.06) for c in paired)
+    with pytest.raises(ValueError, match="at least one frame per clip"):
+        SamplerConfig(pairs=False, max_fps=2.0, clip_seconds=0.4)

@@ -84,8 +84,10 @@ def test_slow_model_on_a_live_stream_sheds_counted_clips(store):
         runner.join(timeout=30)
     rep = proc.report
     assert not runner.is_alive() and rep.state == "stopped"
-    # ~13 clips were cut in 14 s of live video; a 3 s/clip model scored ~4: the rest were shed and counted.
-    assert rep.dropped_clips >= 4 and len(seen) <= 6
+    # ~13 clips were cut in 14 s of live video; a 3 s/clip model scored one per 3 s while it ran (at most
+    # ⌈14 / 3⌉ = 5 calls began), then the ≤ 2 clips still queued at the stop (a clip taken is never lost):
+    # the rest were shed and counted.
+    assert rep.dropped_clips >= 4 and len(seen) <= 5 + 2
     assert rep.clips == len(seen) and rep.clips + rep.dropped_clips >= 9
     assert seen == sorted(seen)  # what was scored went in order; the oldest waiting clips were dropped
 
