@@ -83,6 +83,7 @@ class StreamWorker:
             merged: dict = {}
             boxes: dict = {}  # the detector's box per frame, per event (thumbnails)
             seen = None  # the frames the detector looked at
+            explained = None  # per frame: looked at, and what moved was what it saw
             calls: list[ModelCall] = []
             try:
                 for kind, response in pending:
@@ -93,13 +94,15 @@ class StreamWorker:
                     boxes.update(getattr(scores, "boxes", None) or {})
                     if getattr(scores, "frames_seen", None) is not None:
                         seen = scores.frames_seen
+                    if getattr(scores, "explained", None) is not None:
+                        explained = scores.explained
             except BaseException as exc:
                 for _kind, response in pending:  # a hung replica must not keep working on a clip we retry
                     response.cancel()
                 if isinstance(exc, TimeoutError):
                     raise TimeoutError(f"model pool gave no answer within {timeout:g} s") from exc
                 raise
-            return Scores(merged, calls, boxes, frames_seen=seen)
+            return Scores(merged, calls, boxes, frames_seen=seen, explained=explained)
 
         return score
 

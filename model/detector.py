@@ -615,6 +615,7 @@ class DetectorBackend:
             )
         self.detector = detector
         self.frames_seen: list[int] = []
+        self.explained: list[list[bool]] = []
 
     @property
     def event_names(self) -> list[str]:
@@ -643,7 +644,8 @@ class DetectorBackend:
         of the clip) with ``meta["blobs"]`` (per frame, the boxes of what moved;
         :class:`~longwatch.pipeline.motion_gate.MotionGate`): a held frame reuses that frame's detections
         where its confident ones (≥ :data:`EXPLAINS_SCORE`) cover every blob there (what moved was an object the detector saw); otherwise it is
-        looked at in a second pass. :attr:`frames_seen`: per clip, the frames the last call looked at."""
+        looked at in a second pass. :attr:`frames_seen`: per clip, the frames the last call looked at;
+        :attr:`explained`: per clip, per frame, looked at and its confident boxes covered every blob there."""
         plan: list[list[tuple[str, int | None]]] = []  # per clip, per frame: ("skip"|"detect"|"hold", ref)
         for c in clips:
             meta = getattr(c, "meta", None) or {}
@@ -673,8 +675,11 @@ class DetectorBackend:
                     second.append((ci, k))
         self._detect_into(clips, second, out)
         self.frames_seen = [0] * len(clips)
-        for ci, _ in first + second:
+        self.explained = [[False] * len(c.frames) for c in clips]
+        for ci, k in first + second:
             self.frames_seen[ci] += 1
+            blobs = (getattr(clips[ci], "meta", None) or {}).get("blobs")
+            self.explained[ci][k] = blobs is not None and _covers(out[ci][k], blobs[k])
         return out
 
     def _detect_into(self, clips: Sequence[Clip], which: list[tuple[int, int]], out: list) -> None:
@@ -700,6 +705,7 @@ class DetectorBackend:
         if not self.events:
             return [BoxedScores() for _ in clips]
         answers = [self.scores_from_detections(d) for d in self.detect_clips(clips)]
-        for answer, seen in zip(answers, self.frames_seen, strict=True):
+        for answer, seen, explained in zip(answers, self.frames_seen, self.explained, strict=True):
             answer.frames_seen = seen  # the worker's count of what the detector looked at
+            answer.explained = explained  # what a live stream's next clips may reuse
         return list(answers)

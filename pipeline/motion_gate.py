@@ -23,8 +23,12 @@
   detections instead of its own. The detector backend checks the rest: it reuses them only where its
   confident boxes at that frame cover every blob (what moved was an object it saw), and otherwise
   looks at the frame itself. So a walking person is looked at when they appear, stop or leave, and
-  every ``hold_s`` or so, not at every sampled frame; the first frame of a clip is always looked at
-  (a clip needs nothing from another clip's detections).
+  every ``hold_s`` or so, not at every sampled frame. In a file the first frame of a clip is always
+  looked at (a clip needs nothing from another clip's detections, so a resumed file is exact). A live
+  stream's short decision windows would then look at least once a window; there :meth:`judge` may be
+  given the ``prior``: the last frame of an earlier clip the detector looked at and explained (its
+  confident boxes covered every blob), with no change since. A frame may hold it (``hold`` = -1) by
+  the same rules; the worker copies that frame's scores and boxes.
 
 Everything is a function of the thumbnails and of the state committed with the previous clip
 (:meth:`state`: the background images, the last thumbnail time, the last half second of motion
@@ -46,6 +50,8 @@ from .config import DetectionConfig
 from .errors import MotionError
 from .events import EventSpec, EventsSpec
 from .motion import MotionBox, MotionModel, motion_score, zone_mask
+
+Box4 = tuple[float, float, float, float]  # a normalised box (x0, y0, x1, y1)
 
 __all__ = ["GateResult", "MotionGate", "Observation"]
 
@@ -253,14 +259,20 @@ class MotionGate:
             state=self._seen_state() if snapshot else {},
         )
 
-    def judge(self, obs: Observation, *, tracking: bool) -> GateResult:
+    def judge(self, obs: Observation, *, tracking: bool, prior: tuple[float, list[Box4]] | None = None) -> GateResult:
         """Which of the clip's sampled frames the detector sees, and which may reuse an earlier frame's
         detections (see the module docstring). ``tracking``: an object event of the stream is open or
-        being built (the detector keeps looking). Cheap; run in order, clip after clip."""
+        being built (the detector keeps looking). ``prior``: (time, blobs) of an earlier clip's frame
+        the detector looked at and explained, nothing changed since (live streams): a frame holding it
+        gets ``hold`` -1. Cheap; run in order, clip after clip."""
         ft = obs.frame_times
         detect = np.ones(len(ft), dtype=bool)
         hold: list[int | None] = [None] * len(ft)
-        ref: int | None = None  # the last frame of this clip the detector sees
+        times, blobs = list(ft), list(obs.blobs)
+        if prior is not None:  # the prior frame as index -1: the last of these lists
+            times.append(float(prior[0]))
+            blobs.append(list(prior[1]))
+        ref: int | None = -1 if prior is not None else None  # the last frame the detector sees
         for j, t in enumerate(ft):
             slot = math.floor(t / self.config.full_check_s + 1e-9)
             check = self.check_slot is None or slot > self.check_slot
@@ -268,9 +280,9 @@ class MotionGate:
                 self.check_slot = slot
             if not self.gating:
                 continue
-            if ref is not None and not check and self._may_hold(ref, j, ft, obs.blobs, obs.changes):
+            if ref is not None and not check and self._may_hold(ref, j, times, blobs, obs.changes):
                 hold[j], detect[j] = ref, False
-            elif ref is not None:  # what moves changed since the detector last looked: look again
+            elif ref is not None and ref >= 0:  # what moves changed since the detector last looked: look again
                 detect[j] = True
             else:
                 detect[j] = obs.near[j] or tracking or check
@@ -284,7 +296,7 @@ class MotionGate:
         i: int,
         j: int,
         frame_times: Sequence[float],
-        blobs: list[list[tuple[float, float, float, float]]],
+        blobs: list[list[Box4]],
         changes: list[float],
     ) -> bool:
         """Whether frame ``j`` may reuse the detections of frame ``i`` (see the module docstring)."""

@@ -68,8 +68,10 @@ Box = tuple[float, float, float, float]
 class BoxedScores(dict):
     """A backend's answer for one clip: ``{event: per-frame scores}`` (a dict, as every consumer expects)
     plus ``boxes``: ``{event: (N, 4) float32}``, the box that gave each frame's score (NaN: none), and
-    ``frames_seen``: how many of the clip's frames the detector looked at (None: not counted). Pickles
-    with both (Ray Serve's transport)."""
+    ``frames_seen``: how many of the clip's frames the detector looked at (None: not counted), and
+    ``explained``: per frame, whether the detector looked at it and its confident boxes covered every
+    blob of what moved there (None: not said; a live stream may reuse such a frame's answer in later
+    clips, see :mod:`.motion_gate`). Pickles with all of them (Ray Serve's transport)."""
 
     def __init__(
         self,
@@ -77,10 +79,12 @@ class BoxedScores(dict):
         boxes: Mapping[str, np.ndarray] | None = None,
         *,
         frames_seen: int | None = None,
+        explained: Sequence[bool] | None = None,
     ):
         super().__init__(scores or {})
         self.boxes: dict[str, np.ndarray] = dict(boxes or {})
         self.frames_seen = frames_seen
+        self.explained: list[bool] | None = None if explained is None else [bool(x) for x in explained]
 
 
 def boxes_of(scores: Any) -> dict[str, np.ndarray]:

@@ -85,7 +85,7 @@ from .errors import (
 from .events import EventsSpec
 from .histograms import BATCH_SIZE_BUCKETS, LATENCY_BUCKETS_S, Histogram
 from .identity import check_identity, fingerprints
-from .motion_gate import MotionGate, Observation
+from .motion_gate import GateResult, MotionGate, Observation
 from .retry import Backoff, retry_call
 from .sampler import sample_clips
 from .secrets import redact
@@ -116,7 +116,7 @@ class ModelCall:
 class Scores(BoxedScores):
     """What a score function may return instead of a plain dict: the same ``{event: scores}`` mapping,
     plus ``calls``, the :class:`ModelCall` s that produced it (for the status' model histograms), and
-    ``boxes`` and ``frames_seen`` (:class:`~.thumbs.BoxedScores`)."""
+    ``boxes``, ``frames_seen`` and ``explained`` (:class:`~.thumbs.BoxedScores`)."""
 
     def __init__(
         self,
@@ -125,11 +125,13 @@ class Scores(BoxedScores):
         boxes: Mapping[str, np.ndarray] | None = None,
         *,
         frames_seen: int | None = None,
+        explained: Sequence[bool] | None = None,
     ):
         super().__init__(
             scores,
             boxes if boxes is not None else boxes_of(scores),
             frames_seen=frames_seen if frames_seen is not None else getattr(scores, "frames_seen", None),
+            explained=explained if explained is not None else getattr(scores, "explained", None),
         )
         self.calls: tuple[ModelCall, ...] = tuple(calls)
 
@@ -140,6 +142,17 @@ def _kind(uri: str) -> str:
         return classify(uri)[0]
     except LongwatchError:
         return "unsupported"
+
+
+@dataclass(frozen=True)
+class _Prior:
+    """A live stream's last frame the detector looked at and explained (its confident boxes covered
+    every blob of what moved): what a later clip's frame may reuse (see :mod:`.motion_gate`)."""
+
+    t: float
+    blobs: list
+    scores: dict[str, float]  # detector event → its score at that frame
+    boxes: dict[str, np.ndarray]  # detector event → the box that gave it (NaN: none)
 
 
 class _ScoreFailed(Exception):
@@ -435,6 +448,7 @@ class StreamProcessor:
                 closed_at_restart.extend(ups)
         self._holds: dict[str, float | None] = dict(wm.get("holds") or {})
         self._gate = MotionGate(self.events, self.settings.detection, wm.get("motion") if wm else None)
+        self._prior: _Prior | None = None  # live: what the next clip's frames may reuse of earlier detections
         if self._gap_from is not None:
             self._gate.reset()  # after an outage the scene may have changed: learn it afresh
         rep.resumed_from = resume_at
@@ -609,14 +623,21 @@ class StreamProcessor:
         rep = self.report
         t0 = time.perf_counter()
         gate = None
+        from_prior: list[int] = []  # frames that reuse the prior's answer (live)
         if seen is not None:
             tracking = any(segmenters[ev.event].running is not None for ev in self.events.detector_events)
-            gate = self._gate.judge(seen, tracking=tracking)
+            prior = self._prior if self._is_live() else None
+            gate = self._gate.judge(seen, tracking=tracking, prior=None if prior is None else (prior.t, prior.blobs))
+            from_prior = [j for j, h in enumerate(gate.hold) if h == -1]
             clip.meta["detect"] = gate.detect
             clip.meta["regions"] = gate.regions
-            clip.meta["hold"] = gate.hold
+            clip.meta["hold"] = [None if h == -1 else h for h in gate.hold]  # the backend skips those
             clip.meta["blobs"] = gate.blobs
         scores = self._score(clip) if self._needs_model(clip) else BoxedScores(frames_seen=0)
+        if from_prior:
+            scores = self._with_prior(scores, clip.n, from_prior)
+        if gate is not None and seen is not None and self._is_live():
+            self._prior = self._next_prior(clip, seen, gate, scores)
         if gate is not None:  # what the detector looked at (the backend's count where it gives one)
             seen = getattr(scores, "frames_seen", None)
             rep.detected_frames += gate.detected_frames if seen is None else int(seen)
@@ -769,6 +790,48 @@ class StreamProcessor:
         # and a quiet scene's rate still puts a frame in every window (else a clip would span two)
         low = min(rate, max(cfg.min_fps, 1.0 / window))
         return cfg.model_copy(update={"clip_seconds": window, "overlap_seconds": 0.0, "min_fps": low, "pairs": False})
+
+    def _with_prior(self, scores: Mapping[str, np.ndarray], n: int, frames: list[int]) -> Scores:
+        """``scores`` with the prior's detector answers at ``frames`` (those that hold it)."""
+        prior = self._prior
+        assert prior is not None
+        merged = {k: np.array(v, dtype=np.float64) for k, v in scores.items()}
+        boxes = {k: np.array(v, dtype=np.float32) for k, v in boxes_of(scores).items()}
+        for name, value in prior.scores.items():
+            merged.setdefault(name, np.zeros(n, dtype=np.float64))[frames] = value
+            boxes.setdefault(name, np.full((n, 4), np.nan, dtype=np.float32))[frames] = prior.boxes[name]
+        return Scores(
+            merged,
+            getattr(scores, "calls", ()),
+            boxes,
+            frames_seen=getattr(scores, "frames_seen", None),
+            explained=getattr(scores, "explained", None),
+        )
+
+    def _next_prior(
+        self, clip: Clip, seen: Observation, gate: GateResult, scores: Mapping[str, np.ndarray]
+    ) -> _Prior | None:
+        """After a live clip: its last looked-at frame if the detector explained it, else none; the
+        previous prior where the detector looked at nothing; none once something changed after it."""
+        prior = self._prior
+        looked = np.nonzero(gate.detect)[0]
+        if looked.size:
+            j = int(looked[-1])
+            explained = getattr(scores, "explained", None)
+            names = [ev.event for ev in self.events.detector_events]
+            boxes = boxes_of(scores)
+            prior = None
+            if explained is not None and explained[j] and all(n in scores and n in boxes for n in names):
+                prior = _Prior(
+                    float(clip.times[j]),
+                    list(gate.blobs[j]),
+                    {n: float(scores[n][j]) for n in names},
+                    {n: np.array(boxes[n][j], dtype=np.float32) for n in names},
+                )
+        cuts = [float(t) for t in clip.meta.get("cuts", ())]
+        if prior is not None and any(c > prior.t for c in [*seen.changes, *cuts]):
+            prior = None
+        return prior
 
     def _needs_model(self, clip: Clip) -> bool:
         """Whether the clip goes to the model pools at all: not when no event needs one, or when the

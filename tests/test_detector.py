@@ -591,13 +591,16 @@ def test_a_held_frame_reuses_detections_only_where_confident_boxes_cover_what_mo
     out = sure.score([clip([on_box])])[0]
     assert calls == [1] and list(out["person_present"]) == [0.9, 0.9, 0.9, 0.0]  # reused: one look
     assert out.frames_seen == 1
+    # explained: looked at, and its confident boxes covered what moved (a live stream's later clips may reuse it)
+    assert out.explained == [True, False, False, False]
     calls.clear()
     out = sure.score([clip([on_box, off_box])])[0]  # something moved where no box is: look at both
     assert calls == [1, 2] and out.frames_seen == 3
+    assert out.explained == [False, True, True, False]
     calls.clear()
     weak = DetectorBackend(spec, detector=Recorder(0.3))  # a weak box explains nothing
-    weak.score([clip([on_box])])
-    assert calls == [1, 2]
+    out = weak.score([clip([on_box])])[0]
+    assert calls == [1, 2] and out.explained == [False, False, False, False]
 
 
 @pytest.mark.footage

@@ -115,6 +115,48 @@ def test_a_frame_reuses_detections_only_while_the_same_things_move():
     assert detect_c[1.5] and hold_c[1.5] is None
 
 
+def test_live_windows_reuse_the_prior_clips_detections_while_the_same_things_move():
+    """1-s live windows: without a prior the first frame of every window is looked at; given the prior
+    (the last looked-at frame of an earlier window, explained by the detector), a window's frames may
+    hold it (-1) by the same rules as within a clip, and the detector looks at fewer frames."""
+    times = np.arange(0, 8 * 8) / 8.0
+    thumbs = np.stack([_two_blocks(float(t)) for t in times])
+
+    def run(carry: bool, cut_at: float | None = None):
+        gate = MotionGate(GATED, DetectionConfig(hold_s=2.0, full_check_s=100.0))
+        gate.process(times[:2], thumbs[:2], [], tracking=False)  # learn the empty scene first
+        prior, plans = None, []
+        for k in range(1, 8):  # windows [k, k + 1), frames at k and k + 0.5
+            sel = (times >= k) & (times < k + 1)
+            frames = [float(k), k + 0.5]
+            cuts = [cut_at] if cut_at is not None and k <= cut_at < k + 1 else []
+            obs = gate.observe(times[sel], thumbs[sel], frames, cuts=cuts)
+            res = gate.judge(obs, tracking=True, prior=prior if carry else None)
+            plans.append((frames, res.detect.tolist(), list(res.hold), prior))
+            looked = [j for j in range(2) if res.detect[j]]
+            if looked:  # the worker's rule, the detector having explained every looked-at frame here
+                prior = (frames[looked[-1]], res.blobs[looked[-1]])
+            if prior is not None and any(c > prior[0] for c in obs.changes):
+                prior = None
+        return plans
+
+    alone = run(carry=False)
+    assert all(det[0] for _, det, _, _ in alone)  # something moves in every window: its first frame is looked at
+    assert all(-1 not in hold for _, _, hold, _ in alone)
+    carried = run(carry=True)
+    held = [(frames[j], pr) for frames, _, hold, pr in carried for j in range(2) if hold[j] == -1]
+    assert held, carried
+    for t, pr in held:  # each reuse names an earlier window's frame at most hold_s before
+        assert pr is not None and 0 < t - pr[0] <= 2.0
+    assert sum(sum(det) for _, det, _, _ in carried) < sum(sum(det) for _, det, _, _ in alone)
+    at3 = next(p for p in carried if p[0][0] == 3.0)
+    assert at3[1][0] or at3[1][1]  # B appears at 3 s: looked at, whatever the prior
+    # no reuse across a scene cut: the window after the cut looks again
+    cut = run(carry=True, cut_at=1.75)
+    at2 = next(p for p in cut if p[0][0] == 2.0)
+    assert at2[3] is None and at2[1][0] and at2[2][0] != -1
+
+
 def test_a_gate_restored_from_its_state_continues_exactly():
     moving = (3.0, 7.0)
     a = MotionGate(GATED, DetectionConfig())
