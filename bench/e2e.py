@@ -397,7 +397,8 @@ def rtsp_step(rt, server: RtspServer, n: int, warm_s: float, window_s: float, cl
     watch.stop()
     g2s = watch.latencies(*win_wall)
     t_stop = time.perf_counter()
-    rt.stop()
+    for sid in sids:  # this step's streams only: rt.stop() with no id closes the controller for good
+        rt.stop(sid)
     stop_s = time.perf_counter() - t_stop
     final = rt.status()
     stopped = sum(1 for sid in sids if final.get(sid, {}).get("state") == "stopped")

@@ -626,3 +626,57 @@ def _iou(a, b) -> float:
     inter = ix * iy
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+@pytest.mark.rtsp
+@pytest.mark.footage
+@pytest.mark.timeout(180)
+def test_a_live_camera_reuses_its_detections_across_decision_windows(weights, store):
+    """A real RTSP camera on 127.0.0.1 showing the person clip (first visit 6.1–20.2 s), the real
+    detector in-process, the worker's 1-s live windows: while the same person walks, windows go by
+    without the detector (their frames hold the last looked-at, explained frame of an earlier window,
+    within hold_s), and the visit is still one person_present segment with its true start."""
+    import threading
+
+    from rtsp_server import RtspServer
+
+    from longwatch.pipeline.config import Settings
+    from longwatch.pipeline.worker import StreamProcessor
+
+    events = load_events(
+        "- event: motion\n  backend: motion\n- event: person_present\n  detector: {class: person, min_score: 0.4}\n"
+    )
+    backend = DetectorBackend(events, weights)
+    sent: list[float] = []  # the end of each window the detector was asked about
+    windows: list[tuple[float, int]] = []  # per committed window: its end, and how many were sent by then
+
+    def score(clip):
+        sent.append(float(clip.end))
+        return backend.score([clip])[0]
+
+    def on_clip(rep) -> None:
+        windows.append((float(rep.footage_s), len(sent)))
+
+    with RtspServer(footage_file("one-by-one-person-detection.mp4"), mount="/walk") as cam:
+        proc = StreamProcessor(
+            "walk", cam.url, settings=Settings(), events=events, store=store, score_fn=score, on_clip=on_clip
+        )
+        runner = threading.Thread(target=proc.run, daemon=True)
+        runner.start()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (windows and windows[-1][0] >= 22.0):
+            time.sleep(0.1)
+        proc.stop()
+        runner.join(timeout=30)
+    assert windows and windows[-1][0] >= 22.0, windows
+    # windows inside the visit that the detector never saw (their frames reused an earlier window's answer)
+    counts = dict(windows)
+    unsent = [
+        end
+        for (prev_end, before), (end, after) in zip(windows, windows[1:])
+        if prev_end >= 8.0 and end <= 19.0 and after == before
+    ]
+    assert len(unsent) >= 3, (unsent, sorted(counts.items()))
+    people = [s for s in store.query(stream="walk") if s.event == "person_present" and s.start < 21.0]
+    assert len(people) == 1, people  # one visit, one segment: the reused answers kept it open
+    assert abs(people[0].start - PERSON_GT[0][0]) <= 1.0 and people[0].end >= 19.0, people
