@@ -59,7 +59,6 @@ import torch  # noqa: E402
 from bench.common import machine  # noqa: E402
 from longwatch.model.qwen_vl import QwenVLBackend  # noqa: E402
 from longwatch.pipeline.events import EventSpec  # noqa: E402
-from longwatch.pipeline.patches import patchify  # noqa: E402
 from longwatch.pipeline.types import Clip  # noqa: E402
 from tests.tiny_qwen import SIZES, make_random_model, make_tiny_checkpoint  # noqa: E402
 
@@ -98,17 +97,9 @@ def wire_bytes(obj) -> int:
 
 
 def clip_bytes(backend: QwenVLBackend, clip: Clip) -> tuple[int, int]:
-    """(before, now): the object-store bytes of one clip sent as float32 patches, and as the clip itself."""
-    c = backend.constants
-    patches = patchify(
-        clip,
-        mean=c.image_mean,
-        std=c.image_std,
-        patch_size=c.patch_size,
-        merge_size=c.merge_size,
-        temporal_patch_size=c.temporal_patch_size,
-    )
-    return wire_bytes(patches), wire_bytes(clip)
+    """(before, now): the object-store bytes of one clip sent as its float32 patches (what the model actor
+    now makes from it, ``prepare``), and as the clip itself."""
+    return wire_bytes(backend.prepare(clip).patches), wire_bytes(clip)
 
 
 def sync(dev: torch.device) -> None:
