@@ -7,7 +7,8 @@ Dynamic mode (streams of any length, live or file):
   grayscale thumbnails of consecutive candidates) picks the clip's rate from the ladder
   ``max_fps / k`` (k = 1, 2, …, rate ≥ min_fps), capped by the vision-token budget per second.
 * The clip takes every k-th candidate: an even number of frames at ONE rate, each frame carrying its
-  own PTS time (any number from one with ``pairs=False``: live decision windows that no VLM sees). Clips follow each other (or overlap by ``overlap_seconds``).
+  own PTS time (any number from one with ``pairs=False``: live decision windows that no VLM sees).
+  Clips follow each other (or overlap by ``overlap_seconds``).
 * A PTS jump (a gap larger than ``max(1 s, 2 / max_fps)``) ends the current clip early, so no clip
   spans a hole in time; the grid restarts at the first frame after the gap.
 

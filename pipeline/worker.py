@@ -626,7 +626,7 @@ class StreamProcessor:
         from_prior: list[int] = []  # frames that reuse the prior's answer (live)
         if seen is not None:
             tracking = any(segmenters[ev.event].running is not None for ev in self.events.detector_events)
-            prior = self._prior if self._is_live() else None
+            prior = self._prior  # only a live stream ever has one
             gate = self._gate.judge(seen, tracking=tracking, prior=None if prior is None else (prior.t, prior.blobs))
             from_prior = [j for j, h in enumerate(gate.hold) if h == -1]
             clip.meta["detect"] = gate.detect
@@ -639,8 +639,8 @@ class StreamProcessor:
         if gate is not None and seen is not None and self._is_live():
             self._prior = self._next_prior(clip, seen, gate, scores)
         if gate is not None:  # what the detector looked at (the backend's count where it gives one)
-            seen = getattr(scores, "frames_seen", None)
-            rep.detected_frames += gate.detected_frames if seen is None else int(seen)
+            looked_at = getattr(scores, "frames_seen", None)
+            rep.detected_frames += gate.detected_frames if looked_at is None else int(looked_at)
         for call in getattr(scores, "calls", ()):
             rep.observe_model_call(call)
         rep.sampled_frames += clip.n
