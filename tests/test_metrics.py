@@ -195,6 +195,10 @@ def test_worker_publishes_rates_queue_and_model_histograms(synthetic, store):
     from longwatch.pipeline.worker import Scores, StreamProcessor
 
     def score(clip):
+        if clip.index == 0:  # hold the first clip until the reader has queued three more behind it
+            deadline = time.monotonic() + 60
+            while proc._sampled_frames < 4 * clip.n and time.monotonic() < deadline:
+                time.sleep(0.01)
         time.sleep(0.05)  # slower than decoding: clips wait in the queue
         return Scores({"person_present": np.zeros(clip.n)}, [ModelCall("detector", 0.05, 1 + clip.index % 3)])
 
