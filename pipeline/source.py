@@ -104,6 +104,34 @@ class DecodedFrame:
     width: int
     height: int
     av_frame: av.VideoFrame = field(repr=False)
+    # halvings of each plane already made for a thumbnail: the motion, activity and cut thumbnails of one
+    # frame share them (plane index → [half, quarter, …])
+    _halves: dict[int, list[np.ndarray]] = field(default_factory=dict, repr=False, compare=False)
+
+    def _plane(self, index: int, width: int, height: int) -> np.ndarray:
+        """Plane ``index`` of a planar frame, area-averaged to ``width × height``.
+
+        OpenCV's area filter is ~6× faster at exactly half size (a SIMD 2×2 mean) than at the general
+        factors thumbnails need (20× costs 0.38 ms on a 720p luma plane, the 2× steps to 160 px and
+        one last area step 0.12 ms), so the plane is halved while the factor left is an even whole
+        number (each halving then averages exactly the pixels a direct resize would) and the halvings
+        are kept for the frame's other thumbnails. Each step rounds to uint8: the result is within one
+        grey level of a direct area resize. Other sizes are resized directly."""
+        plane = self.av_frame.planes[index]
+        pw, ph = plane.width, plane.height
+        img = np.frombuffer(memoryview(plane), np.uint8).reshape(ph, plane.line_size)[:, :pw]
+        halves = self._halves.setdefault(index, [])
+        level = 0
+        while img.shape[1] % (2 * width) == 0 and img.shape[0] % (2 * height) == 0:
+            if level < len(halves):
+                img = halves[level]
+            else:
+                img = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
+                halves.append(img)
+            level += 1
+        if img.shape[:2] == (height, width):
+            return img
+        return cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
 
     def to_rgb(self, width: int | None = None, height: int | None = None) -> np.ndarray:
         """RGB uint8 (H, W, 3), scaled to ``width × height`` if given.
@@ -126,12 +154,10 @@ class DecodedFrame:
         motion model. From an 8-bit planar YUV frame it is the luma plane itself, area-averaged by
         OpenCV (5× cheaper than swscale's area filter; the two differ by at most 2 grey levels), with
         limited-range luma (16–235) stretched to 0–255 as swscale does; other formats go through
-        swscale."""
+        swscale. Shares its halvings with the frame's other thumbnails (:meth:`_plane`)."""
         f = self.av_frame
         if f.format.name in _LUMA_PLANE_FORMATS:
-            plane = f.planes[0]
-            luma = np.frombuffer(memoryview(plane), np.uint8).reshape(f.height, plane.line_size)[:, : f.width]
-            small = cv2.resize(luma, (width, height), interpolation=cv2.INTER_AREA)
+            small = self._plane(0, width, height)
             full = f.format.name.startswith("yuvj") or f.color_range == 2  # AVCOL_RANGE_JPEG
             return small if full else cv2.LUT(small, _LIMITED_TO_FULL)
         return f.reformat(width=width, height=height, format="gray", interpolation="AREA").to_ndarray()
@@ -144,12 +170,7 @@ class DecodedFrame:
         f = self.av_frame
         if f.format.name not in _PLANAR_YUV_FORMATS:
             return f.reformat(width=width, height=height, format="rgb24", interpolation="AREA").to_ndarray()
-        planes = []
-        for plane in f.planes[:3]:
-            pw, ph = plane.width, plane.height
-            data = np.frombuffer(memoryview(plane), np.uint8).reshape(ph, plane.line_size)[:, :pw]
-            planes.append(cv2.resize(data, (width, height), interpolation=cv2.INTER_AREA).astype(np.float32))
-        y, cb, cr = planes
+        y, cb, cr = (self._plane(i, width, height).astype(np.float32) for i in range(3))
         if f.format.name.startswith("yuvj") or f.color_range == 2:  # full range
             cb, cr = cb - 128.0, cr - 128.0
         else:

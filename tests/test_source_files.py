@@ -143,3 +143,27 @@ def test_decoder_threads_config_is_used(person_clip):
         assert src.decoder_threads == 0
         assert src._container.streams.video[0].codec_context.thread_count > 1  # FFmpeg's choice on 2+ cores
         src.stop()
+
+
+def test_thumbnails_share_halvings_and_stay_within_a_grey_level_of_a_direct_area_resize(person_clip):
+    """A frame's thumbnails come from 2× area halvings of each plane where the factor allows (the 768 px
+    clip: 64 px = 12×, two halvings then 3×; 160 px = 4.8×, directly), shared between them; each is
+    within one grey level of OpenCV's direct area resize."""
+    import cv2
+
+    with Source.open(person_clip, config=SourceConfig(decode_ahead=0)) as src:
+        frame = next(iter(src.frames()))
+        src.stop()
+    assert (frame.width, frame.height) == (768, 432)
+    plane = np.frombuffer(memoryview(frame.av_frame.planes[0]), np.uint8)
+    plane = plane.reshape(432, frame.av_frame.planes[0].line_size)[:, :768]
+    for w, h in ((160, 90), (64, 36), (96, 54)):
+        direct = cv2.resize(plane, (w, h), interpolation=cv2.INTER_AREA)
+        shared = frame._plane(0, w, h)
+        assert shared.shape == (h, w)
+        assert np.abs(shared.astype(int) - direct).max() <= 1, (w, h)
+    assert [a.shape for a in frame._halves[0]] == [(216, 384), (108, 192), (54, 96)]  # 96 px = 8×: reuses 64 px's two
+    rgb = frame.to_small_rgb(64, 36)
+    ref = frame.av_frame.reformat(width=64, height=36, format="rgb24", interpolation="AREA").to_ndarray()
+    assert rgb.shape == (36, 64, 3) and np.abs(rgb.astype(int) - ref).mean() < 3
+    assert [a.shape for a in frame._halves[1]] == [(108, 192)]  # chroma 384×216 → 64×36: 6× = 2 × 3
