@@ -119,7 +119,7 @@ class DecodedFrame:
         grey level of a direct area resize. Other sizes are resized directly."""
         plane = self.av_frame.planes[index]
         pw, ph = plane.width, plane.height
-        img = np.frombuffer(memoryview(plane), np.uint8).reshape(ph, plane.line_size)[:, :pw]
+        img: np.ndarray = np.frombuffer(memoryview(plane), np.uint8).reshape(ph, plane.line_size)[:, :pw]
         halves = self._halves.setdefault(index, [])
         level = 0
         while img.shape[1] % (2 * width) == 0 and img.shape[0] % (2 * height) == 0:
