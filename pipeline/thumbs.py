@@ -8,7 +8,10 @@ the segment; the earliest of equals) as a JPEG at most :data:`THUMB_WIDTH` px wi
 frame's stream seconds, its score and its box (fractions of the frame); the stream seconds of the
 segment's first and last sampled frames (and their boxes). For a source with no recording to go back
 to (a camera, any URL) the first and last frames are stored as JPEGs too: they make the segment's
-strip (``strip.jpg``). A file's strip is decoded from the file itself, at those times. 4-12 KB per
+strip (``strip.jpg``); while the segment is open its stored last frame is re-rendered at most every
+:data:`LAST_EVERY_S` of stream time (or when the best frame overtakes it), and when it closes it is the
+true last one (a camera's worker killed mid-segment leaves one up to that old, with its own time). A
+file's strip is decoded from the file itself, at those times. 4-12 KB per
 segment (8.4 KB on average) for 640×272 street footage (320×139 JPEGs), about 3× that for a camera's
 (three JPEGs).
 
@@ -306,6 +309,11 @@ class _Candidate:
     start: float
     thumb: Thumbnail | None = None
     stored: bool = False  # written as announced (no TTL)
+    # strip frames: the segment's newest frame, not yet rendered as its ``last`` (time, box, RGB frame)
+    tail: tuple[float, Box | None, np.ndarray] | None = None
+
+
+LAST_EVERY_S = 5.0  # an open segment's stored last frame (strip frames) is re-rendered this often, at most
 
 
 class ThumbTracker:
@@ -371,6 +379,8 @@ class ThumbTracker:
                 changed = self._fold(cand, event, clip, scores, boxes, start, end)
             if cand.thumb is not None and announced and not cand.stored:
                 changed = True
+            if closed and cand.tail is not None and cand.thumb is not None:  # its true last frame, now
+                changed = self._render_tail(cand) or changed
             if changed and cand.thumb is not None:
                 cand.stored = cand.stored or announced
                 cand.thumb = replace(cand.thumb, provisional=not cand.stored)
@@ -456,11 +466,27 @@ class ThumbTracker:
                 if self.strip_frames:
                     thumb = replace(thumb, first=render(clip.frames[a], thumb.first_box, width=self.width)[0])
                 changed = True
-            if thumb.last_t is None or times[b] > thumb.last_t + _EPS:
-                thumb = replace(thumb, last_t=float(times[b]), last_box=self._box_at(boxes, b))
-                if self.strip_frames:
-                    thumb = replace(thumb, last=render(clip.frames[b], thumb.last_box, width=self.width)[0])
-                changed = True
+            newest = thumb.last_t if cand.tail is None else cand.tail[0]
+            if newest is None or times[b] > newest + _EPS:
+                if not self.strip_frames:
+                    thumb = replace(thumb, last_t=float(times[b]), last_box=self._box_at(boxes, b))
+                    changed = True
+                else:  # rendered now and then while open (LAST_EVERY_S), and when it closes
+                    cand.tail = (float(times[b]), self._box_at(boxes, b), clip.frames[b])
+                    if thumb.last is None or times[b] >= (thumb.last_t or 0.0) + LAST_EVERY_S - _EPS:
+                        cand.thumb = thumb
+                        self._render_tail(cand)
+                        thumb = cand.thumb
+                        changed = True
+            if cand.tail is not None and thumb.last_t is not None and thumb.t > thumb.last_t + _EPS:
+                # the best frame is newer than the stored last one: the strip stays in time order
+                if abs(cand.tail[0] - thumb.t) < _EPS:  # the same frame, the same box: the same picture
+                    cand.tail = None
+                    thumb = replace(thumb, last_t=thumb.t, last_box=thumb.box, last=thumb.jpeg)
+                else:
+                    cand.thumb = thumb
+                    self._render_tail(cand)
+                    thumb = cand.thumb
         elif thumb is None and len(times):  # nothing of it in this clip and no picture yet: the nearest frame
             i = _nearest(times, start, end)
             thumb = self._picture(event, cand.start, clip, i, float(s[i]), boxes)
@@ -470,6 +496,15 @@ class ThumbTracker:
             changed = True
         cand.thumb = thumb
         return changed
+
+    def _render_tail(self, cand: _Candidate) -> bool:
+        """The candidate's newest frame becomes its stored last frame (strip frames)."""
+        if cand.tail is None or cand.thumb is None:
+            return False
+        t, box, frame = cand.tail
+        cand.tail = None
+        cand.thumb = replace(cand.thumb, last_t=t, last_box=box, last=render(frame, box, width=self.width)[0])
+        return True
 
     @staticmethod
     def _box_at(boxes: np.ndarray | None, i: int) -> Box | None:

@@ -24,6 +24,7 @@ from longwatch.pipeline.segmenter import Segmenter
 from longwatch.pipeline.store import SegmentStore
 from longwatch.pipeline.thumbs import (
     BOX_RGB,
+    LAST_EVERY_S,
     PROVISIONAL_TTL_S,
     THUMB_WIDTH,
     Thumbnail,
@@ -231,6 +232,41 @@ def test_the_best_frame_across_clips_and_an_exact_resume(store):
             th = store.thumbnail(sid, s.id)
             assert (th.t, th.score, th.first_t, th.last_t, th.jpeg) == (r.t, r.score, r.first_t, r.last_t, r.jpeg)
         assert len(_thumb_keys(store, sid)) == 2, splits
+
+
+def test_a_camera_strip_renders_its_last_frame_now_and_then_and_the_true_one_at_the_close():
+    """Strip frames (a camera): while a segment is open its stored last frame moves on at most every
+    LAST_EVERY_S of stream time (not every clip), never falls behind the best frame, and the closed
+    segment's last frame is exactly its last sampled frame."""
+    times = np.arange(48) * 0.5  # 24 clips of two frames at 2 fps
+    scores = np.full(48, 0.6)
+    scores[:2] = 0.0
+    scores[30] = 0.9  # the best frame, t = 15.0
+    scores[41:] = 0.0  # the run ends at 20.0
+    boxes = np.full((48, 4), np.nan, np.float32)
+    boxes[scores > 0] = (0.25, 0.25, 0.75, 0.75)
+    frames = _frames(48)
+    seg = Segmenter("cam", "person_present", on=0.5, off=0.35, min_duration_s=1.0, merge_gap_s=0.0, epoch=EPOCH)
+    tracker = ThumbTracker("cam", strip_frames=True)
+    stored: list[tuple[float, float]] = []  # (best t, last t) after each write
+    final = None
+    for k in range(24):
+        sl = slice(2 * k, 2 * k + 2)
+        clip = _clip(k, times[sl], frames[sl])
+        ups = seg.push(clip.times, scores[sl])
+        tracker.observe(seg, ups, clip=clip, scores=scores[sl], boxes=boxes[sl])
+        for th in tracker.changes().values():
+            assert th is not None and th.first_t <= th.t <= th.last_t, th
+            stored.append((th.t, th.last_t))
+            assert th.last == render(frames[int(th.last_t * 2)], th.last_box)[0]  # the picture of that time
+            final = th
+    lasts = sorted({last for _, last in stored})
+    # the first clip's newest frame, then every LAST_EVERY_S (5 s), then at 15.0 the best frame overtook
+    # the stored last one (the clip's newest frame, 15.5, became the last), then the true last one at the
+    # close: five renders of the last frame instead of one per clip (38)
+    assert LAST_EVERY_S == 5.0 and lasts == [1.5, 6.5, 11.5, 15.5, 20.0], lasts
+    assert final is not None and (final.t, final.first_t, final.last_t) == (15.0, 1.0, 20.0)
+    assert final.last == render(frames[40], final.last_box)[0]
 
 
 # ---- the worker on real footage ---------------------------------------------------------------------
