@@ -20,7 +20,7 @@ Ray Serve model pool, the default events file):
    loads the detector) is timed and reported apart.
 2. **Live RTSP cameras**: one GStreamer RTSP server process (``tests/rtsp_server.py``) serves the
    720p30 file on N mounts; N = 2, 4, 8, 12, 16 streams go through one Runtime with the default
-   settings (dynamic 0.5–2 fps sampling, 2-s live decision windows, motion at 8 fps, the gated
+   settings (dynamic 0.5–2 fps sampling, 1-s live decision windows, motion at 8 fps, the gated
    detector). Each step: add N streams, let them settle for a warm-up, then poll ``rt.status()`` every
    second through a measuring window, then ``rt.stop()``. **Glass-to-segment** (g2s), the headline:
    for every ``person_present`` segment that starts in the window, the wall time it is first seen in
@@ -980,9 +980,10 @@ def main(argv: list[str] | None = None) -> int:
 
         # ---- part 2: live RTSP --------------------------------------------------------------------
         if "rtsp" not in args.skip:
+            live_window = Settings().detection.live_window_s
             console.print(
-                "\n[bold]2. live 720p30 RTSP streams[/] (the default settings: dynamic 0.5–2 fps, 2-s live "
-                f"decision windows, motion gate; warm-up {warm_s:.0f} s, window {window_s:.0f} s per step)"
+                f"\n[bold]2. live 720p30 RTSP streams[/] (the default settings: dynamic 0.5–2 fps, {live_window:g}-s "
+                f"live decision windows, motion gate; warm-up {warm_s:.0f} s, window {window_s:.0f} s per step)"
             )
             if gi_reason or hd is None:
                 notes.append(f"RTSP part skipped: {gi_reason or 'no 720p30 file (ffmpeg missing)'}")
