@@ -13,6 +13,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -144,8 +145,9 @@ def test_timeline_buckets_sum_to_the_covered_seconds(service, loaded):
 # ---- the live feed ------------------------------------------------------------------------------
 
 
-async def _sse(url, headers, *, stop, last_event_id=None, take=None, params=None):
-    """Read SSE events until ``stop(event)`` or ``take`` events; returns [(event, id, data)]."""
+async def _sse(url, headers, *, stop, last_event_id=None, take=None, params=None, connected=None):
+    """Read SSE events until ``stop(event)`` or ``take`` events; returns [(event, id, data)].
+    ``connected``: a list this appends to once the server has answered (the feed is open)."""
     out = []
     hdrs = {**headers, **({"Last-Event-ID": last_event_id} if last_event_id else {})}
     async with (
@@ -153,6 +155,8 @@ async def _sse(url, headers, *, stop, last_event_id=None, take=None, params=None
         client.stream("GET", url, headers=hdrs, params=params or {}) as resp,
     ):
         assert resp.status_code == 200, await resp.aread()
+        if connected is not None:
+            connected.append(url)
         kind, ident, data = None, None, []
         async for line in resp.aiter_lines():
             if line.startswith(":"):
@@ -184,10 +188,16 @@ def test_live_feed_replays_what_a_reconnecting_client_missed_and_reaches_50_clie
 
     async def scenario():
         params = {"stream": "feedlong"}
-        crowd = [asyncio.create_task(_sse(url, headers, stop=done, params=params)) for _ in range(50)]
+        open_: list = []
+        crowd = [asyncio.create_task(_sse(url, headers, stop=done, params=params, connected=open_)) for _ in range(50)]
         # one client reads a few records, goes away mid-file, and comes back with its last id
-        first = asyncio.create_task(_sse(url, headers, stop=lambda ev: False, take=6, params=params))
-        await asyncio.sleep(2.0)  # every client is connected before the stream exists
+        first = asyncio.create_task(_sse(url, headers, stop=lambda ev: False, take=6, params=params, connected=open_))
+        # every client is connected before the stream exists (on a loaded CI machine 2 s were not enough)
+        deadline = time.monotonic() + 120
+        while len(open_) < 51 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert len(open_) == 51, f"{len(open_)} of 51 live-feed clients connected within 120 s"
+        await asyncio.sleep(1.0)
         add = httpx.post(
             f"{service['url']}{API}/streams",
             json={"source": str(clip), "id": "feedlong"},
