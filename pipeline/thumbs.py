@@ -380,7 +380,7 @@ class ThumbTracker:
             if cand.thumb is not None and announced and not cand.stored:
                 changed = True
             if closed and cand.tail is not None and cand.thumb is not None:  # its true last frame, now
-                changed = self._render_tail(cand) or changed
+                cand.thumb, changed = self._render_tail(cand, cand.thumb), True
             if changed and cand.thumb is not None:
                 cand.stored = cand.stored or announced
                 cand.thumb = replace(cand.thumb, provisional=not cand.stored)
@@ -474,19 +474,14 @@ class ThumbTracker:
                 else:  # rendered now and then while open (LAST_EVERY_S), and when it closes
                     cand.tail = (float(times[b]), self._box_at(boxes, b), clip.frames[b])
                     if thumb.last is None or times[b] >= (thumb.last_t or 0.0) + LAST_EVERY_S - _EPS:
-                        cand.thumb = thumb
-                        self._render_tail(cand)
-                        thumb = cand.thumb
-                        changed = True
+                        thumb, changed = self._render_tail(cand, thumb), True
             if cand.tail is not None and thumb.last_t is not None and thumb.t > thumb.last_t + _EPS:
                 # the best frame is newer than the stored last one: the strip stays in time order
                 if abs(cand.tail[0] - thumb.t) < _EPS:  # the same frame, the same box: the same picture
                     cand.tail = None
                     thumb = replace(thumb, last_t=thumb.t, last_box=thumb.box, last=thumb.jpeg)
                 else:
-                    cand.thumb = thumb
-                    self._render_tail(cand)
-                    thumb = cand.thumb
+                    thumb = self._render_tail(cand, thumb)
         elif thumb is None and len(times):  # nothing of it in this clip and no picture yet: the nearest frame
             i = _nearest(times, start, end)
             thumb = self._picture(event, cand.start, clip, i, float(s[i]), boxes)
@@ -497,14 +492,12 @@ class ThumbTracker:
         cand.thumb = thumb
         return changed
 
-    def _render_tail(self, cand: _Candidate) -> bool:
-        """The candidate's newest frame becomes its stored last frame (strip frames)."""
-        if cand.tail is None or cand.thumb is None:
-            return False
+    def _render_tail(self, cand: _Candidate, thumb: Thumbnail) -> Thumbnail:
+        """``thumb`` with the candidate's newest frame (``cand.tail``, then cleared) as its last frame."""
+        assert cand.tail is not None
         t, box, frame = cand.tail
         cand.tail = None
-        cand.thumb = replace(cand.thumb, last_t=t, last_box=box, last=render(frame, box, width=self.width)[0])
-        return True
+        return replace(thumb, last_t=t, last_box=box, last=render(frame, box, width=self.width)[0])
 
     @staticmethod
     def _box_at(boxes: np.ndarray | None, i: int) -> Box | None:
