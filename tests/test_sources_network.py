@@ -139,6 +139,34 @@ def test_rtsp_frames_are_live_and_track_wall_clock(rtsp):
 
 @needs_footage
 @pytest.mark.rtsp
+@pytest.mark.timeout(90)
+def test_a_caught_up_live_reader_decodes_in_bursts_and_loses_no_frame(rtsp):
+    """``live_burst_s``: once the reader waits for the camera it sleeps that long and decodes what
+    gathered in one go (fewer wake-ups, less CPU a camera), never dropping a frame or lagging more."""
+    burst = 0.5
+    src = Source.open(rtsp.url, config=LIVE_CFG.model_copy(update={"live_burst_s": burst}))
+    try:
+        frames = read_for(src, 5.0)
+    finally:
+        src.stop()
+        src.close()
+    ts = np.array([t for t, _ in frames])
+    arrivals = np.array([a for _, a in frames])
+    steady = arrivals >= arrivals[0] + 1.0  # after the frames FFmpeg buffered while probing
+    gaps = np.diff(arrivals[steady])
+    # Runs of frames (a half second of a 10-fps camera each) come together, separated by the pauses.
+    assert (gaps > 0.3).sum() >= 4, np.round(gaps, 3)
+    assert np.median(gaps) < 0.02, np.round(gaps, 3)  # within a run, frames come straight off the buffer
+    # Nothing is lost: consecutive frames are one frame apart, and times strictly increase.
+    assert np.all(np.diff(ts) > 0)
+    assert np.all(np.diff(ts[steady]) < 1.5 / FPS), np.round(np.diff(ts[steady]), 3)
+    # A frame waits at most a pause more than it would have: it lags the camera by about the burst.
+    lag = arrivals[steady] - (src.epoch.timestamp() + ts[steady])
+    assert lag.max() - lag.min() < burst + 0.3, (lag.min(), lag.max())
+
+
+@needs_footage
+@pytest.mark.rtsp
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("rtcp", sorted(RTCP_MODES))
 def test_rtsp_server_restart_resumes_same_iterator(rtcp):
