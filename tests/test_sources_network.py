@@ -137,6 +137,33 @@ def test_rtsp_frames_are_live_and_track_wall_clock(rtsp):
     assert span_t == pytest.approx(span_wall, abs=1.0), (span_t, span_wall)
 
 
+def test_a_reader_that_is_behind_never_pauses_and_one_at_the_edge_pauses_once_a_burst():
+    """The pause rule alone (``pipeline.source._Burst``), frame by frame at 30 fps."""
+    from longwatch.pipeline.source import _Burst
+
+    behind = _Burst(0.5)  # every read finds data waiting: catching up at full speed
+    pauses = []
+    for i in range(300):
+        behind.read(0.0005)
+        behind.frame(i / 30)
+        pauses.append(behind.pause())
+    assert not any(pauses)
+
+    edge = _Burst(0.5)  # every read waits for the camera: at most one pause per 0.5 s of stream time
+    paused_at = []
+    for i in range(300):
+        edge.read(0.03)
+        edge.frame(i / 30)
+        if edge.pause():
+            paused_at.append(i / 30)
+    assert len(paused_at) == 20 and np.all(np.diff(paused_at) >= 0.5 - 1e-9), paused_at
+
+    off = _Burst(0.0)  # live_burst_s 0: frame by frame, as before
+    off.read(0.03)
+    off.frame(0.0)
+    assert off.pause() == 0.0
+
+
 @needs_footage
 @pytest.mark.rtsp
 @pytest.mark.timeout(90)
