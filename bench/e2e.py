@@ -19,7 +19,10 @@ Ray Serve model pool, the default events file):
    replica starting in the background, and a first 10-s warm-up file that waits for the replica and
    loads the detector) is timed and reported apart.
 2. **Live RTSP cameras**: one GStreamer RTSP server process (``tests/rtsp_server.py``) serves the
-   720p30 file on N mounts; N = 2, 4, 8, 12, 16 streams go through one Runtime with the default
+   720p30 file on N mounts, camera k from its own point of the file: the file rotated by k/N of its
+   length (cut at a keyframe, stream copy, cached in ``bench/out/``), as N real cameras do not see a
+   person walk in at the same instant (``--in-step``: every mount from the file's start, the worst
+   case where every camera's motion and detector work arrives at once); N = 2, 4, 8, 12, 16 streams go through one Runtime with the default
    settings (dynamic 0.5–2 fps sampling, 1-s live decision windows, motion at 8 fps, the gated
    detector). Each step: add N streams, let them settle for a warm-up, then poll ``rt.status()`` every
    second through a measuring window, then ``rt.stop()``. **Glass-to-segment** (g2s), the headline:
@@ -354,6 +357,7 @@ def rtsp_step(rt, server: RtspServer, n: int, warm_s: float, window_s: float, cl
     win_end = warm_end + window_s
     win_wall = (time.time() + warm_s, time.time() + warm_s + window_s - G2S_TAIL_S)  # starts that count
     meter = None
+    looks0: dict = {}
     last_st: dict = {}
     warm_lags: list[float] = []
     while True:
@@ -363,6 +367,7 @@ def rtsp_step(rt, server: RtspServer, n: int, warm_s: float, window_s: float, cl
         in_window = now_p >= warm_end
         if in_window and meter is None:
             meter = CpuMeter().start()
+            looks0 = pool_stats(rt.settings.runtime.redis_prefix)
         st = rt.status()
         now = datetime.now(UTC)
         last_st = st
@@ -394,6 +399,12 @@ def rtsp_step(rt, server: RtspServer, n: int, warm_s: float, window_s: float, cl
                     r["ages"].append((now - r["epoch"]).total_seconds() - float(s["footage_s"]))
         time.sleep(max(0.0, 1.0 - (time.perf_counter() - now_p)))
     cpu = meter.stop() if meter else None
+    looks1 = pool_stats(rt.settings.runtime.redis_prefix)
+    looks = (
+        {k: (looks1.get(k, 0) - looks0.get(k, 0)) / (n * window_s) for k in ("frames", "crops", "clips")}
+        if meter
+        else {}
+    )
     watch.stop()
     g2s = watch.latencies(*win_wall)
     t_stop = time.perf_counter()
@@ -468,6 +479,7 @@ def rtsp_step(rt, server: RtspServer, n: int, warm_s: float, window_s: float, cl
         "warm_lag_max": max(warm_lags) if warm_lags else None,
         "samples": len(lags),
         "load": loadavg(),
+        "looks": looks,
     }
     f = lambda x: "—" if x is None else f"{x:.2f}"  # noqa: E731
     say(
@@ -476,6 +488,12 @@ def rtsp_step(rt, server: RtspServer, n: int, warm_s: float, window_s: float, cl
         f"data age p50 {f(res['age_p50'])} s, max {f(res['age_max'])} s; longest wait between commits {gap_max:.1f} s; dropped {drops_win} in window "
         f"({drops_all} in all); clips/stream min {res['clips_min']} of {expected:.1f}; "
         + (f"machine {cpu['machine_cores']:.2f} cores busy ({cpu_split(cpu)}); " if cpu else "")
+        + (
+            f"detector per camera-second: {looks['frames']:.2f} frames, {looks['crops']:.2f} crops, "
+            f"{looks['clips']:.2f} clips; "
+            if looks
+            else ""
+        )
         + f"all running and committing {up_s:.1f} s after the first add; stop {stop_s:.1f} s ({stopped}/{n} stopped); "
         f"load {res['load']} → " + ("HELD" if held else f"NOT held ({res['why']})")
     )
@@ -594,6 +612,30 @@ def redis_part(n_segments: int, queries: int, rounds: int, checks: int, say) -> 
 
 # ------------------------------------------------------------------------------------------------
 # --file-speed: one long file through `longwatch run` (the CLI, end to end) against ffmpeg's decode
+
+
+def rotated_files(path: Path, n: int, gop_s: float) -> list[Path]:
+    """``n`` copies of ``path``, copy k starting k/n of the way in and wrapping round to the start (the
+    cut on a keyframe, ``gop_s`` apart; stream copy, cached next to it). Copy 0 is ``path`` itself."""
+    ingest = bench_module("ingest")
+    duration = float(ingest.probe(path)["duration"])
+    out = [path]
+    for k in range(1, n):
+        cut = round(duration * k / n / gop_s) * gop_s
+        rot = path.with_name(f"{path.stem}_from{cut:g}s.mp4")
+        if not ingest.file_ok(rot, duration - 1):
+            listing = rot.with_suffix(".txt")
+            # ffmpeg's concat demuxer: the file from the cut to its end, then from its start to the cut.
+            listing.write_text(f"file '{path.resolve()}'\ninpoint {cut}\nfile '{path.resolve()}'\noutpoint {cut}\n")
+            tmp = rot.with_suffix(".tmp.mp4")
+            ingest.run_quiet(
+                [ingest.ffmpeg_bin(), "-hide_banner", "-loglevel", "error", "-y", "-f", "concat", "-safe", "0",
+                 "-i", str(listing), "-c", "copy", "-movflags", "+faststart", str(tmp)]
+            )  # fmt: skip
+            tmp.replace(rot)
+            listing.unlink()
+        out.append(rot)
+    return out
 
 
 def make_speed_file(seconds: int) -> Path | None:
@@ -841,6 +883,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--streams", default=None, help="RTSP: the Ns to try, comma-separated (default 2,4,8,12,16 up to --max-streams)"
     )
+    ap.add_argument(
+        "--in-step",
+        action="store_true",
+        help="RTSP: every camera serves the file from its start (default: camera k from k/N of the way in)",
+    )
     ap.add_argument("--skip", action="append", default=[], choices=["files", "rtsp", "redis"], help="skip a part")
     ap.add_argument(
         "--file-speed",
@@ -990,8 +1037,16 @@ def main(argv: list[str] | None = None) -> int:
                 say("  " + notes[-1])
             else:
                 cams = [f"/cam{i}" for i in range(max_n)]
-                mserver = RtspServer(hd, mount=cams, skip_if_unavailable=False).start()
-                say(f"  RTSP server: {mserver.urls[0]} … {cams[-1]} serving {hd.name} (one process)")
+                videos = [hd] * max_n if args.in_step else rotated_files(hd, max_n, ingest.GOP / ingest.FPS)
+                mserver = RtspServer(hd, mount=cams, videos=videos, skip_if_unavailable=False).start()
+                say(
+                    f"  RTSP server: {mserver.urls[0]} … {cams[-1]} serving {hd.name} (one process), "
+                    + (
+                        "every camera from the file's start (--in-step)"
+                        if args.in_step
+                        else f"camera k from {hd_s / max_n:.0f}·k s in (keyframe-aligned, wrapping round)"
+                    )
+                )
                 t = time.perf_counter()
                 rt = Runtime(settings(f"e2e{uuid.uuid4().hex[:6]}")).start()
                 clip_s = float(rt.settings.detection.live_window_s or rt.settings.sampler.clip_seconds)
@@ -1081,7 +1136,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if steps:
         t2 = Table(
-            title=f"2. live 720p30 RTSP, default settings (glass-to-segment of {G2S_EVENT}; lag = status lag_s)",
+            title=f"2. live 720p30 RTSP, default settings, cameras {'in step' if args.in_step else 'staggered'} "
+            f"(glass-to-segment of {G2S_EVENT}; lag = status lag_s)",
             title_justify="left",
         )
         for col in (

@@ -621,6 +621,11 @@ class DetectorBackend:
     def event_names(self) -> list[str]:
         return [e.event for e in self.events]
 
+    @property
+    def stats(self) -> dict[str, int]:
+        """Forward passes so far: whole frames and crops (the pool's ``stats()`` reports them)."""
+        return {"frames": self.detector.frames_done, "crops": self.detector.crops_done}
+
     def scores_from_detections(self, detections: Sequence[Sequence[Detection]]) -> BoxedScores:
         """Per event, each frame's score and the box that gave it (:class:`BoxedScores`)."""
         scores: dict[str, np.ndarray] = {}

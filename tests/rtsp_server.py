@@ -6,11 +6,11 @@ The one RTSP server of the repository: the tests import it, and ``bench/e2e.py``
 * Run as a script under the *system* interpreter (``/usr/bin/python3``, which has ``gi`` and
   GstRtspServer from Debian's ``python3-gi`` / ``gir1.2-gst-rtsp-server-1.0``)::
 
-      /usr/bin/python3 tests/rtsp_server.py FILE.mp4 [--port 0] [--mount /cam ...] [--rtcp-interval S]
+      /usr/bin/python3 tests/rtsp_server.py FILE.mp4 [--port 0] [--mount /cam[=OTHER.mp4] ...] [--rtcp-interval S]
 
   serves the file (MP4/H.264: ``qtdemux ! h264parse ! rtph264pay``), paced in real time, at
   ``rtsp://127.0.0.1:PORT/MOUNT`` for each ``--mount`` (repeat it for several mounts; default
-  ``/stream``); prints ``READY URL [URL ...]`` (one URL per mount, in order) on stdout once it
+  ``/stream``; ``/cam=OTHER.mp4`` serves another file on that mount); prints ``READY URL [URL ...]`` (one URL per mount, in order) on stdout once it
   listens (``--port 0`` lets the kernel choose), and exits cleanly on SIGTERM / SIGINT. Each client
   gets its own pipeline, from the start of the file.
 
@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         "--mount",
         action="append",
         default=None,
-        help="mount point, e.g. /cam; repeat it to serve the file on several mounts (default: /stream)",
+        help="mount point, e.g. /cam; repeat it to serve the file on several mounts (default: /stream); "
+        "/cam=OTHER.mp4 serves another file on that mount",
     )
     parser.add_argument(
         "--rtcp-interval",
@@ -89,16 +90,18 @@ def main(argv: list[str] | None = None) -> int:
     from gi.repository import GLib, Gst, GstRtspServer
 
     Gst.init(None)
-    path = Path(args.file).resolve()
-    if not path.is_file():
-        print(f"ERROR no such file: {path}", flush=True)
-        return 2
-    mounts = [m if m.startswith("/") else "/" + m for m in (args.mount or ["/stream"])]
+    mounts: list[tuple[str, Path]] = []
+    for spec in args.mount or ["/stream"]:
+        name, _, other = spec.partition("=")
+        mounts.append((name if name.startswith("/") else "/" + name, Path(other or args.file).resolve()))
+    for _name, path in mounts:
+        if not path.is_file():
+            print(f"ERROR no such file: {path}", flush=True)
+            return 2
 
     server = GstRtspServer.RTSPServer()
     server.set_address(HOST)
     server.set_service(str(args.port))
-    location = str(path).replace("\\", "\\\\").replace('"', '\\"')
 
     def on_prepared(media):
         for i in range(media.n_streams()):
@@ -106,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             if session is not None:
                 session.set_property("rtcp-min-interval", int(args.rtcp_interval * 1e9))
 
-    for mount in mounts:
+    for mount, path in mounts:
+        location = str(path).replace("\\", "\\\\").replace('"', '\\"')
         factory = GstRtspServer.RTSPMediaFactory()
         # The sinks the RTSP server adds sync to the pipeline clock: the file is sent in real time.
         # config-interval=-1 repeats SPS/PPS with every IDR so a client that joins late can decode.
@@ -146,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         GLib.io_add_watch(
             sys.stdin.fileno(), GLib.PRIORITY_DEFAULT, GLib.IOCondition.IN | GLib.IOCondition.HUP, on_stdin
         )
-    print("READY " + " ".join(f"rtsp://{HOST}:{port}{m}" for m in mounts), flush=True)
+    print("READY " + " ".join(f"rtsp://{HOST}:{port}{m}" for m, _p in mounts), flush=True)
     loop.run()
 
     # Close the clients (and their media pipelines) before leaving, so nothing lingers.
@@ -213,6 +217,8 @@ class RtspServer:
 
     ``mount``: one mount point, or several (``[f"/cam{i}" for i in range(16)]``: one process serving
     the file on each; ``url`` is the first one's, ``urls`` all of them, in order).
+    ``videos``: one file per mount, in the same order, instead of ``video`` on every mount (cameras
+    that do not all show the same thing at the same moment).
     ``port=None``: the first start lets the server pick a free port; later starts reuse it.
     ``rtcp_interval_s``: minimum seconds between RTCP sender reports (``None``: GStreamer's default);
     0.5 makes a client learn the stream's NTP wall-clock time while it probes, 3600 makes it never.
@@ -228,6 +234,7 @@ class RtspServer:
         ready_timeout_s: float = 30.0,
         skip_if_unavailable: bool = True,
         rtcp_interval_s: float | None = None,
+        videos: Sequence[str | os.PathLike] | None = None,
     ):
         self.video = Path(video)
         self.port = port
@@ -236,6 +243,9 @@ class RtspServer:
             raise ValueError("RtspServer needs at least one mount")
         self.mounts = [m if m.startswith("/") else "/" + m for m in names]
         self.mount = self.mounts[0]
+        self.videos = [Path(v) for v in videos] if videos is not None else [self.video] * len(self.mounts)
+        if len(self.videos) != len(self.mounts):
+            raise ValueError(f"RtspServer: {len(self.videos)} videos for {len(self.mounts)} mounts")
         self.ready_timeout_s = ready_timeout_s
         self.rtcp_interval_s = rtcp_interval_s
         self.skip_if_unavailable = skip_if_unavailable
@@ -271,8 +281,9 @@ class RtspServer:
 
                 pytest.skip(reason)
             raise RuntimeError(reason)
-        if not self.video.is_file():
-            raise FileNotFoundError(self.video)
+        for v in {self.video, *self.videos}:
+            if not v.is_file():
+                raise FileNotFoundError(v)
         deadline = time.monotonic() + self.ready_timeout_s
         last = ""
         while True:
@@ -294,7 +305,11 @@ class RtspServer:
             str(self.video),
             "--port",
             str(self.port or 0),
-            *(arg for m in self.mounts for arg in ("--mount", m)),
+            *(
+                arg
+                for m, v in zip(self.mounts, self.videos, strict=True)
+                for arg in ("--mount", m if v == self.video else f"{m}={v}")
+            ),
             "--exit-with-stdin",
         ]
         if self.rtcp_interval_s is not None:
