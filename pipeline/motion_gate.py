@@ -17,18 +17,21 @@
 * ``regions``: per sampled frame, the boxes around what moved in that half second (fractions of the
   frame); the detector also looks at crops around them at the frame's own resolution.
 * ``hold`` (``detection.hold_s``, with the gate): a sampled frame whose moving things are the same as
-  at an earlier frame of the clip the detector sees (each blob meets one of the other's, grown by half
-  its size, and of a like area; nothing appeared, vanished or cut in between; at most ``hold_s``
-  earlier, or any time before in the clip where nothing moves at either) may reuse that frame's
-  detections instead of its own. The detector backend checks the rest: it reuses them only where its
+  at the sampled frame before it (each blob meets one of the other's, grown by half its size, and of
+  a like area; nothing appeared, vanished or cut in between), that frame being one the detector sees
+  or one holding it in turn, may reuse the detections of the frame the detector saw, at most
+  ``hold_s`` earlier (any time earlier where nothing moves at any of them). The chain follows a
+  walking person from sampled frame to sampled frame, where comparing with the looked-at frame
+  itself lost them after a step or two. The detector backend checks the rest: it reuses them only where its
   confident boxes at that frame cover every blob (what moved was an object it saw), and otherwise
   looks at the frame itself. So a walking person is looked at when they appear, stop or leave, and
   every ``hold_s`` or so, not at every sampled frame. In a file the first frame of a clip is always
   looked at (a clip needs nothing from another clip's detections, so a resumed file is exact). A live
   stream's short decision windows would then look at least once a window; there :meth:`judge` may be
-  given the ``prior``: the last frame of an earlier clip the detector looked at and explained (its
-  confident boxes covered every blob), with no change since. A frame may hold it (``hold`` = -1) by
-  the same rules; the worker copies that frame's scores and boxes.
+  given the ``prior``: the time of the last frame of an earlier clip the detector looked at and
+  explained (its confident boxes covered every blob), with no change since, and the blobs of the last
+  frame of the chain that holds it (that frame itself, or the last sampled frame before this clip). A
+  frame may hold it (``hold`` = -1) by the same rules; the worker copies that frame's scores and boxes.
 
 Everything is a function of the thumbnails and of the state committed with the previous clip
 (:meth:`state`: the background images, the last thumbnail time, the last half second of motion
@@ -263,8 +266,8 @@ class MotionGate:
         """Which of the clip's sampled frames the detector sees, and which may reuse an earlier frame's
         detections (see the module docstring). ``tracking``: an object event of the stream is open or
         being built (the detector keeps looking). ``prior``: (time, blobs) of an earlier clip's frame
-        the detector looked at and explained, nothing changed since (live streams): a frame holding it
-        gets ``hold`` -1. Cheap; run in order, clip after clip."""
+        the detector looked at and explained, nothing changed since (live streams), with the blobs of
+        the last frame that held it (the chain's end): a frame holding it gets ``hold`` -1. Cheap; run in order, clip after clip."""
         ft = obs.frame_times
         detect = np.ones(len(ft), dtype=bool)
         hold: list[int | None] = [None] * len(ft)
@@ -280,12 +283,19 @@ class MotionGate:
                 self.check_slot = slot
             if not self.gating:
                 continue
-            if ref is not None and not check and self._may_hold(ref, j, times, blobs, obs.changes):
+            # the previous frame: it is ref itself or held ref, so each link of the chain from ref to here
+            # is the same moving things a sampling interval later
+            if (
+                ref is not None
+                and not check
+                and self._may_hold(ref, ref if j == 0 else j - 1, j, times, blobs, obs.changes)
+            ):
                 hold[j], detect[j] = ref, False
             elif ref is not None and ref >= 0:  # what moves changed since the detector last looked: look again
                 detect[j] = True
             else:
                 detect[j] = obs.near[j] or tracking or check
+                ref = None  # the prior's picture has changed unseen: no later frame may reuse it
             if detect[j]:
                 ref = j
         self._judged = {**obs.state, "check_slot": self.check_slot}
@@ -294,18 +304,20 @@ class MotionGate:
     def _may_hold(
         self,
         i: int,
+        k: int,
         j: int,
         frame_times: Sequence[float],
         blobs: list[list[Box4]],
         changes: list[float],
     ) -> bool:
-        """Whether frame ``j`` may reuse the detections of frame ``i`` (see the module docstring)."""
+        """Whether frame ``j`` may reuse the detections of frame ``i``, the frame before it (``k``) being
+        ``i`` or holding them (see the module docstring)."""
         ti, tj = float(frame_times[i]), float(frame_times[j])
         if self.config.hold_s <= 0 or any(ti < c <= tj for c in changes):
             return False
-        if not blobs[i] and not blobs[j]:  # nothing moves: the picture is the one the detector saw
+        if not blobs[k] and not blobs[j]:  # nothing moves: the picture is the one the detector saw
             return True
-        return tj - ti <= self.config.hold_s + 1e-9 and _same_things(blobs[i], blobs[j])
+        return tj - ti <= self.config.hold_s + 1e-9 and _same_things(blobs[k], blobs[j])
 
 
 def _grown(b: Sequence[float]) -> tuple[float, float, float, float]:

@@ -67,7 +67,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -815,6 +815,7 @@ class StreamProcessor:
         previous prior where the detector looked at nothing; none once something changed after it."""
         prior = self._prior
         looked = np.nonzero(gate.detect)[0]
+        end = clip.n - 1  # the clip's last frame: looked at, or holding what was (the chain's end), or neither
         if looked.size:
             j = int(looked[-1])
             explained = getattr(scores, "explained", None)
@@ -824,10 +825,14 @@ class StreamProcessor:
             if explained is not None and explained[j] and all(n in scores and n in boxes for n in names):
                 prior = _Prior(
                     float(clip.times[j]),
-                    list(gate.blobs[j]),
+                    list(gate.blobs[end]),  # the frames after j held j: the chain goes on from the last
                     {n: float(scores[n][j]) for n in names},
                     {n: np.array(boxes[n][j], dtype=np.float32) for n in names},
                 )
+        elif prior is not None and end >= 0:
+            # nothing looked at: the prior goes on only where this clip's frames all held it
+            held = all(h == -1 for h in gate.hold)
+            prior = replace(prior, blobs=list(gate.blobs[end])) if held else None
         cuts = [float(t) for t in clip.meta.get("cuts", ())]
         if prior is not None and any(c > prior.t for c in [*seen.changes, *cuts]):
             prior = None

@@ -115,6 +115,39 @@ def test_a_frame_reuses_detections_only_while_the_same_things_move():
     assert detect_c[1.5] and hold_c[1.5] is None
 
 
+def test_a_walker_is_followed_from_frame_to_frame_not_compared_with_the_frame_looked_at():
+    """A block crossing at 30 px/s (2.5 of its widths a second): each sampled frame, half a second
+    after the one before, shows it 1.25 widths further on, so it is never where the detector last
+    saw it after the next frame; the chain from frame to frame still holds it up to ``hold_s``."""
+    moving = (2.0, 6.0)
+
+    def scene(t: float) -> np.ndarray:
+        img = _scene(t, None).astype(np.int16)
+        if moving[0] <= t < moving[1]:
+            x = int(5 + (t - moving[0]) * 30)
+            img[40:60, x : x + 12] = 20
+        return img.clip(0, 255).astype(np.uint8)
+
+    times = np.arange(0, 8 * 8) / 8.0
+    thumbs = np.stack([scene(float(t)) for t in times])
+    frames = np.arange(2.5, 6.0, 0.5).tolist()
+    gate = MotionGate(GATED, DetectionConfig(hold_s=2.0, full_check_s=100.0))
+    gate.process(times[:16], thumbs[:16], [], tracking=False)  # the empty scene first
+    res = gate.process(times[16:], thumbs[16:], frames, tracking=True)
+    detect, hold = res.detect.tolist(), list(res.hold)
+    assert detect[0] and hold[0] is None
+    for j in range(1, len(frames)):  # each frame holds the last looked-at one, at most 2 s before, or is looked at
+        assert detect[j] != (hold[j] is not None)
+        if hold[j] is not None:
+            assert detect[hold[j]] and 0 < frames[j] - frames[hold[j]] <= 2.0
+    # 2.5, 3.0 … 5.5: looked at when it is first seen and once hold_s later, not at every other frame
+    assert sum(detect) == 2, (frames, detect, hold)
+    # The same walker with the old rule (each frame compared with the looked-at one) would have been
+    # looked at every second frame: the frame-to-frame step is under 1.5 widths, two steps are not.
+    step = 30 * 0.5 / 12
+    assert step < 1.5 < 2 * step
+
+
 def test_live_windows_reuse_the_prior_clips_detections_while_the_same_things_move():
     """1-s live windows: without a prior the first frame of every window is looked at; given the prior
     (the last looked-at frame of an earlier window, explained by the detector), a window's frames may
