@@ -38,11 +38,17 @@ Model (deterministic, so a restored model continues bit-exactly: no MOG2, whose 
        a ghost; a person who stands or sits and moves even a little (hands, head, an edge shifting by a
        pixel) keeps the group from being still and stays foreground, however long. On the person clip the
        longest still stretch of a visitor is ~2.4 s.
+    7. Ghosts: a still group along whose rim (±1 px) the background has edges that the frame lacks (the
+       frame shows under half of the background's Sobel edge energy there) is where something the
+       background learned has gone, not something that came; it is absorbed after ``ghost_absorb_s``
+       (3 s) of stillness instead. People who pass a ghost every few seconds (its group is then not
+       still) kept one for minutes where a camera started with someone in view; a real object that
+       stopped shows its own outline in the frame and waits ``absorb_s``.
 
     The first frame (or a frame of another size) initialises the background and reports no motion
     (another size also sets ``global_change``). Known limits: something present when the background is
     (re-)initialised (the first frame, a global change) leaves a ghost where it stood once it moves away,
-    until it is absorbed (``absorb_s``); a thing that never stops moving (a swaying bush, a flickering
+    until it is absorbed (``ghost_absorb_s`` once its group is still, step 7); a thing that never stops moving (a swaying bush, a flickering
     screen) next to a stopped object keeps that object from being absorbed.
 
 State (:meth:`MotionModel.state`): the background (float32), the fast average and the stillness timer (both
@@ -78,6 +84,7 @@ _TIMER_UNITS = 64  # the stillness timer counts 1/64 s (uint16: up to ~1024 s)
 _TIMER_MAX = 65535
 _RECENT_SCALE = 256  # the recent frames' average is kept as uint16 in 1/256 grey level
 _STILL_FRAC = 0.01  # a group is still while no more of its pixels change than this fraction (or 2 px)
+_GHOST_EDGE = 0.5  # a still group is a ghost where the frame shows less than this of the background's rim edges
 _FIT_MIN_STD = 8.0  # background std (grey levels) below which only an offset is fitted
 _FIT_STRIDE = 3  # the lighting fit uses every 3rd pixel of every 3rd row (~1600 at 160×90)
 
@@ -142,8 +149,8 @@ class MotionModel:
 
     ``sensitivity`` 0..1: 0 only strong changes (threshold 36 grey levels) … 1 faint ones (4 levels).
     ``learn_s``: background time constant (s) where nothing moves (nothing is learned under moving things).
-    ``absorb_s``: how long a foreground group must stay still before it becomes background (a parked object,
-    a ghost). ``still_s``: time constant of the fast average of recent frames that stillness is judged
+    ``absorb_s``: how long a foreground group must stay still before it becomes background (a parked object).
+    ``ghost_absorb_s``: the same for a ghost (the background's outline there is not in the frame). ``still_s``: time constant of the fast average of recent frames that stillness is judged
     against. ``min_blob``: smallest moving group kept, fraction
     of the frame (0.001 ≈ 14 px at 160×90, so a 4×4 px object still counts). ``global_step``: a change of
     the lighting mapping between frames (grey levels) that counts as a global change. ``max_moving``: a
@@ -156,6 +163,7 @@ class MotionModel:
         sensitivity: float = 0.5,
         learn_s: float = 4.0,
         absorb_s: float = 30.0,
+        ghost_absorb_s: float = 3.0,
         still_s: float = 0.75,
         min_blob: float = 0.001,
         global_step: float = 10.0,
@@ -164,12 +172,14 @@ class MotionModel:
         self.sensitivity = _number("sensitivity", sensitivity, 0.0, 1.0)
         self.learn_s = _number("learn_s", learn_s, 0.0, 1e6, lo_open=True)
         self.absorb_s = _number("absorb_s", absorb_s, 0.0, _TIMER_MAX / _TIMER_UNITS, lo_open=True)
+        self.ghost_absorb_s = _number("ghost_absorb_s", ghost_absorb_s, 0.0, _TIMER_MAX / _TIMER_UNITS, lo_open=True)
         self.still_s = _number("still_s", still_s, 0.0, 60.0, lo_open=True)
         self.min_blob = _number("min_blob", min_blob, 0.0, 1.0)
         self.global_step = _number("global_step", global_step, 0.0, 255.0, lo_open=True)
         self.max_moving = _number("max_moving", max_moving, 0.0, 1.0, lo_open=True)
         self.threshold = 4.0 + 32.0 * (1.0 - self.sensitivity)  # grey levels
         self._absorb = max(1, round(self.absorb_s * _TIMER_UNITS))  # in timer units
+        self._ghost_absorb = max(1, round(min(self.ghost_absorb_s, self.absorb_s) * _TIMER_UNITS))
         self._bg: np.ndarray | None = None  # float32 (h, w), blurred grey levels
         self._recent: np.ndarray | None = None  # uint16 (h, w): fast running average (τ = still_s), 1/256 grey
         self._still: np.ndarray | None = None  # uint16 (h, w): how long a foreground pixel's blob has been still
@@ -245,7 +255,9 @@ class MotionModel:
                 tick = min(_TIMER_MAX, round(dt * _TIMER_UNITS))
                 grown = np.minimum(still, np.uint16(_TIMER_MAX - tick)) + np.uint16(tick)  # saturating
                 timer = np.where(calm[groups] & fg, grown, np.uint16(0))
-                done = timer >= self._absorb
+                limit = np.full(n, self._absorb, np.int64)
+                limit[_ghosts(f, bg, fg, groups, calm)] = self._ghost_absorb
+                done = timer >= limit[groups]
                 if done.any():
                     bg[done] = np.clip((recent[done] - np.float32(offset)) / np.float32(gain), 0, 255)
                     timer[done] = 0
@@ -279,6 +291,7 @@ class MotionModel:
                 "sensitivity": self.sensitivity,
                 "learn_s": self.learn_s,
                 "absorb_s": self.absorb_s,
+                "ghost_absorb_s": self.ghost_absorb_s,
                 "still_s": self.still_s,
                 "min_blob": self.min_blob,
                 "global_step": self.global_step,
@@ -393,6 +406,28 @@ def _fit_lighting(f: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
         else:
             gain, offset = 1.0, float(np.median(fo - bo))
     return gain, offset, 1.4826 * float(np.median(np.abs(f[ok] - (gain * b[ok] + offset))))
+
+
+def _ghosts(f: np.ndarray, bg: np.ndarray, fg: np.ndarray, groups: np.ndarray, calm: np.ndarray) -> np.ndarray:
+    """Per group (``groups`` labels, ``calm`` those that are still), whether it is a *ghost*: along the rim
+    of its held pixels the background has edges that the frame lacks. What the background learned
+    there has gone (it stood there when the background was learned and left); a real object that stopped
+    shows its own outline in the frame instead."""
+    held = fg.astype(np.uint8)
+    k = cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3))
+    rim = (cv2.dilate(held, k) > 0) & (cv2.erode(held, k) == 0)  # a band ±1 px around the held region
+    grown = cv2.dilate(groups.astype(np.float32), k).astype(np.int64)  # rim pixels outside take their group
+    on = rim & calm[grown]
+    if not on.any():
+        return np.zeros(len(calm), bool)
+
+    def edges(img: np.ndarray) -> np.ndarray:
+        return np.abs(cv2.Sobel(img, cv2.CV_32F, 1, 0, ksize=3)) + np.abs(cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=3))
+
+    ids = grown[on]
+    in_frame = np.bincount(ids, weights=edges(f)[on], minlength=len(calm))
+    in_bg = np.bincount(ids, weights=edges(bg)[on], minlength=len(calm))
+    return calm & (in_bg > 0) & (in_frame < _GHOST_EDGE * in_bg)
 
 
 def _blobs(raw: np.ndarray, min_blob: float, group_px: int) -> tuple[np.ndarray, tuple[MotionBox, ...]]:

@@ -188,6 +188,37 @@ def test_stopped_object_near_moving_one_is_not_absorbed_while_it_moves():
     assert f.boxes == ()
 
 
+def test_a_ghost_is_absorbed_in_seconds_though_people_keep_passing_it():
+    """The first frame holds a bright square that is gone from the next one: the background learned it,
+    so its place reads as foreground, a ghost. Every 8 s a dark block passes just below it for 2 s (one
+    group with it, so the group is never still for ``absorb_s``). The frame shows none of the square's
+    outline that the background has: a ghost, absorbed after ``ghost_absorb_s`` of stillness, before the
+    first passer. With ``ghost_absorb_s`` as long as ``absorb_s`` (the rule for real objects) it is
+    still there after a minute."""
+
+    def run(model: MotionModel) -> dict[float, float]:
+        rng = np.random.default_rng(21)
+        scene = background()
+        model.push(0.0, frame(with_square(scene, 60, 30, 20, 230.0), rng))
+        ghost_seen: dict[float, float] = {}
+        for i in range(1, 8 * 60):
+            t = i / FPS
+            img = scene
+            if t % 8.0 >= 6.0:  # a passer-by walks left to right just below the ghost
+                x = int(20 + (t % 8.0 - 6.0) * 50)
+                img = with_square(scene, x, 52, 10, 30.0)
+            f = model.push(t, frame(img, rng))
+            ghost_seen[t] = float(f.mask[32:48, 62:78].mean()) / 255.0
+        return ghost_seen
+
+    fast = run(MotionModel())
+    assert fast[1.0] > 0.9  # at first the ghost reads as foreground
+    assert fast[5.875] < 0.1  # absorbed before the first passer (6 s)
+    assert max(v for t, v in fast.items() if t >= 6.0) < 0.1  # and stays gone
+    slow = run(MotionModel(ghost_absorb_s=30.0))
+    assert slow[59.875] > 0.9  # the passers-by keep a ghost that waits for absorb_s
+
+
 def test_zone():
     full = zone_mask([(0, 0), (1, 0), (1, 1), (0, 1)], W, H)
     assert full is not None and full.all() and full.shape == (H, W)
