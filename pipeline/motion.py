@@ -48,8 +48,9 @@ Model (deterministic, so a restored model continues bit-exactly: no MOG2, whose 
     The first frame (or a frame of another size) initialises the background and reports no motion
     (another size also sets ``global_change``). Known limits: something present when the background is
     (re-)initialised (the first frame, a global change) leaves a ghost where it stood once it moves away,
-    until it is absorbed (``ghost_absorb_s`` once its group is still, step 7); a thing that never stops moving (a swaying bush, a flickering
-    screen) next to a stopped object keeps that object from being absorbed.
+    until it is absorbed (``ghost_absorb_s`` once its group is still, step 7); a thing that never stops
+    moving (a swaying bush, a flickering screen) next to a stopped object keeps that object from being
+    absorbed.
 
 State (:meth:`MotionModel.state`): the background (float32), the fast average and the stillness timer (both
 uint16): 8 bytes a pixel, ~115 kB at 160×90 before base64. A version 1 state (background only) still loads.
@@ -150,8 +151,8 @@ class MotionModel:
     ``sensitivity`` 0..1: 0 only strong changes (threshold 36 grey levels) … 1 faint ones (4 levels).
     ``learn_s``: background time constant (s) where nothing moves (nothing is learned under moving things).
     ``absorb_s``: how long a foreground group must stay still before it becomes background (a parked object).
-    ``ghost_absorb_s``: the same for a ghost (the background's outline there is not in the frame). ``still_s``: time constant of the fast average of recent frames that stillness is judged
-    against. ``min_blob``: smallest moving group kept, fraction
+    ``ghost_absorb_s``: the same for a ghost (the background's outline there is not in the frame).
+    ``still_s``: time constant of the fast average of recent frames that stillness is judged against. ``min_blob``: smallest moving group kept, fraction
     of the frame (0.001 ≈ 14 px at 160×90, so a 4×4 px object still counts). ``global_step``: a change of
     the lighting mapping between frames (grey levels) that counts as a global change. ``max_moving``: a
     moving fraction above this is a global change too.

@@ -267,7 +267,8 @@ class MotionGate:
         detections (see the module docstring). ``tracking``: an object event of the stream is open or
         being built (the detector keeps looking). ``prior``: (time, blobs) of an earlier clip's frame
         the detector looked at and explained, nothing changed since (live streams), with the blobs of
-        the last frame that held it (the chain's end): a frame holding it gets ``hold`` -1. Cheap; run in order, clip after clip."""
+        the last frame that held it (the chain's end): a frame holding it gets ``hold`` -1. Cheap; run
+        in order, clip after clip."""
         ft = obs.frame_times
         detect = np.ones(len(ft), dtype=bool)
         hold: list[int | None] = [None] * len(ft)
