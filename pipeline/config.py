@@ -45,7 +45,8 @@ class SourceConfig(_Model):
         ge=0,
         description="0 = auto: one thread for a live source (it decodes at the camera's pace, and FFmpeg's "
         "frame threads cost a quarter more CPU for no gain there, which many cameras on a few cores cannot "
-        "spare), FFmpeg's choice for a file",
+        "spare), and for a file decoded without its non-reference frames beside a decode-ahead thread; FFmpeg's "
+        "choice for other file decodes",
     )
     decode_ahead: int = Field(8, ge=0, description="files: frames decoded ahead in a thread (0 = same thread)")
     live_burst_s: float = Field(

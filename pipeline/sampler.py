@@ -184,7 +184,13 @@ class DynamicSampler:
         self._pre = self._pre_t = None
         motion = float(np.mean(cv2.absdiff(thumb, prev))) / 255.0 if prev is not None else 0.0
         self._last_thumb = thumb
-        self._buf.append(_Candidate(float(frame.t), frame, thumb, self._slot, motion))
+        cand = _Candidate(float(frame.t), frame, thumb, self._slot, motion)
+        if len(self.ladder) == 1:
+            # One rate: every candidate goes into a clip, so convert it now rather than all of a clip's
+            # frames at once when it completes (a burst of ~30 ms at 2 fps that stalled a decode-ahead
+            # thread behind a full queue).
+            cand.image(self.width, self.height)
+        self._buf.append(cand)
         self._slot += 1
 
     def _thumb_of(self, frame: FrameLike) -> np.ndarray:
