@@ -263,12 +263,16 @@ def longwatch_config(rate: float | None):
 
 
 def bench_longwatch(path: Path, rate: float | None, *, patches: bool = False) -> dict:
+    import cv2
+
     from longwatch.pipeline.patches import patchify
     from longwatch.pipeline.sampler import sample_clips
     from longwatch.pipeline.source import Source
 
     cfg = longwatch_config(rate)
     clips = frames = tokens = 0
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # as in a stream worker (actors/stream_worker.py): its decoder threads use the cores
     rates: dict[float, int] = {}
     size = None
     error = None
@@ -285,6 +289,7 @@ def bench_longwatch(path: Path, rate: float | None, *, patches: bool = False) ->
         error = f"{type(exc).__name__}: {exc}"
     finally:
         src.close()
+        cv2.setNumThreads(threads)
     out = {"clips": clips, "frames": frames, "size": size, "rates": rates}
     if error is not None:
         out["error"] = error

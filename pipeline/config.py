@@ -49,6 +49,13 @@ class SourceConfig(_Model):
         "choice for other file decodes",
     )
     decode_ahead: int = Field(8, ge=0, description="files: frames decoded ahead in a thread (0 = same thread)")
+    decode_gops: int = Field(
+        2,
+        ge=1,
+        description="files (H.264, HEVC) decoded beside a decode-ahead: closed GOPs decoded side by side, each "
+        "on its own thread with a one-thread decoder, the pictures handed on in order (1 = in order on "
+        "FFmpeg's frame threads, which share one chain of references and wait on it)",
+    )
     live_burst_s: float = Field(
         0.5,
         ge=0,

@@ -172,7 +172,7 @@ def test_thumbnails_share_halvings_and_stay_within_a_grey_level_of_a_direct_area
 def test_a_file_decoded_without_non_reference_frames_beside_decode_ahead_gets_one_thread(person_clip):
     """Every frame a NONREF decode keeps is a reference the next one waits for: frame threads bought 4 %
     of wall time for 23 % more CPU, and the decode-ahead thread's consumer needs the other core."""
-    with Source.open(person_clip) as src:
+    with Source.open(person_clip, config=SourceConfig(decode_gops=1)) as src:
         assert src.threads_for("NONREF") == 1
         assert src.threads_for("DEFAULT") == 0 and src.threads_for("NONKEY") == 0  # FFmpeg's choice
         frames = src.frames(skip="NONREF")
@@ -183,3 +183,14 @@ def test_a_file_decoded_without_non_reference_frames_beside_decode_ahead_gets_on
         assert src.threads_for("NONREF") == 0
     with Source.open(person_clip, config=SourceConfig(decoder_threads=3)) as src:  # as configured
         assert src.threads_for("NONREF") == 3
+
+
+def test_an_h264_file_is_decoded_a_gop_per_thread_on_one_thread_decoders(person_clip):
+    """The default for an H.264 file beside a decode-ahead: two GOP workers (pipeline/gops.py), each
+    decoder on one thread; keyframes-only decoding and a decode without a decode-ahead stay in order."""
+    with Source.open(person_clip) as src:
+        assert src.gop_workers("DEFAULT") == 2 and src.gop_workers("NONREF") == 2
+        assert src.threads_for("DEFAULT") == 1 and src.threads_for("NONREF") == 1
+        assert src.gop_workers("NONKEY") == 1 and src.threads_for("NONKEY") == 0
+    with Source.open(person_clip, config=SourceConfig(decode_ahead=0)) as src:
+        assert src.gop_workers("DEFAULT") == 1 and src.threads_for("DEFAULT") == 0
