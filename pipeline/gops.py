@@ -69,9 +69,22 @@ class _Done:
     pass
 
 
-class _Raised:
+class Raised:
+    """An error of a decoding thread, queued for the consumer to raise at its place in the file."""
+
     def __init__(self, exc: BaseException):
         self.exc = exc
+
+
+def put_until(q: queue.Queue, item, halt: threading.Event) -> bool:
+    """Queue ``item``, waiting for room until ``halt`` is set (the consumer has gone): False then."""
+    while not halt.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 _GOP_END, _DONE = _GopEnd(), _Done()
@@ -101,13 +114,7 @@ def decode_gops(
     queues: list[queue.Queue] = [queue.Queue(maxsize=depth) for _ in range(workers)]
 
     def put(q: queue.Queue, item) -> bool:
-        while not halt.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_until(q, item, halt)
 
     def work(k: int) -> None:
         q = queues[k]
@@ -157,7 +164,7 @@ def decode_gops(
                 drain()
             put(q, _DONE)
         except BaseException as exc:  # handed to the consumer, in file order
-            put(q, _Raised(exc))
+            put(q, Raised(exc))
         finally:
             if container is not None:
                 container.close()
@@ -173,7 +180,7 @@ def decode_gops(
                 gop += 1
             elif item is _DONE:
                 return  # the worker that would own this GOP has none: the file has ended
-            elif isinstance(item, _Raised):
+            elif isinstance(item, Raised):
                 raise item.exc
             else:
                 yield item

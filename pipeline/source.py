@@ -40,7 +40,7 @@ from .errors import (
     SourceUnreachableError,
     UnsupportedSourceError,
 )
-from .gops import closed_gop_test, decode_gops
+from .gops import Raised, closed_gop_test, decode_gops, put_until
 from .retry import Backoff, retry_call
 from .secrets import expand, redact, secret_values
 from .timebase import UNIX_EPOCH, StreamClock, parse_epoch
@@ -837,11 +837,6 @@ class _OpenFailed(Exception):
     """Internal: one failed network open, ``args = (error, timed_out)``; what :meth:`Source._connect` retries."""
 
 
-class _Raised:
-    def __init__(self, exc: BaseException):
-        self.exc = exc
-
-
 def _ahead(gen: Generator, depth: int) -> Iterator:
     """Run ``gen`` in a thread, ``depth`` items ahead of the consumer: FFmpeg decodes (without the
     GIL) while the consumer converts and samples. Errors are re-raised in the consumer, in order."""
@@ -852,13 +847,7 @@ def _ahead(gen: Generator, depth: int) -> Iterator:
     end = object()
 
     def put(item) -> bool:
-        while not halt.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_until(q, item, halt)
 
     def produce() -> None:
         try:
@@ -866,7 +855,7 @@ def _ahead(gen: Generator, depth: int) -> Iterator:
                 if not put(item):
                     break
         except BaseException as exc:  # handed over to the consumer
-            put(_Raised(exc))
+            put(Raised(exc))
         finally:
             gen.close()
             put(end)
@@ -878,7 +867,7 @@ def _ahead(gen: Generator, depth: int) -> Iterator:
             item = q.get()
             if item is end:
                 return
-            if isinstance(item, _Raised):
+            if isinstance(item, Raised):
                 raise item.exc
             yield item
     finally:
