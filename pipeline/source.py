@@ -250,15 +250,16 @@ class Source:
         """FFmpeg decoder threads for a full decode (``source.decoder_threads``; 0 = auto): one for a live
         source, which decodes at the camera's pace (frame threads there cost about a quarter more CPU and
         add frames of delay, and a machine holding many cameras has no core to spare per stream);
-        FFmpeg's own choice (0) for a file, which threads make faster. See :meth:`threads_for`."""
+        FFmpeg's own choice (0) for a file, which threads make faster, unless its GOPs are decoded side by
+        side (one each then). See :meth:`threads_for`."""
         return self.threads_for("DEFAULT")
 
     def threads_for(self, skip: str) -> int:
-        """Decoder threads for a decode with ``skip``. Auto (``source.decoder_threads`` 0) as
-        :attr:`decoder_threads`, except that a file decoded with ``NONREF`` beside a decode-ahead thread
-        gets one: every frame left is a reference the next one waits for, so FFmpeg's frame threads
-        bought 4 % of wall time for 23 % more CPU (720p30 H.264), and the consumer's thread needs the
-        other core."""
+        """Decoder threads for a decode with ``skip`` (``source.decoder_threads``; 0 = auto): one for a
+        live source; one for each GOP worker (:meth:`gop_workers`); one for a file decoded with
+        ``NONREF`` beside a decode-ahead thread (every frame left is a reference the next one waits
+        for, so FFmpeg's frame threads bought 4 % of wall time for 23 % more CPU on 720p30 H.264, and
+        the consumer's thread needs the other core); FFmpeg's own choice otherwise."""
         n = self.config.decoder_threads
         if n > 0:
             return n
@@ -559,28 +560,18 @@ class Source:
         not even handed to the decoder.
         """
         consecutive_bad = 0
-        tb = stream.time_base
-        start = stream.start_time or 0
         for packet in container.demux(stream):
             if self._stop.is_set():
                 return
             if packet.size:
-                stamp = packet.pts if packet.pts is not None else packet.dts
-                if stamp is not None and tb:
-                    self._last_packet_t = float((stamp - start) * tb)
+                self._note_packet(packet, stream)
                 if skip == "NONKEY" and not packet.is_keyframe:
                     continue
             try:
                 decoded = packet.decode()
             except av.error.InvalidDataError as exc:
-                self.stats.corrupt_packets += 1
                 consecutive_bad += 1
-                self.stats.last_error = self._redact(f"corrupt packet: {exc}")
-                if consecutive_bad > self.config.max_consecutive_corrupt:
-                    raise InvalidVideoError(
-                        f"{consecutive_bad} consecutive undecodable packets (last: {self._redact(str(exc))})",
-                        uri=self.uri,
-                    ) from (exc if self.kind == "file" else None)
+                self._corrupt_packet(exc, consecutive_bad)
                 continue
             consecutive_bad = 0
             for frame in decoded:
@@ -610,17 +601,7 @@ class Source:
 
         def on_packet(packet) -> None:
             if packet.size:
-                stamp = packet.pts if packet.pts is not None else packet.dts
-                if stamp is not None and tb:
-                    self._last_packet_t = float((stamp - start) * tb)
-
-        def on_corrupt(exc: av.error.InvalidDataError, consecutive: int) -> None:
-            self.stats.corrupt_packets += 1
-            self.stats.last_error = self._redact(f"corrupt packet: {exc}")
-            if consecutive > self.config.max_consecutive_corrupt:
-                raise InvalidVideoError(
-                    f"{consecutive} consecutive undecodable packets (last: {self._redact(str(exc))})", uri=self.uri
-                ) from exc
+                self._note_packet(packet, stream)
 
         frames = decode_gops(
             open_stream,
@@ -629,13 +610,30 @@ class Source:
             depth=self._gop_depth(),
             stop=self._stop,
             on_packet=on_packet,
-            on_corrupt=on_corrupt,
+            on_corrupt=self._corrupt_packet,
         )
         for frame in frames:
             out = self._wrap(frame, stream)
             if start_s is not None and out.t < start_s:
                 continue
             yield out
+
+    def _note_packet(self, packet, stream) -> None:
+        """Record a demuxed packet's time (``_last_packet_t``: how far the file really goes, whatever
+        the decoder skipped)."""
+        stamp = packet.pts if packet.pts is not None else packet.dts
+        if stamp is not None and stream.time_base:
+            self._last_packet_t = float((stamp - (stream.start_time or 0)) * stream.time_base)
+
+    def _corrupt_packet(self, exc: av.error.InvalidDataError, consecutive: int) -> None:
+        """A packet the decoder rejected: counted and skipped; more than ``max_consecutive_corrupt`` in a
+        row is an undecodable source."""
+        self.stats.corrupt_packets += 1
+        self.stats.last_error = self._redact(f"corrupt packet: {exc}")
+        if consecutive > self.config.max_consecutive_corrupt:
+            raise InvalidVideoError(
+                f"{consecutive} consecutive undecodable packets (last: {self._redact(str(exc))})", uri=self.uri
+            ) from (exc if self.kind == "file" else None)
 
     def _gop_depth(self) -> int:
         """Pictures each GOP worker may hold ahead: about a GOP's worth (so both keep decoding while the
