@@ -117,10 +117,14 @@ def pool_settings(kind: str, settings: Settings) -> dict[str, Any]:
     if kind == DETECTOR:
         rt = settings.runtime
         return dict(
-            # OpenCV DNN on as many threads as the replica has CPUs: its second thread on a 1-CPU
+            # the detector on as many threads as the replica has CPUs: OpenCV DNN's second thread on a 1-CPU
             # replica bought a shorter forward pass with ~10 % more CPU per frame, plus what the thread
             # burns spinning between frames (40 % of the replica's CPU at 16 cameras)
-            options={"data_dir": str(Path(rt.data_dir).resolve()), "threads": max(1, round(rt.model_num_cpus))},
+            options={
+                "data_dir": str(Path(rt.data_dir).resolve()),
+                "threads": max(1, round(rt.model_num_cpus)),
+                "engine": settings.detection.engine,
+            },
             replicas=rt.model_replicas,
             num_cpus=rt.model_num_cpus,
             num_gpus=rt.model_num_gpus,

@@ -42,7 +42,8 @@ Ray Serve model pool, the default events file):
 ffmpeg (cached in ``bench/out/``) goes (a) through ``ffmpeg -threads 2 -i FILE -f null -`` (decode only),
 (b) through ``longwatch run FILE --no-show`` as a subprocess, end to end (a fresh data dir with its
 detector weights already cached, a fresh Ray, the benchmark's private Redis via ``--redis-url``), and
-(c) the same with ``LONGWATCH_DETECTION__GATE=false`` (the detector on every sampled frame). Per run:
+(c) the same with ``LONGWATCH_DETECTION__GATE=false`` (the detector on every sampled frame), and (d) with
+``LONGWATCH_DETECTION__ENGINE=opencv`` (the detector's network in OpenCV DNN instead of onnxruntime). Per run:
 wall time, × real time, ffmpeg's wall / this wall, start-up (process start → first clip committed), the
 stream worker's own wall time, teardown (last clip committed → exit), and detector frames per footage
 second and per sampled frame (the stream's ``detected_frames`` / ``sampled_frames``).
@@ -673,7 +674,13 @@ def cli_run(path: Path, sid: str, env_extra: dict[str, str], redis_url: str, pre
     from longwatch.pipeline.store import SegmentStore
 
     data_dir = tempfile.mkdtemp(prefix="lwfs-data-", dir="/tmp")
-    DetectorWeights.locate(data_dir)
+    weights = DetectorWeights.locate(data_dir)
+    try:  # and onnxruntime's graph of them, which the first run builds and keeps
+        from longwatch.model.detector import ONNX_CACHE_SUBDIR, YoloDetector
+
+        YoloDetector(weights, cache_dir=Path(data_dir) / ONNX_CACHE_SUBDIR)
+    except ImportError:  # a checkout from before the onnxruntime engine
+        pass
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "LONGWATCH_RUNTIME__REDIS_PREFIX": prefix, **env_extra}
     env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="lwfs-ray-", dir="/tmp")
     exe = Path(sys.executable).with_name("longwatch")
@@ -766,10 +773,14 @@ def file_speed(quick: bool, console, say) -> int:
             variants.append(("longwatch run, LONGWATCH_DETECTION__GATE=false", {"LONGWATCH_DETECTION__GATE": "false"}))
         else:
             notes.append("(c) skipped: the settings have no detection.gate (LONGWATCH_DETECTION__GATE)")
+        if "engine" in type(Settings().detection).model_fields:
+            variants.append(
+                ("longwatch run, LONGWATCH_DETECTION__ENGINE=opencv", {"LONGWATCH_DETECTION__ENGINE": "opencv"})
+            )
         for i, (label, extra) in enumerate(variants):
             r = cli_run(path, f"fs{i}", extra, srv.url, f"fs{uuid.uuid4().hex[:6]}")
             rows.append((label, r))
-            say(f"  ({'bc'[i]}) {label}: {r['total_s']:.1f} s (rc {r['rc']}); load {loadavg()}")
+            say(f"  ({'bcd'[i]}) {label}: {r['total_s']:.1f} s (rc {r['rc']}); load {loadavg()}")
             if r["rc"]:
                 say("      " + " ".join(r["err"].split())[-600:])
     finally:
@@ -823,8 +834,10 @@ def file_speed(quick: bool, console, say) -> int:
     )
     for n in notes:
         say("  " + n)
-    if len(rows) == 2:
+    if len(rows) >= 2:
         say("  segments, gated vs ungated: " + compare_segments(rows[0][1]["segments"], rows[1][1]["segments"]))
+    if len(rows) >= 3:
+        say("  segments, onnxruntime vs opencv: " + compare_segments(rows[0][1]["segments"], rows[2][1]["segments"]))
     for label, r in rows:
         say(f"  {label}: {r['cmd']}")
     console.print(f"[bold]machine[/] {machine()}   load average at the end {loadavg()}")

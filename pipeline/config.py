@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -155,6 +157,11 @@ class DetectionConfig(_Model):
         description="live streams whose events need no VLM (detector and motion only) cut their clips, the "
         "decisions' windows, this long instead of sampler.clip_seconds, so a segment is in Redis seconds "
         "after its event starts; None = sampler.clip_seconds",
+    )
+    engine: Literal["onnxruntime", "opencv"] = Field(
+        "onnxruntime",
+        description="what runs the CPU detector's network: onnxruntime (about 2.3x faster here) or OpenCV DNN; "
+        "the same weights, the same boxes and scores (to about 1e-5)",
     )
     region_min_area: float = Field(
         0.0005, ge=0, le=1, description="motion blobs smaller than this (fraction of the frame) neither gate nor crop"
