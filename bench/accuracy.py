@@ -174,6 +174,7 @@ def bench_boxes(args, weights, say) -> list[dict]:
     motion, why = motion_regions(idx, thumbs, fps)
     tiles = tile_regions(2, 2)
     motion_rows = (lambda k: motion[k]) if motion is not None else None
+    other_engine = "opencv" if args.engine == "onnxruntime" else "onnxruntime"
     configs: list[tuple[str, dict, Callable[[int], list] | None]] = [
         ("whole 320, stock cfg (mask 0,1,2)", {"input_size": 320, "tiny_masks": None}, None),
         ("whole 608, stock cfg", {"input_size": 608, "tiny_masks": None}, None),
@@ -183,13 +184,14 @@ def bench_boxes(args, weights, say) -> list[dict]:
         ("whole 608", {"input_size": 608}, None),
         ("320 + 2×2 tiles", {"input_size": 320}, lambda k: tiles),
         ("320 + motion regions (default)", {"input_size": 320}, motion_rows),
+        (f"320 + motion regions, {other_engine}", {"input_size": 320, "engine": other_engine}, motion_rows),
     ]
     rows = []
     for name, kw, regions in configs:
         if "motion" in name and motion is None:
             rows.append({"name": name, "note": f"skipped: {why}"})
             continue
-        det = YoloDetector(weights, conf=0.25, threads=args.threads, **kw)
+        det = YoloDetector(weights, conf=0.25, threads=args.threads, **{"engine": args.engine, **kw})
         det.detect([frames[0]])  # warm-up
         found, cpu = [], 0.0
         for k, img in enumerate(frames):
@@ -319,7 +321,7 @@ def bench_events(args, weights_dir: str, say) -> list[dict]:
         return []
     events = default_events()
     names = {e.event for e in events.events}
-    backend = DetectorBackend(events, data_dir=weights_dir, threads=args.threads)
+    backend = DetectorBackend(events, data_dir=weights_dir, threads=args.threads, engine=args.engine)
     cpu = [0.0]
 
     def score(clip):
@@ -388,7 +390,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--step", type=int, default=5, help="boxes: every STEP-th frame of vtest.avi (5: 2 fps)")
     ap.add_argument("--frames", type=int, default=None, help="boxes: at most this many frames (default all)")
-    ap.add_argument("--threads", type=int, default=None, help="cv2.setNumThreads for the detector")
+    ap.add_argument("--threads", type=int, default=None, help="the detector's threads (OpenCV's, onnxruntime's)")
+    ap.add_argument(
+        "--engine",
+        choices=["onnxruntime", "opencv"],
+        default="onnxruntime",
+        help="what runs the detector's network (one boxes row also runs the other engine)",
+    )
     ap.add_argument("--skip", action="append", default=[], choices=["boxes", "events"], help="skip a part")
     args = ap.parse_args(argv)
     command = shlex.join(
