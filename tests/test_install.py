@@ -99,5 +99,7 @@ def test_longwatch_run_works_from_a_fresh_install(installed, synthetic, tmp_path
     assert "warning" not in out.lower(), out[-4000:]
     # The weights were fetched by longwatch itself into the data dir, and verified.
     assert (data / "models" / "yolov3-tiny" / "verified.json").is_file()
+    # and onnxruntime's graph of them was written once, next to them, for later starts
+    assert len(list((data / "models" / "onnx").glob("darknet-*.onnx"))) == 1
     # Everything it wrote went to the data dir, nothing to the working directory.
     assert sorted(p.name for p in work.iterdir()) == ["actors.py", "model.py", "pipeline.py"]
