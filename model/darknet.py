@@ -219,16 +219,19 @@ def onnx_model(cfg_text: str, weights: bytes) -> bytes:
 _built: dict[str, bytes] = {}  # graphs this process built (tests and benchmarks build several detectors)
 
 
-def cached_onnx_model(cfg_text: str, weights_path: str | os.PathLike, cache_dir: str | os.PathLike | None) -> bytes:
+def cached_onnx_model(
+    cfg_text: str, weights_path: str | os.PathLike, cache_dir: str | os.PathLike | None, *, rebuild: bool = False
+) -> bytes:
     """:func:`onnx_model`, kept in ``cache_dir`` (and in this process) under a name made of a sha256 of the
     cfg, the weights and this converter's version, so a changed input is never served an old graph.
-    Written atomically; a directory that cannot be written only means the graph is built each start."""
+    Written atomically; a directory that cannot be written only means the graph is built each start.
+    ``rebuild``: build it again and replace what is kept (a cached file that does not load)."""
     data = Path(weights_path).read_bytes()
     key = hashlib.sha256(f"{CONVERTER_VERSION}\n{cfg_text}\n".encode() + data).hexdigest()[:20]
     path = None if cache_dir is None else Path(cache_dir) / f"darknet-{key}.onnx"
-    if path is not None and path.is_file():
+    if path is not None and path.is_file() and not rebuild:
         return path.read_bytes()
-    model = _built.get(key)
+    model = None if rebuild else _built.get(key)
     if model is None:
         model = _built[key] = onnx_model(cfg_text, data)
     if path is not None:

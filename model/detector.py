@@ -2,7 +2,7 @@
 default) or OpenCV DNN.
 
 Weights: the stock darknet files, found, fetched and verified by :mod:`.weights`. The onnxruntime engine
-runs them as an ONNX graph that :mod:`.darknet` writes (and caches next to the weights) and decodes its
+runs them as an ONNX graph that :mod:`.darknet` writes (and caches under the data dir) and decodes its
 outputs as OpenCV's region layer does, so both engines give the same rows, boxes and scores (to about
 1e-4). On the 2-core dev machine (Intel Xeon, one thread) a 320×192 frame takes about 16 ms in
 onnxruntime and 38 ms in OpenCV DNN.
@@ -291,8 +291,14 @@ class YoloDetector:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelError(f"onnxruntime could not load the detector graph: {exc}") from exc
+        except Exception as first:  # onnxruntime raises its own exception types
+            # a damaged cache file: write the graph again, once
+            log.warning("the cached detector graph in %s does not load (%s); writing it again", cache_dir, first)
+            try:
+                model = darknet.cached_onnx_model(cfg, self.weights.weights, cache_dir, rebuild=True)
+                session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+            except Exception as exc:
+                raise ModelError(f"onnxruntime could not load the detector graph: {exc}") from exc
         self.session = session
 
         def infer(blob: np.ndarray) -> np.ndarray:

@@ -104,6 +104,18 @@ def test_the_graph_is_cached_by_content(weights, tmp_path):
     assert det.detect([np.full((96, 160, 3), 127, np.uint8)]) == [[]]
 
 
+def test_a_damaged_cached_graph_is_written_again(weights, tmp_path, caplog):
+    cache = tmp_path / "onnx"
+    YoloDetector(weights, cache_dir=cache)
+    (kept,) = cache.glob("darknet-*.onnx")
+    good = kept.read_bytes()
+    kept.write_bytes(good[: len(good) // 3])  # e.g. a disk that lost the end of it
+    det = YoloDetector(weights, cache_dir=cache)
+    assert "does not load" in caplog.text
+    assert kept.read_bytes() == good
+    assert det.detect([np.full((96, 160, 3), 127, np.uint8)]) == [[]]
+
+
 def test_backend_keeps_the_graph_under_its_data_dir(tmp_path):
     from longwatch.model.backend import load_backend
     from longwatch.pipeline.events import default_events
