@@ -38,6 +38,29 @@ def main(
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    _check_settings()
+
+
+def _check_settings() -> None:
+    """The settings from the environment, checked before any command runs: each bad one is named with
+    its variable, what was wrong and the value (credentials masked), and the command exits 2."""
+    from pydantic import ValidationError
+
+    from longwatch.pipeline.secrets import redact
+
+    try:
+        Settings()
+    except ValidationError as exc:
+        for e in exc.errors():
+            loc = [str(p) for p in e["loc"]]
+            env = "LONGWATCH_" + "__".join(p.upper() for p in loc)
+            got = redact(repr(e.get("input")))
+            err_console.print(
+                f"[bold red]error:[/] setting {'.'.join(loc)} ({env}): {e['msg']}, got {got}",
+                markup=True,
+                highlight=False,
+            )
+        raise typer.Exit(2) from None
 
 
 def clip_utc_hms(iso: str) -> str:

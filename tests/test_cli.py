@@ -51,6 +51,23 @@ def test_inspect_table_and_qwen_mode(synthetic):
     assert "qwen-vl-utils" in out.stdout and "1 clips" in out.stdout
 
 
+def test_a_bad_setting_in_the_environment_is_named_at_once(tmp_path):
+    """A mistyped or invalid LONGWATCH_* variable: exit 2 before anything starts, naming the setting, its
+    variable and the value, without a traceback and without a credential the value held."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LONGWATCH_")}
+    env["LONGWATCH_DETECTION__ENGINE"] = "tensorrt"
+    res = run("run", str(tmp_path / "none.mp4"), "--data-dir", str(tmp_path), env=env)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "detection.engine (LONGWATCH_DETECTION__ENGINE)" in res.stderr and "'tensorrt'" in res.stderr
+    assert "Traceback" not in res.stderr and "validation error" not in res.stderr
+    env.pop("LONGWATCH_DETECTION__ENGINE")
+    env["LONGWATCH_RUNTIME__REDIS_URLL"] = "redis://:hunter2secret@127.0.0.1:6390/0"  # a typo'd name
+    res = run("query", env=env)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "runtime.redis_urll (LONGWATCH_RUNTIME__REDIS_URLL)" in res.stderr
+    assert "hunter2secret" not in res.stdout + res.stderr
+
+
 def test_inspect_bad_input_exits_2_with_a_message(tmp_path):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video at all" * 100)
