@@ -220,20 +220,30 @@ _built: dict[str, bytes] = {}  # graphs this process built (tests and benchmarks
 
 
 def cached_onnx_model(
-    cfg_text: str, weights_path: str | os.PathLike, cache_dir: str | os.PathLike | None, *, rebuild: bool = False
+    cfg_text: str,
+    weights_path: str | os.PathLike,
+    cache_dir: str | os.PathLike | None,
+    *,
+    weights_sha256: str | None = None,
+    rebuild: bool = False,
 ) -> bytes:
     """:func:`onnx_model`, kept in ``cache_dir`` (and in this process) under a name made of a sha256 of the
-    cfg, the weights and this converter's version, so a changed input is never served an old graph.
-    Written atomically; a directory that cannot be written only means the graph is built each start.
+    cfg, the weights' sha256 and this converter's version, so a changed input is never served an old
+    graph. ``weights_sha256``: the weights' hash where it is already verified (:class:`~.weights.
+    DetectorWeights`), so a start that finds the graph reads no weights; None: hashed here. Written
+    atomically; a directory that cannot be written only means the graph is built each start.
     ``rebuild``: build it again and replace what is kept (a cached file that does not load)."""
-    data = Path(weights_path).read_bytes()
-    key = hashlib.sha256(f"{CONVERTER_VERSION}\n{cfg_text}\n".encode() + data).hexdigest()[:20]
+    data = None
+    if weights_sha256 is None:
+        data = Path(weights_path).read_bytes()
+        weights_sha256 = hashlib.sha256(data).hexdigest()
+    key = hashlib.sha256(f"{CONVERTER_VERSION}\n{cfg_text}\n{weights_sha256}".encode()).hexdigest()[:20]
     path = None if cache_dir is None else Path(cache_dir) / f"darknet-{key}.onnx"
     if path is not None and path.is_file() and not rebuild:
         return path.read_bytes()
     model = None if rebuild else _built.get(key)
     if model is None:
-        model = _built[key] = onnx_model(cfg_text, data)
+        model = _built[key] = onnx_model(cfg_text, data if data is not None else Path(weights_path).read_bytes())
     if path is not None:
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
         try:

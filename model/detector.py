@@ -277,7 +277,7 @@ class YoloDetector:
         import onnxruntime as ort
 
         try:
-            model = darknet.cached_onnx_model(cfg, self.weights.weights, cache_dir)
+            model = darknet.cached_onnx_model(cfg, self.weights.weights, cache_dir, weights_sha256=self.weights.sha256)
             heads = darknet.yolo_heads(cfg)
         except OSError as exc:
             raise ModelError(f"could not read the detector weights {self.weights.weights}: {exc}") from exc
@@ -295,7 +295,9 @@ class YoloDetector:
             # a damaged cache file: write the graph again, once
             log.warning("the cached detector graph in %s does not load (%s); writing it again", cache_dir, first)
             try:
-                model = darknet.cached_onnx_model(cfg, self.weights.weights, cache_dir, rebuild=True)
+                model = darknet.cached_onnx_model(
+                    cfg, self.weights.weights, cache_dir, weights_sha256=self.weights.sha256, rebuild=True
+                )
                 session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
             except Exception as exc:
                 raise ModelError(f"onnxruntime could not load the detector graph: {exc}") from exc
