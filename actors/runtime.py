@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -30,9 +31,54 @@ class RuntimeAlreadyRunningError(ConfigError):
     """A live longwatch runtime with the same Redis prefix already runs on this Ray cluster."""
 
 
-def init_ray(address: str | None = None, *, num_cpus: int | None = None, log_file: str | Path | None = None) -> bool:
+# What a local Ray started with ``lean=True`` leaves out: each is a Python process that costs ~0.6-1.3 CPU-s
+# to start and is of no use to a Ray that lives and dies with one longwatch process.
+LEAN_HEAD_SKIPS = ("autoscaler monitor", "dashboard API server", "log monitor")
+
+
+@contextlib.contextmanager
+def _lean_head():
+    """While ``ray.init`` starts a local head: no autoscaler monitor (nothing to scale: the node is this
+    machine), no dashboard API server (``include_dashboard=False`` still starts it, and ``ray.init``
+    waits ~1.3 s for it), no log monitor (it streams workers' output to the driver, which
+    ``log_to_driver=False`` turns away), and the raylet's dashboard agent in its minimal mode (no
+    metrics HTTP server or reporter modules). Ray's GCS, raylet, its two agents and the workers are
+    as always. ``ray.init`` has no switch for these (``ray start --head`` has ``--no-monitor`` only),
+    so this patches Ray's private ``Node`` for the duration of the call; Ray is pinned (2.60.0), and
+    where these names are gone the head starts as usual."""
+    try:
+        from ray._private import node as ray_node
+        from ray._private import utils as ray_utils
+    except ImportError:  # pragma: no cover - another Ray: its full head
+        yield
+        return
+    patches = [
+        (ray_node.Node, "start_monitor", lambda self, *a, **k: None),
+        (ray_node.Node, "start_api_server", lambda self, *a, **k: None),
+        (ray_node.Node, "start_log_monitor", lambda self, *a, **k: None),
+        (ray_utils, "get_dashboard_dependency_error", lambda: ImportError("longwatch: a lean local head")),
+    ]
+    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches if hasattr(obj, name)]
+    for obj, name, repl in patches:
+        if hasattr(obj, name):
+            setattr(obj, name, repl)
+    try:
+        yield
+    finally:
+        for obj, name, orig in saved:
+            setattr(obj, name, orig)
+
+
+def init_ray(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    log_file: str | Path | None = None,
+    lean: bool = True,
+) -> bool:
     """Connect to Ray: ``address`` / ``RAY_ADDRESS`` joins a cluster, else a local instance.
-    Ray's own log lines go to ``log_file`` (see :mod:`.logs`), not the console.
+    Ray's own log lines go to ``log_file`` (see :mod:`.logs`), not the console. ``lean``: a local
+    instance starts without the processes in :data:`LEAN_HEAD_SKIPS` (see :func:`_lean_head`).
     Returns True when this call started Ray."""
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     if ray.is_initialized():
@@ -48,7 +94,8 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, log_fil
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=num_cpus, **kwargs)
+        with _lean_head() if lean else contextlib.nullcontext():
+            ray.init(num_cpus=num_cpus, **kwargs)
     route_ray_logs()
     return True
 
@@ -188,7 +235,7 @@ class Runtime:
         preload = threading.Thread(target=importlib.import_module, args=(f"{__package__}.model_pool",), daemon=True)
         preload.start()
         self._local_ray = not ray.is_initialized() and not (rt.ray_address or os.environ.get("RAY_ADDRESS"))
-        self._started_ray = init_ray(rt.ray_address, log_file=Path(rt.data_dir) / "logs" / "ray.log")
+        self._started_ray = init_ray(rt.ray_address, log_file=Path(rt.data_dir) / "logs" / "ray.log", lean=rt.ray_lean)
         preload.join()
         from . import model_pool  # (an import error of the thread's is raised here)
 

@@ -40,7 +40,10 @@ def ray_local():
     os.environ["RAY_TMPDIR"] = tmp
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, namespace="longwatch", _temp_dir=tmp, log_to_driver=False)
+    from longwatch.actors.runtime import _lean_head
+
+    with _lean_head():  # as the runtime starts a local Ray (runtime.ray_lean): every Ray test runs on it
+        ray.init(num_cpus=2, include_dashboard=False, namespace="longwatch", _temp_dir=tmp, log_to_driver=False)
     assert init_ray() is False  # the runtime joins the running instance
     try:
         yield

@@ -220,6 +220,11 @@ def test_sigterm_saves_the_watermark_leaves_nothing_running_and_a_second_run_res
             break
         time.sleep(0.2)
     assert progressed, "the run never got going"
+    # A lean local Ray (runtime.ray_lean, the default): its GCS and raylet, but no autoscaler monitor,
+    # dashboard API server or log monitor.
+    ray_procs = processes_mentioning(env["RAY_TMPDIR"])
+    assert any("gcs_server" in p for p in ray_procs) and any("raylet" in p for p in ray_procs), ray_procs
+    assert not [p for p in ray_procs if "monitor.py" in p or "dashboard/dashboard.py" in p], ray_procs
     proc.send_signal(signal.SIGTERM)
     _out, err = proc.communicate(timeout=120)
     assert "stopping" in err
