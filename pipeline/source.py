@@ -139,10 +139,13 @@ class DecodedFrame:
     def to_rgb(self, width: int | None = None, height: int | None = None) -> np.ndarray:
         """RGB uint8 (H, W, 3), scaled to ``width × height`` if given.
 
-        YUV→RGB at full size (swscale, unscaled: cheap), then OpenCV's resize: bicubic, or area
-        averaging when shrinking below half size (bicubic would alias there). Measured 3× cheaper
-        than swscale's scaling bicubic, and closer to torchvision's antialiased bicubic that
-        qwen-vl-utils uses (mean |Δ| 0.15 vs 0.81 grey levels).
+        YUV→RGB at full size (swscale, unscaled: cheap), then OpenCV's resize: area averaging when
+        shrinking below half size (anything else would alias there), bilinear when shrinking less,
+        bicubic when enlarging. Measured 3× cheaper than swscale's scaling bicubic, and closer to
+        torchvision's antialiased bicubic that qwen-vl-utils uses (mean |Δ| 0.15 vs 0.81 grey levels).
+        At the shrink a 720p camera's clip frames take (1280×720 → 1008×560) bilinear is as close to
+        it as bicubic (mean |Δ| 0.147 vs 0.149) and a third of bicubic's cost (1.9 vs 6 ms a frame):
+        this resize was most of what a sampled frame costs.
         """
         w = width or self.width
         h = height or self.height
@@ -150,7 +153,8 @@ class DecodedFrame:
         if (w, h) == (rgb.shape[1], rgb.shape[0]):
             return rgb
         shrink = min(w / rgb.shape[1], h / rgb.shape[0])
-        return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if shrink < 0.5 else cv2.INTER_CUBIC)
+        interpolation = cv2.INTER_AREA if shrink < 0.5 else cv2.INTER_LINEAR if shrink < 1.0 else cv2.INTER_CUBIC
+        return cv2.resize(rgb, (w, h), interpolation=interpolation)
 
     def to_gray(self, width: int, height: int) -> np.ndarray:
         """A small grayscale thumbnail (uint8, full range), the input of the activity signal and of the
