@@ -388,6 +388,7 @@ def run(
             _watch(runtime, ids, durations, live)
             err_console.print()  # end the progress display's line before the table
         except KeyboardInterrupt:
+            err_console.print()  # end the live display's last line, as after a finished run
             err_console.print("[yellow]stopping: watermarks are saved; run again to resume[/]")
         except LongwatchError as exc:  # Redis unreachable, a model pool that failed to deploy, …
             err_console.print(f"[bold red]error:[/] {exc}")
@@ -452,6 +453,7 @@ def _watch(runtime, ids: list[str], durations: dict, live_ids: dict[str, bool]) 
     has ended and every camera has failed or stopped (with cameras running: on Ctrl-C)."""
     from rich.console import Group
     from rich.live import Live
+    from rich.text import Text
 
     columns = [
         TextColumn("{task.description}"),
@@ -465,10 +467,12 @@ def _watch(runtime, ids: list[str], durations: dict, live_ids: dict[str, bool]) 
     cams = [sid for sid in ids if live_ids[sid]]
     ended = ("done", "failed", "stopped")
 
-    def cam_table(status) -> Table:
+    def cam_table(status) -> Table | Group:
         t = Table(title="live streams", pad_edge=False)
-        for col in ("stream", "state", "footage s", "lag s", "clips", "dropped", "restarts", "error"):
+        t.add_column("stream", overflow="fold")
+        for col in ("state", "footage s", "lag s", "clips", "dropped", "restarts"):
             t.add_column(col)
+        notes = []
         for sid in cams:
             st = status.get(sid, {})
             t.add_row(
@@ -479,9 +483,13 @@ def _watch(runtime, ids: list[str], durations: dict, live_ids: dict[str, bool]) 
                 str(st.get("clips", "")),
                 str(st.get("dropped_clips", "")),
                 str(st.get("restarts", "")),
-                (st.get("error") or "")[:60],
             )
-        return t
+            # a camera that does not answer waits (it may come back): say why, one line per stream under
+            # the table (a column would fold it into an unreadable strip on an 80-column terminal)
+            why = st.get("error") or (st.get("reason") if st.get("state") in ("waiting", "restarting", "lost") else "")
+            if why:
+                notes.append(Text(f"{sid} {st.get('state', '?')}: {why}", style="red" if st.get("error") else "yellow"))
+        return Group(t, *notes) if notes else t
 
     with Live(
         Group(progress, cam_table({})) if cams else progress, console=err_console, refresh_per_second=4, transient=False

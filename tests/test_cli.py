@@ -301,3 +301,41 @@ def test_run_rejects_an_unusable_vlm_before_any_stream(tmp_path, synthetic, mode
     )
     assert out.returncode == 2, out.stderr[-2000:]
     assert message in out.stderr
+
+
+@pytest.mark.timeout(180)
+def test_a_dead_camera_waits_and_the_live_table_says_why(tmp_path):
+    """A camera that does not answer may come back: the run waits for it (no failure, no exit), and
+    the live table says why it waits, without the camera's password."""
+    import signal
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nothing listens on: connection refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = _runtime_env(tmp_path)
+    proc = subprocess.Popen(
+        LONGWATCH + ["run", f"rtsp://admin:hunter2secret@127.0.0.1:{port}/cam", "--no-show"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    deadline = time.time() + 90
+    reason = ""
+    while time.time() < deadline and proc.poll() is None and not reason:
+        s = subprocess.run(LONGWATCH + ["streams", "--json"], capture_output=True, text=True, timeout=60, env=env)
+        info = [json.loads(line) for line in s.stdout.splitlines()] if s.returncode == 0 else []
+        if info and info[0]["state"] == "waiting":
+            reason = info[0]["reason"]
+        time.sleep(0.5)
+    assert proc.poll() is None, "the run ended instead of waiting for the camera"
+    assert "unreachable" in reason and "hunter2secret" not in reason, reason
+    time.sleep(1.5)  # the live table's next refresh (every second) has the reason
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    table = " ".join(err.split())
+    assert "cam waiting: source unreachable" in table and "Connection refused" in table, err[-3000:]
+    assert "hunter2secret" not in out + err
+    assert "Traceback" not in err
