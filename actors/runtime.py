@@ -41,22 +41,35 @@ def _lean_head():
     """While ``ray.init`` starts a local head: no autoscaler monitor (nothing to scale: the node is this
     machine), no dashboard API server (``include_dashboard=False`` still starts it, and ``ray.init``
     waits ~1.3 s for it), no log monitor (it streams workers' output to the driver, which
-    ``log_to_driver=False`` turns away), and the raylet's dashboard agent in its minimal mode (no
-    metrics HTTP server or reporter modules). Ray's GCS, raylet, its two agents and the workers are
+    ``log_to_driver=False`` turns away), and the raylet's dashboard agent minimal: no HTTP server and,
+    through :mod:`.lean_agent`, none of its modules (as Ray's minimal install runs it; the raylet
+    waits for the agent, which spent 0.7 s finding them). Ray's GCS, raylet, its two agents and the workers are
     as always. ``ray.init`` has no switch for these (``ray start --head`` has ``--no-monitor`` only),
     so this patches Ray's private ``Node`` for the duration of the call; Ray is pinned (2.60.0), and
     where these names are gone the head starts as usual."""
     try:
         from ray._private import node as ray_node
+        from ray._private import ray_constants, services
         from ray._private import utils as ray_utils
     except ImportError:  # pragma: no cover - another Ray: its full head
         yield
         return
+    python_command = services._build_python_executable_command_memory_profileable
+
+    def agent_command(component, *args, **kwargs):
+        """The dashboard agent through :mod:`.lean_agent` (no modules: nothing to serve them to)."""
+        command = python_command(component, *args, **kwargs)
+        # only a plain interpreter (RAY_MEMRAY_PROFILE_COMPONENT may wrap it in a profiler: left as is)
+        if component == ray_constants.PROCESS_TYPE_DASHBOARD_AGENT and command[1:] in ([], ["-u"]):
+            command = [*command, "-m", f"{__package__}.lean_agent"]
+        return command
+
     patches = [
         (ray_node.Node, "start_monitor", lambda self, *a, **k: None),
         (ray_node.Node, "start_api_server", lambda self, *a, **k: None),
         (ray_node.Node, "start_log_monitor", lambda self, *a, **k: None),
         (ray_utils, "get_dashboard_dependency_error", lambda: ImportError("longwatch: a lean local head")),
+        (services, "_build_python_executable_command_memory_profileable", agent_command),
     ]
     saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches if hasattr(obj, name)]
     for obj, name, repl in patches:

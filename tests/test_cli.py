@@ -225,6 +225,9 @@ def test_sigterm_saves_the_watermark_leaves_nothing_running_and_a_second_run_res
     ray_procs = processes_mentioning(env["RAY_TMPDIR"])
     assert any("gcs_server" in p for p in ray_procs) and any("raylet" in p for p in ray_procs), ray_procs
     assert not [p for p in ray_procs if "monitor.py" in p or "dashboard/dashboard.py" in p], ray_procs
+    # and the raylet's dashboard agent loads none of its modules (actors/lean_agent.py)
+    agent_logs = list(Path(env["RAY_TMPDIR"]).glob("ray/session_*/logs/dashboard_agent.log"))
+    assert agent_logs and "Loaded 0 modules" in agent_logs[0].read_text(), agent_logs
     proc.send_signal(signal.SIGTERM)
     _out, err = proc.communicate(timeout=120)
     assert "stopping" in err
