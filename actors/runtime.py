@@ -31,11 +31,6 @@ class RuntimeAlreadyRunningError(ConfigError):
     """A live longwatch runtime with the same Redis prefix already runs on this Ray cluster."""
 
 
-# What a local Ray started with ``lean=True`` leaves out: each is a Python process that costs ~0.6-1.3 CPU-s
-# to start and is of no use to a Ray that lives and dies with one longwatch process.
-LEAN_HEAD_SKIPS = ("autoscaler monitor", "dashboard API server", "log monitor")
-
-
 @contextlib.contextmanager
 def _lean_head():
     """While ``ray.init`` starts a local head: no autoscaler monitor (nothing to scale: the node is this
@@ -91,7 +86,8 @@ def init_ray(
 ) -> bool:
     """Connect to Ray: ``address`` / ``RAY_ADDRESS`` joins a cluster, else a local instance.
     Ray's own log lines go to ``log_file`` (see :mod:`.logs`), not the console. ``lean``: a local
-    instance starts without the processes in :data:`LEAN_HEAD_SKIPS` (see :func:`_lean_head`).
+    instance starts without the processes a Ray that lives and dies with one longwatch process has
+    no use for (see :func:`_lean_head`).
     Returns True when this call started Ray."""
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     if ray.is_initialized():

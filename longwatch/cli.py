@@ -405,6 +405,9 @@ def run(
         failed = {sid: st for sid, st in status.items() if st.get("state") == "failed"}
         for sid, st in failed.items():
             err_console.print(f"[bold red]{sid} failed:[/] {st.get('error')}")
+        for sid, st in status.items():  # stopped while a camera did not answer: say why it waited
+            if sid in ids and st.get("state") == "waiting" and st.get("reason"):
+                err_console.print(f"[yellow]{sid} was waiting:[/] {st['reason']}")
         if show:
             if runtime.store is not None:
                 segs = [s for sid in ids for s in runtime.store.query(stream=sid)]

@@ -201,8 +201,9 @@ class RuntimeConfig(_Model):
     ray_address: str | None = Field(None, description="None = local ray.init(); or RAY_ADDRESS")
     ray_lean: bool = Field(
         True,
-        description="a local Ray starts without its autoscaler monitor, dashboard API server and log monitor "
-        "(about 2 s sooner, 2 CPU-s less); false: Ray's full set. A cluster (ray_address) is never changed",
+        description="a local Ray starts without its autoscaler monitor, dashboard API server, log monitor and "
+        "dashboard agent modules (ray.init ~2 s sooner, ~3 CPU-s less); false: Ray's full set. A cluster "
+        "(ray_address) is never changed",
     )
     model_replicas: int = Field(1, ge=1)
     model_num_cpus: float = Field(1.0, ge=0)

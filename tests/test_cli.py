@@ -306,7 +306,7 @@ def test_run_rejects_an_unusable_vlm_before_any_stream(tmp_path, synthetic, mode
     assert message in out.stderr
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 def test_a_dead_camera_waits_and_the_live_table_says_why(tmp_path):
     """A camera that does not answer may come back: the run waits for it (no failure, no exit), and
     the live table says why it waits, without the camera's password."""
@@ -325,20 +325,22 @@ def test_a_dead_camera_waits_and_the_live_table_says_why(tmp_path):
         text=True,
         env=env,
     )
-    deadline = time.time() + 90
+    deadline = time.time() + 150
     reason = ""
+    seen = None
     while time.time() < deadline and proc.poll() is None and not reason:
-        s = subprocess.run(LONGWATCH + ["streams", "--json"], capture_output=True, text=True, timeout=60, env=env)
-        info = [json.loads(line) for line in s.stdout.splitlines()] if s.returncode == 0 else []
+        seen = subprocess.run(LONGWATCH + ["streams", "--json"], capture_output=True, text=True, timeout=60, env=env)
+        info = [json.loads(line) for line in seen.stdout.splitlines()] if seen.returncode == 0 else []
         if info and info[0]["state"] == "waiting":
             reason = info[0]["reason"]
-        time.sleep(0.5)
+        time.sleep(1.5)  # each `streams` is a Python process: polling faster only slows the run it watches
     assert proc.poll() is None, "the run ended instead of waiting for the camera"
-    assert "unreachable" in reason and "hunter2secret" not in reason, reason
-    time.sleep(1.5)  # the live table's next refresh (every second) has the reason
+    assert "unreachable" in reason and "hunter2secret" not in reason, seen and (seen.stdout + seen.stderr)[-2000:]
+    time.sleep(3.0)  # a later refresh of the live table (each second, once the status call answers) has it
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     table = " ".join(err.split())
-    assert "cam waiting: source unreachable" in table and "Connection refused" in table, err[-3000:]
+    # under the live table (when the run got that far), and again as the run stops
+    assert "cam was waiting: source unreachable" in table and "Connection refused" in table, err[-3000:]
     assert "hunter2secret" not in out + err
     assert "Traceback" not in err
