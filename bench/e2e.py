@@ -24,11 +24,13 @@ Ray Serve model pool, the default events file):
    person walk in at the same instant (``--in-step``: every mount from the file's start, the worst
    case where every camera's motion and detector work arrives at once); N = 2, 4, 8, 12, 16 streams go through one Runtime with the default
    settings (dynamic 0.5–2 fps sampling, 1-s live decision windows, motion at 8 fps, the gated
-   detector). Each step: add N streams, let them settle for a warm-up, then poll ``rt.status()`` every
-   second through a measuring window, then ``rt.stop()``. **Glass-to-segment** (g2s), the headline:
-   for every ``person_present`` segment that starts in the window, the wall time it is first seen in
-   Redis (a thread polls the store every 0.2 s) − the wall time of its start (start in stream seconds
-   + the stream's epoch, i.e. its first frame's PTS on the wall clock). Also shown, as before: lag, the
+   detector). Each step: add N streams, let them settle for a warm-up, then read every stream's status
+   from Redis (as the API does: no call reaches a worker) every second through a measuring window,
+   then ``rt.stop()``. **Glass-to-segment** (g2s), the headline: for every ``person_present`` segment
+   that starts in the window, the wall time its ``open`` record arrives on the stream's live feed (one
+   blocking XREAD over every stream's feed; the record is written in the segment's own transaction)
+   − the wall time of its start (start in stream seconds + the stream's epoch, i.e. its first frame's
+   PTS on the wall clock). Ray is the lean local one ``longwatch run`` and ``serve`` start. Also shown, as before: lag, the
    runtime's own ``lag_s`` (now − the end of the clip just committed, read at each poll), the data
    age at each poll (now − end of the newest committed clip) and the longest wait between two commits
    of a stream. A step holds when every stream keeps running, g2s p95 ≤ 3 s, no clip is dropped and
@@ -57,6 +59,8 @@ nothing; it exits 0 with a message where the footage folder is absent.
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import os
 import platform
 import shlex
@@ -278,14 +282,15 @@ def run_files(rt, label: str, items: list[tuple[str, Path]], say) -> dict:
 
 
 class SegmentWatch:
-    """Glass-to-segment latency of one event on live streams: a thread polls the store every ``poll_s``
-    and notes the wall time each segment (by id) is first seen, open or closed. A segment's latency =
-    first seen − the wall time of its start (its start in stream seconds + the stream's epoch: the
-    PTS of its first frame mapped to wall time). Only segments that start inside ``[t0, t1]`` (wall,
-    epoch s) count, and none while the stream had seen no clip yet."""
+    """Glass-to-segment latency of one event on live streams: a thread follows the streams' live feeds
+    (one blocking XREAD over every stream's feed, as ``longwatch follow`` and the API's SSE feed read
+    them) and notes the wall time each segment (by id) is first seen: its ``open`` record, written in
+    the same transaction as the segment itself. A segment's latency = first seen − the wall time of
+    its start (its start in stream seconds + the stream's epoch: the PTS of its first frame mapped to
+    wall time). Only segments that start inside ``[t0, t1]`` (wall, epoch s) count."""
 
-    def __init__(self, store, sids: list[str], event: str, poll_s: float = 0.2):
-        self.store, self.sids, self.event, self.poll_s = store, sids, event, poll_s
+    def __init__(self, store, sids: list[str], event: str):
+        self.store, self.sids, self.event = store, sids, event
         self.seen: dict[str, tuple[float, str, float]] = {}  # seg id → (first seen wall s, stream, start)
         self.epochs: dict[str, float] = {}
         self._halt = threading.Event()
@@ -296,26 +301,36 @@ class SegmentWatch:
         return self
 
     def _run(self) -> None:
+        from longwatch.pipeline.feed import records_from
+
+        last = {self.store.keys.feed(sid): "0-0" for sid in self.sids}  # each feed from its start
+        owner = {self.store.keys.feed(sid): sid for sid in self.sids}
         while not self._halt.is_set():
+            try:
+                res = self.store.r.xread(last, count=500, block=500)
+            except Exception:  # Redis busy: read again (the ids kept say where)
+                time.sleep(0.2)
+                continue
             t = time.time()
-            for sid in self.sids:
-                try:
-                    if sid not in self.epochs:
-                        ep = self.store.epoch(sid)
-                        if ep is None:
-                            continue
-                        self.epochs[sid] = ep.timestamp()
-                    for seg in self.store.query(stream=sid, event=self.event):
-                        self.seen.setdefault(seg.id, (t, sid, float(seg.start)))
-                except Exception:  # a poll that fails (Redis busy) is retried at the next one
-                    pass
-            self._halt.wait(max(0.0, self.poll_s - (time.time() - t)))
+            for key, entries in res or []:
+                key = key.decode() if isinstance(key, bytes) else key
+                if entries:
+                    last[key] = entries[-1][0]
+                sid = owner[key]
+                for rec in records_from(entries):
+                    if rec.segment is None or rec.segment.event != self.event:
+                        continue
+                    self.seen.setdefault(rec.segment.id, (t, sid, float(rec.segment.start)))
 
     def stop(self) -> None:
         self._halt.set()
         self._thread.join(timeout=10)
 
     def latencies(self, t0: float, t1: float) -> list[float]:
+        for sid in {sid for _, sid, _ in self.seen.values()} - set(self.epochs):
+            ep = self.store.epoch(sid)
+            if ep is not None:
+                self.epochs[sid] = ep.timestamp()
         out = []
         for first, sid, start in self.seen.values():
             ep = self.epochs.get(sid)
@@ -324,11 +339,34 @@ class SegmentWatch:
         return out
 
 
+def redis_status(store, sids: list[str]) -> dict[str, dict]:
+    """Each stream's status from Redis, as the API reads it (no call reaches a worker): its meta hash
+    (state, lag_s, dropped_clips …, which the worker writes every 5th clip and at every change of
+    state) with ``clips`` and ``footage_s`` from its watermark, committed with every clip (the
+    meta's own clip counter is kept as ``status_clips``: lag_s is new when it moves)."""
+    pipe = store.r.pipeline(transaction=False)
+    for sid in sids:
+        pipe.hgetall(store.keys.meta(sid))
+        pipe.hgetall(store.keys.wm(sid))
+    res = pipe.execute()
+    out = {}
+    for i, sid in enumerate(sids):
+        meta, wm = ({(k.decode() if isinstance(k, bytes) else k): json.loads(v) for k, v in (raw or {}).items()}
+                    for raw in res[2 * i : 2 * i + 2])  # fmt: skip
+        meta["status_clips"] = meta.get("clips")
+        meta["clips"] = int(wm["clip_index"]) + 1 if wm.get("clip_index") is not None else 0
+        if wm.get("footage_s") is not None:
+            meta["footage_s"] = wm["footage_s"]
+        out[sid] = meta
+    return out
+
+
 def rtsp_step(rt, server: RtspServer, n: int, warm_s: float, window_s: float, clip_s: float, store, say) -> dict:
     sids = [f"live{n}-{uuid.uuid4().hex[:4]}-cam{i}" for i in range(n)]
     rec = {
         sid: {
             "last": 0,
+            "last_sc": 0,
             "lags": [],
             "ages": [],
             "states": set(),
@@ -345,11 +383,12 @@ def rtsp_step(rt, server: RtspServer, n: int, warm_s: float, window_s: float, cl
         rt.add(server.urls[i], stream_id=sid)
     add_s = time.perf_counter() - t_add
     watch = SegmentWatch(store, sids, G2S_EVENT).start()
+    status = functools.partial(redis_status, store, sids)
     # Start-up first: every stream running and committing (N worker processes start on 2 cores), then the
     # warm-up, then the window. The start-up time is a figure of its own.
     up_deadline = time.perf_counter() + STARTUP_CAP_S
     while time.perf_counter() < up_deadline:
-        st = rt.status()
+        st = status()
         if all(st.get(sid, {}).get("state") == "running" and int(st[sid].get("clips") or 0) >= 1 for sid in sids):
             break
         time.sleep(0.5)
@@ -369,7 +408,7 @@ def rtsp_step(rt, server: RtspServer, n: int, warm_s: float, window_s: float, cl
         if in_window and meter is None:
             meter = CpuMeter().start()
             looks0 = pool_stats(rt.settings.runtime.redis_prefix)
-        st = rt.status()
+        st = status()
         now = datetime.now(UTC)
         last_st = st
         for sid in sids:
@@ -388,7 +427,9 @@ def rtsp_step(rt, server: RtspServer, n: int, warm_s: float, window_s: float, cl
                     r["last_commit"] = now_p
                 else:
                     r["gap_max"] = max(r["gap_max"], now_p - r["last_commit"])
-            if clips > r["last"] and lag not in ("", None):
+            fresh = int(s.get("status_clips") or 0) > r["last_sc"]  # the worker wrote its status anew
+            r["last_sc"] = max(r["last_sc"], int(s.get("status_clips") or 0))
+            if fresh and lag not in ("", None):
                 (r["lags"] if in_window and r["clips0"] is not None and clips > r["clips0"] else warm_lags).append(
                     float(lag)
                 )
@@ -417,7 +458,10 @@ def rtsp_step(rt, server: RtspServer, n: int, warm_s: float, window_s: float, cl
     free_workers(rt, sids)
     lags = [x for r in rec.values() for x in r["lags"]]
     ages = [x for r in rec.values() for x in r["ages"]]
-    drops_win = sum(int(last_st.get(sid, {}).get("dropped_clips") or 0) - (rec[sid]["drop0"] or 0) for sid in sids)
+    # drops from the final status (the Redis one is up to 5 clips old): any drop while stopping counts too
+    drops_win = sum(
+        int(final.get(sid, last_st.get(sid, {})).get("dropped_clips") or 0) - (rec[sid]["drop0"] or 0) for sid in sids
+    )
     drops_all = sum(int(final.get(sid, {}).get("dropped_clips") or 0) for sid in sids)
     expected = window_s / clip_s  # one clip (a decision window) per clip_s of live footage
     got = [int(last_st.get(sid, {}).get("clips") or 0) - (rec[sid]["clips0"] or 0) for sid in sids]
@@ -993,14 +1037,17 @@ def main(argv: list[str] | None = None) -> int:
             return Settings(runtime=rc, sampler=sampler or SamplerConfig())
 
         t = time.perf_counter()
-        ray.init(
-            num_cpus=os.cpu_count(),
-            include_dashboard=False,
-            namespace="longwatch",
-            _temp_dir=ray_tmp,
-            log_to_driver=False,
-            logging_config=ray.LoggingConfig(log_level="WARNING"),
-        )
+        from longwatch.actors.runtime import _lean_head
+
+        with _lean_head():  # the local Ray that `longwatch run` and `serve` start (runtime.ray_lean)
+            ray.init(
+                num_cpus=os.cpu_count(),
+                include_dashboard=False,
+                namespace="longwatch",
+                _temp_dir=ray_tmp,
+                log_to_driver=False,
+                logging_config=ray.LoggingConfig(log_level="WARNING"),
+            )
         startup["ray.init"] = time.perf_counter() - t
 
         # ---- part 1: files ------------------------------------------------------------------------
@@ -1207,12 +1254,12 @@ def main(argv: list[str] | None = None) -> int:
             )
         console.print(t2)
         console.print(
-            f"g2s (glass-to-segment) = the wall time a {G2S_EVENT} segment is first seen in Redis (open; the store "
-            "polled every 0.2 s) − the wall time of its start (its start in stream seconds + the stream's epoch: its "
+            f"g2s (glass-to-segment) = the wall time a {G2S_EVENT} segment's open record arrives on its live feed "
+            "(a blocking XREAD; written with the segment) − the wall time of its start (its start in stream seconds + the stream's epoch: its "
             f"first frame's PTS on the wall clock), for segments starting in the window (not its last {G2S_TAIL_S:.0f} "
-            "s). lag = rt.status() lag_s, read at each 1-s poll for every stream whose clip counter moved (the worker "
-            "sets it at each commit: now − the clip's end, end = last sampled frame + 1/fps); of a burst of commits "
-            "between two polls only the last lag is seen. age = now − end of the newest committed clip at each poll. "
+            "s). lag = the stream's status lag_s in Redis (now − the end of the clip just committed), "
+            "read each time its worker wrote its status anew (every 5th clip). age = now − end of the newest committed clip "
+            "(its watermark) at each poll. "
             f"held: every stream running, g2s p95 ≤ {TARGET_G2S_S:.0f} s, no drop, ≥ 90 % of the expected clips "
             f"(window / the {clip_s:g}-s decision window). age < 2 s: the older, stricter-on-staleness criterion. dropped: "
             "in the window (whole step). CPU % / stream = all of longwatch's processes (workers, model replica, Ray, "
