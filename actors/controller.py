@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,12 +40,15 @@ from longwatch.pipeline.config import Settings
 from longwatch.pipeline.registry import Registry, StreamSpec
 from longwatch.pipeline.secrets import redact
 from longwatch.pipeline.store import SegmentStore
+from longwatch.pipeline.worker import StreamReport
 
 log = logging.getLogger(__name__)
 
 CONTROLLER_NAME = "longwatch-controller"  # + "-<prefix>": see controller_name
 ACTIVE = ("starting", "running", "waiting", "restarting")
 ENDED = ("done", "failed", "stopped", "paused", "removed")
+# what a running worker's status shows of the stream's meta: its report, and its heartbeat's fields
+_REPORT_FIELDS = (*StreamReport(stream_id="-", uri="-").as_status(), "heartbeat", "node", "pid")
 
 
 def controller_name(prefix: str) -> str:
@@ -65,6 +69,7 @@ class _Entry:
     result: dict | None = None
     started_at: float = field(default_factory=time.time)
     stopping: str = ""  # why the worker is being stopped: "paused", "removed", "changed", "lost", "close"
+    control: str = ""  # the token of the worker's control list (see :mod:`.stream_worker`)
     finished: threading.Event = field(default_factory=threading.Event)
 
 
@@ -205,6 +210,7 @@ class Controller:
 
     def _start_worker(self, spec: StreamSpec, *, restarts: int = 0) -> _Entry:
         source = self._sources.get(spec.id) or self.registry.source(spec.id)
+        control = uuid.uuid4().hex
         worker = StreamWorker.options(num_cpus=self.settings.runtime.worker_num_cpus).remote(
             spec.id,
             source,
@@ -212,8 +218,9 @@ class Controller:
             spec.events or self.events_text,
             self.redis_url,
             spec.start_at,
+            control,
         )
-        entry = _Entry(spec=spec, worker=worker, state="starting", restarts=restarts)
+        entry = _Entry(spec=spec, worker=worker, state="starting", restarts=restarts, control=control)
         self.entries[spec.id] = entry
         self.store.set_status(
             spec.id, state="starting", reason="", error="", generation=spec.generation, source=spec.source
@@ -229,6 +236,12 @@ class Controller:
         if why == "lost":
             ray.kill(worker, no_restart=True)  # a frozen process cannot stop itself
             return
+        # A running worker reads its control list (a call would wait for its run() to end); one not
+        # running yet takes the call first.
+        try:
+            self.store.request_stop(entry.spec.id, entry.control, close_open=why == "removed")
+        except Exception as exc:  # Redis away: the call below still stops a worker that has not begun
+            log.warning("stream %s: could not ask its worker to stop through Redis: %s", entry.spec.id, exc)
         try:
             worker.stop.remote(close_open=why == "removed")
         except Exception:  # the worker is gone: its supervisor sees that
@@ -374,13 +387,10 @@ class Controller:
 
     def status(self) -> dict:
         out = {}
-        for sid, e in list(self.entries.items()):
-            live: dict = {}
-            if e.state == "running" and e.worker is not None:
-                try:
-                    live = ray.get(e.worker.status.remote(), timeout=2.0)
-                except Exception:
-                    live = {}
+        entries = list(self.entries.items())
+        lives = self._live_statuses([sid for sid, e in entries if e.state == "running" and e.worker is not None])
+        for sid, e in entries:
+            live: dict = lives.get(sid, {})
             state = e.state
             if state == "running" and live.get("state") == "waiting":  # the worker waits out a fault, says why
                 state = "waiting"
@@ -394,6 +404,16 @@ class Controller:
                 "generation": e.spec.generation,
             }
         return out
+
+    def _live_statuses(self, stream_ids: list[str]) -> dict[str, dict]:
+        """Running workers' reports as they last wrote them into their streams' meta (a call to a worker
+        would wait for its run() to end, see :mod:`.stream_worker`), in one round trip."""
+        try:
+            metas = self.store.metas(stream_ids)
+        except Exception as exc:  # Redis away: no worker can commit a clip, so each waits for it (its failure policy)
+            why = {"state": "waiting", "reason": f"Redis unreachable ({type(exc).__name__}): waiting to commit"}
+            return {sid: dict(why) for sid in stream_ids}
+        return {sid: {k: meta[k] for k in _REPORT_FIELDS if k in meta} for sid, meta in metas.items()}
 
     def worker(self, stream_id: str):
         return self.entries[stream_id].worker

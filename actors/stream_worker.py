@@ -3,6 +3,15 @@
 The actor restarts when its process dies (``max_restarts``); the controller then calls ``run``
 again and the processor resumes from the stream's watermark in Redis.
 
+It is a plain actor, one call at a time: ``run`` holds the process's main thread for the stream's
+whole life. An actor that takes calls while one runs (``max_concurrency`` > 1) runs them on a thread
+pool and leaves the main thread in Ray's event loop, which wakes every 10 ms to check for signals
+(``CoreWorker.CheckSignal``, fixed in Ray's C++): ~10 ms of CPU a second on a 2-core machine of ours,
+about a tenth of what a live camera's worker spends. So a call made while ``run`` runs waits for it,
+and the controller reaches a running worker through Redis instead: it stops it with a request on
+the worker's control list (:meth:`SegmentStore.request_stop`, read by the heartbeat thread with a
+blocking pop) and reads its status from the stream's meta, where the worker writes it, as the API does.
+
 Model calls wait at most ``runtime.model_timeout_s`` for the pool; a call past it is cancelled and
 raises :class:`TimeoutError`, which the processor treats like a busy or restarting replica: the
 stream waits with backoff and retries the clip (see :mod:`pipeline.worker`, "Failure policy").
@@ -23,7 +32,7 @@ from longwatch.pipeline.store import SegmentStore
 from longwatch.pipeline.worker import ModelCall, Scores, StreamProcessor
 
 
-@ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=4)
+@ray.remote(max_restarts=-1, max_task_retries=0)
 class StreamWorker:
     def __init__(
         self,
@@ -33,7 +42,10 @@ class StreamWorker:
         events_text: str,
         redis_url: str,
         start_at: str | None = None,
+        control: str = "",
     ):
+        """``control``: the token of this worker's control list (the controller's requests, see the
+        module doc); empty: none (only a call to :meth:`stop` before :meth:`run` stops it)."""
         # One OpenCV thread: a camera's frames are small (thumbnails, clip frames) and come one at a time,
         # so OpenCV's pool only adds a second thread that spins between them: with it, the motion model
         # and the cut detector cost about twice the CPU for the same work (measured on a 720p30 file).
@@ -50,6 +62,7 @@ class StreamWorker:
             retry_deadline_s=self.settings.runtime.store_retry_deadline_s,
         )
         self.start_at = start_at
+        self.control = control
         self._processor: StreamProcessor | None = None
         self._lock = threading.Lock()
         self._stopped = False
@@ -57,20 +70,31 @@ class StreamWorker:
         self._beating = threading.Event()
 
     def _heartbeat(self) -> None:
-        """Write ``heartbeat`` (Unix s), node and pid into the stream's status every ``heartbeat_s``
-        while :meth:`run` runs: the controller marks a worker whose heartbeat stopped as lost."""
+        """While :meth:`run` runs: write ``heartbeat`` (Unix s), node and pid into the stream's status
+        every ``heartbeat_s`` (the controller marks a worker whose heartbeat stopped as lost), and in
+        between wait on the control list for the controller's requests (a stop)."""
         node = ray.get_runtime_context().get_node_id()
         pid = os.getpid()
         every = self.settings.runtime.heartbeat_s
+        next_beat = 0.0
         while self._beating.is_set():
+            if time.monotonic() >= next_beat:
+                try:
+                    self.store.set_status(self.stream_id, heartbeat=time.time(), node=node, pid=pid)
+                except Exception:  # Redis away: the controller does not judge heartbeats then either
+                    pass
+                next_beat = time.monotonic() + every
+            wait = min(1.0, max(0.05, next_beat - time.monotonic()))  # short: the thread ends soon after run
+            if not self.control:
+                time.sleep(wait)
+                continue
             try:
-                self.store.set_status(self.stream_id, heartbeat=time.time(), node=node, pid=pid)
-            except Exception:  # Redis away: the controller does not judge heartbeats then either
-                pass
-            for _ in range(max(1, int(every / 0.25))):
-                if not self._beating.is_set():
-                    return
-                time.sleep(min(0.25, every))
+                request = self.store.next_request(self.stream_id, self.control, timeout_s=wait)
+            except Exception:  # Redis away: its requests wait there; read them once it is back
+                time.sleep(wait)
+                continue
+            if request and request.get("op") == "stop":
+                self.stop(close_open=bool(request.get("close_open")))
 
     def _score_fn(self):
         """Send each clip to the pool of every backend its events use (concurrently); merge the scores.
@@ -145,6 +169,8 @@ class StreamWorker:
                 self._processor.stop(close_open=close_open)
 
     def status(self) -> dict:
+        """The report as it is (a call made while :meth:`run` runs waits for it: the stream's meta in
+        Redis has it then, written by the worker)."""
         return self._processor.report.as_status() if self._processor else {"state": "starting"}
 
     def pid(self) -> int:

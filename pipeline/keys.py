@@ -140,6 +140,12 @@ class KeyLayout:
     def counts(self, stream_id: str) -> str:
         return self.key(stream_id, "counts")
 
+    def control(self, stream_id: str, token: str) -> str:
+        """A stream worker's control list (requests from its controller, see
+        :meth:`.SegmentStore.request_stop`); ``token``: the worker's own, so no other worker of the
+        stream ever reads a request meant for this one."""
+        return self.key(stream_id, "ctl", check_name("control token", token))
+
     def seg(self, stream_id: str, seg_id: str) -> str:
         return self.key(stream_id, "seg", seg_id)
 

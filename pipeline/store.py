@@ -268,6 +268,34 @@ class SegmentStore:
 
         self._retrying(run)
 
+    # ---- worker control ---------------------------------------------------------------------------
+
+    def request_stop(self, stream_id: str, token: str, *, close_open: bool = False, ttl_s: float = 3600.0) -> None:
+        """Ask the stream worker holding ``token`` to stop after the clip in hand (``close_open``: and to
+        close its open segments, as for a removed camera). The request waits in the worker's control
+        list (:meth:`KeyLayout.control`) until it reads it (:meth:`next_request`); a worker that never
+        does (it died) leaves it to expire after ``ttl_s``."""
+        key = self.keys.control(stream_id, token)
+        body = json.dumps({"op": "stop", "close_open": bool(close_open)})
+
+        def run() -> None:
+            self.r.rpush(key, body)
+            self.r.expire(key, max(1, int(ttl_s)))
+
+        self._retrying(run)
+
+    def next_request(self, stream_id: str, token: str, *, timeout_s: float) -> dict | None:
+        """The next request for the worker holding ``token``, waiting up to ``timeout_s`` (a blocking
+        BLPOP: no polling); None when none came. Not retried: a worker's caller tries again later."""
+        res = self.r.blpop([self.keys.control(stream_id, token)], timeout=max(0.01, float(timeout_s)))
+        if not res:
+            return None
+        try:
+            body = json.loads(text(res[1]))
+        except ValueError:
+            return None
+        return body if isinstance(body, dict) else None
+
     def set_status(self, stream_id: str, **fields: Any) -> None:
         """Publish runtime fields (``status="running"``, ``lag_s=0.4``, ``fps=1.0`` …) into the meta."""
         if not fields:
@@ -310,6 +338,15 @@ class SegmentStore:
     def meta(self, stream_id: str) -> dict[str, Any]:
         raw = text_dict(self._retrying(lambda: self.r.hgetall(self.keys.meta(stream_id))))
         return {k: json.loads(v) for k, v in raw.items()}
+
+    def metas(self, stream_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The meta of each of ``stream_ids`` in one round trip, not retried: a caller that polls status
+        (the controller) asks again at its next poll instead of waiting out Redis' absence per stream."""
+        pipe = self.r.pipeline(transaction=False)
+        for sid in stream_ids:
+            pipe.hgetall(self.keys.meta(sid))
+        raws = pipe.execute() if stream_ids else []
+        return {sid: {k: json.loads(v) for k, v in text_dict(raw).items()} for sid, raw in zip(stream_ids, raws)}
 
     def epoch(self, stream_id: str) -> datetime | None:
         value = self.meta(stream_id).get("epoch")

@@ -97,6 +97,7 @@ from .types import Clip, Segment
 log = logging.getLogger(__name__)
 
 ScoreFn = Callable[[Clip], dict[str, np.ndarray]]
+STATUS_EVERY_S = 1.0  # a running stream's status is written after a clip at most this often (and at every change)
 GAP_EVENT = "gap"  # a segment over the outage between two sessions of a live stream (see "Live restarts")
 RATE_WINDOW_S = 10.0  # decode_fps and sampled_fps: frames per wall second over this last stretch
 T = TypeVar("T")
@@ -258,6 +259,7 @@ class StreamProcessor:
         self._close_open = False  # stop(close_open=True): a removed live stream closes its open segments
         self._token = uuid.uuid4().hex  # this run's claim on the stream (:meth:`SegmentStore.claim`)
         self._sampled_frames = 0  # frames the sampler put into clips (the reader thread counts them)
+        self._status_at = 0.0  # monotonic time of the last status written after a clip
         self._rates: collections.deque[tuple[float, int, int]] = collections.deque()  # (t, decoded, sampled)
         # segment pictures (:mod:`.thumbs`); a source with no recording to go back to keeps its strip's frames
         self._thumbs = ThumbTracker(stream_id, strip_frames=_kind(uri) != "file")
@@ -706,7 +708,8 @@ class StreamProcessor:
             rep.lag_s = (datetime.now(UTC) - clip.utc(clip.end - clip.start)).total_seconds()
         rep.reconnects = src.stats.reconnects
         self._measure_rates(src)
-        if rep.clips % 5 == 1:
+        if time.monotonic() - self._status_at >= STATUS_EVERY_S:  # what `streams`, the API and the controller read
+            self._status_at = time.monotonic()
             self._status()
 
     def _score(self, clip: Clip, attempts: int | None = None) -> dict[str, np.ndarray]:

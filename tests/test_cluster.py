@@ -121,20 +121,28 @@ def _raylet_pids(c) -> dict[int, str]:
     return out
 
 
-def _placement(handle) -> dict:
-    """Where a stream worker runs. Read while it is alive: its own ``pid()``, the GCS actor table's node
-    id and pid, and the pid of its parent process (the raylet of its node). Should the worker already be
-    gone (a controller that frees finished workers), the GCS record of the dead actor still names its
-    node and pid, and the parent check is skipped."""
+def _placement(rt, sid: str) -> dict:
+    """Where a stream worker runs. Read while it is alive: its own pid (as its heartbeat writes it into
+    the stream's status: a call to the worker would wait for its run() to end), the GCS actor table's
+    node id and pid, and the pid of its parent process (the raylet of its node). Should the worker
+    already be gone (a controller that frees finished workers), the GCS record of the dead actor still
+    names its node and pid, and the parent check is skipped."""
     import psutil
     from ray._private import state
-    from ray.exceptions import RayActorError
 
+    handle = rt.worker(sid)
     out = {"pid": None, "raylet_pid": None}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        meta = rt.store.meta(sid)
+        if meta.get("pid") or meta.get("state") in ("done", "failed", "stopped"):
+            break
+        time.sleep(0.1)
     try:
-        out["pid"] = ray.get(handle.pid.remote(), timeout=30)
-        out["raylet_pid"] = psutil.Process(out["pid"]).ppid()
-    except (RayActorError, psutil.NoSuchProcess):
+        if meta.get("pid"):
+            out["raylet_pid"] = psutil.Process(int(meta["pid"])).ppid()
+            out["pid"] = int(meta["pid"])
+    except psutil.NoSuchProcess:
         pass
     info = state.actors(actor_id=handle._actor_id.hex())
     out.update(gcs_pid=info["Pid"], node_id=info["Address"]["NodeID"], state=info["State"])
@@ -178,7 +186,7 @@ def test_two_files_on_a_two_node_cluster(clips, cluster, redis_server, tmp_path)
 
         for sid, path in clips.items():
             rt.add(str(path), stream_id=sid)
-        placed = {sid: _placement(rt.worker(sid)) for sid in clips}  # while they work (``pid`` runs beside ``run``)
+        placed = {sid: _placement(rt, sid) for sid in clips}  # while they work
         status = rt.wait(timeout=150)
         elapsed = time.perf_counter() - t0
         pool = pool_handle(prefix=settings.runtime.redis_prefix).stats.remote().result()

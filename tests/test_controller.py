@@ -114,7 +114,7 @@ def test_a_worker_that_stops_beating_is_lost_and_replaced(ray_local, redis_serve
         rt.add(str(long_demo), stream_id="clip")
         store = rt.store
         until(lambda: float(store.meta("clip").get("footage_s") or 0) >= 4, 120)
-        pid = ray.get(rt.worker("clip").pid.remote())
+        pid = int(until(lambda: store.meta("clip").get("pid"), 30))  # its heartbeat's (a call waits for run())
         os.kill(pid, signal.SIGSTOP)  # alive to the OS, frozen to us: no heartbeat, no progress
         try:  # lost, killed and replaced: the replacement runs and the status says why it restarted
             lost = until(lambda: (m := store.meta("clip")).get("restarts") == 1 and m, 30)

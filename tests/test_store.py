@@ -284,6 +284,27 @@ def test_keys_share_one_hash_tag_and_slot(store):
             admin.close()
 
 
+def test_a_stop_request_reaches_only_the_worker_it_names(store):
+    """The controller stops a running worker through its control list (a call to the worker would wait
+    for its run() to end): the request waits for the worker holding the token, in order, and no other
+    worker of the stream (an earlier or a later one) ever reads it."""
+    assert store.next_request("cam-9", "tok-a", timeout_s=0.1) is None  # nothing: the pop times out
+    store.request_stop("cam-9", "tok-a", close_open=True)
+    store.request_stop("cam-9", "tok-a")
+    assert store.next_request("cam-9", "tok-b", timeout_s=0.1) is None  # another worker's token
+    assert store.next_request("cam-9", "tok-a", timeout_s=1) == {"op": "stop", "close_open": True}
+    assert store.next_request("cam-9", "tok-a", timeout_s=1) == {"op": "stop", "close_open": False}
+    assert store.next_request("cam-9", "tok-a", timeout_s=0.1) is None
+    store.request_stop("cam-9", "tok-c", ttl_s=60)  # one that no worker reads expires
+    key = store.keys.control("cam-9", "tok-c")
+    assert 0 < store.r.ttl(key) <= 60 and key_slot(key) == key_slot("cam-9")
+    with pytest.raises(StoreKeyError):
+        store.request_stop("cam-9", "bad}token")
+    store.set_status("cam-9", state="running", clips=3)
+    assert store.metas(["cam-9", "cam-none"]) == {"cam-9": store.meta("cam-9"), "cam-none": {}}
+    assert store.metas(["cam-9"])["cam-9"]["clips"] == 3 and store.metas([]) == {}
+
+
 def test_feed_records_in_order_and_follow(store):
     segs = [seg(start=i * 10, end=i * 10 + 3, state="open") for i in range(5)]
     store.commit("cam3", segs[:3], watermark={"clip": 1})
