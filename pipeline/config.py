@@ -220,6 +220,12 @@ class RuntimeConfig(_Model):
     max_batch_clips: int = Field(4, ge=1, description="clips per model batch, across streams")
     batch_wait_s: float = Field(0.05, ge=0, description="longest a clip waits for a batch to fill")
     max_pending_clips: int = Field(4, ge=1, description="clips a stream may have decoded but not scored")
+    live_queue_s: float = Field(
+        10.0,
+        gt=0,
+        description="a live stream cut into short decision windows may have this many seconds of them decoded but "
+        "not scored (at least max_pending_clips windows): a stall that short delays decisions instead of shedding them",
+    )
     max_worker_restarts: int = Field(10, ge=0, description="crashes of one stream worker survived by resuming")
     heartbeat_s: float = Field(5.0, gt=0, description="how often a stream worker writes its heartbeat")
     heartbeat_timeout_s: float = Field(

@@ -44,12 +44,13 @@ clip is in the clip's watermark. Every
 segmenter is interrupted at a scene cut (a motion event also at the motion model's global changes),
 so no segment spans a hard cut.
 
-Backpressure: a reader thread decodes and samples into a bounded queue. For a file, a full queue
+Backpressure: a reader thread decodes and samples into a bounded queue (``runtime.max_pending_clips``;
+a live stream's holds ``runtime.live_queue_s`` of footage if that is more). For a file, a full queue
 blocks the reader (a slow model slows decoding). For a live source, a full queue drops the oldest
 waiting clip and counts it (a slow model sheds load instead of growing memory or lag).
 
-Status (:meth:`StreamReport.as_status`, published into the stream's meta every few clips and at every
-change of state; ``longwatch/metrics.py`` reads it at scrape time): footage, lag, processing ``fps``,
+Status (:meth:`StreamReport.as_status`, published into the stream's meta at most every second after a
+clip and at every change of state; ``longwatch/metrics.py`` reads it at scrape time): footage, lag, processing ``fps``,
 ``decode_fps`` / ``sampled_fps`` (frames decoded / kept in clips per wall second over the last
 :data:`RATE_WINDOW_S`), ``queue_depth`` (clips waiting in the bounded queue), ``dropped_clips``,
 ``reconnects`` (of the source, this run), and, where the score function says what its model calls
@@ -62,6 +63,7 @@ from __future__ import annotations
 import collections
 import functools
 import logging
+import math
 import queue
 import threading
 import time
@@ -478,7 +480,7 @@ class StreamProcessor:
             return rep
         self._status()
 
-        pending: queue.Queue = queue.Queue(maxsize=self.max_pending)
+        pending: queue.Queue = queue.Queue(maxsize=self._queue_size(src))
         holder: dict = {}
         errors: list[BaseException] = []
 
@@ -776,6 +778,17 @@ class StreamProcessor:
 
     def _is_live(self) -> bool:
         return self._source is not None and self._source.live
+
+    def _queue_size(self, src: Source) -> int:
+        """Clips that may wait for the model: ``max_pending_clips``, and for a live stream as many clips as
+        ``runtime.live_queue_s`` of footage if that is more (the 1-s decision windows: ten), so that a
+        stall of a few seconds (several cameras' detector looks at once, a busy host) delays decisions
+        instead of shedding them. A window holds a frame or two and its motion thumbnails: ten of them
+        are a few MB."""
+        if not src.live:
+            return self.max_pending
+        clip_s = self._sampler_config(src).clip_seconds
+        return max(self.max_pending, math.ceil(self.settings.runtime.live_queue_s / clip_s - 1e-9))
 
     def _sampler_config(self, src: Source) -> SamplerConfig:
         """The sampler's settings for this source: a live stream whose events need no VLM cuts short

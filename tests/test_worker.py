@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import types
 
 import numpy as np
 import pytest
@@ -60,6 +61,22 @@ def test_slow_model_slows_a_file_and_loses_nothing(synthetic, store):
     assert wm["done"] is True and wm["clip_index"] == 30
 
 
+def test_a_live_streams_queue_holds_live_queue_s_of_decision_windows(store):
+    """A live stream's clips may wait for the model for ``runtime.live_queue_s`` of footage (1-s decision
+    windows: 10 of them), a file's and long clips' for ``max_pending_clips``."""
+    settings = Settings()
+    proc = StreamProcessor(
+        "q", "rtsp://127.0.0.1:9/cam", settings=settings, events=EVENTS, store=store, score_fn=slow_model(0, []),
+        max_pending_clips=4,
+    )  # fmt: skip
+    camera, file = types.SimpleNamespace(live=True, native_fps=30.0), types.SimpleNamespace(live=False, native_fps=30.0)
+    assert settings.detection.live_window_s == 1.0 and settings.runtime.live_queue_s == 10.0
+    assert proc._queue_size(camera) == 10 and proc._queue_size(file) == 4
+    long_clips = _settings()  # no short windows: 8-s clips, ⌈10 / 8⌉ = 2 < 4
+    proc.settings = long_clips
+    assert proc._queue_size(camera) == 4
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.rtsp
 def test_slow_model_on_a_live_stream_sheds_counted_clips(store):
@@ -67,6 +84,8 @@ def test_slow_model_on_a_live_stream_sheds_counted_clips(store):
 
     seen: list = []
     settings = _settings(min_fps=2, max_fps=2, clip_seconds=1)
+    # a queue of max_pending_clips (2), not of live_queue_s' 10 s of 1-s clips
+    settings = settings.model_copy(update={"runtime": settings.runtime.model_copy(update={"live_queue_s": 1.0})})
     with RtspServer(footage_file("one-by-one-person-detection.mp4"), mount="/slow") as cam:
         proc = StreamProcessor(
             "cam",
