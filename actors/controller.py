@@ -265,11 +265,6 @@ class Controller:
                 if entry.stopping:
                     self._ended(entry, "stopped")
                     return
-                if isinstance(exc, ActorUnavailableError) and self._beats_as(entry, pid):
-                    # Unreachable for a moment, but its heartbeat says the same process still runs the
-                    # stream: a call to it (pid(), run()) would wait for that run() to end. Not a death.
-                    time.sleep(1.0)
-                    continue
                 # Call run() again only once Ray has brought the worker back: a call made while it is
                 # still restarting fails too, and must not count as another death.
                 back = self._until_alive(entry)
@@ -295,15 +290,6 @@ class Controller:
             entry.result = result
             self._ended(entry, "stopped" if entry.stopping else result.get("state", "done"))
             return
-
-    def _beats_as(self, entry: _Entry, pid: int | None) -> bool:
-        """True when the stream's heartbeat is fresh and names ``pid``: that worker process still runs."""
-        try:
-            meta = self.store.meta(entry.spec.id)
-        except Exception:
-            return False
-        age = time.time() - float(meta.get("heartbeat") or 0)
-        return pid is not None and meta.get("pid") == pid and age < self.settings.runtime.heartbeat_timeout_s
 
     @staticmethod
     def _pid(entry: _Entry) -> int | None:

@@ -223,8 +223,8 @@ class RuntimeConfig(_Model):
     live_queue_s: float = Field(
         10.0,
         gt=0,
-        description="a live stream cut into short decision windows may have this many seconds of them decoded but "
-        "not scored (at least max_pending_clips windows): a stall that short delays decisions instead of shedding them",
+        description="a live stream may have this many seconds of clips decoded but not scored (at least "
+        "max_pending_clips; 1-s decision windows: 10): a stall that short delays decisions instead of shedding them",
     )
     max_worker_restarts: int = Field(10, ge=0, description="crashes of one stream worker survived by resuming")
     heartbeat_s: float = Field(5.0, gt=0, description="how often a stream worker writes its heartbeat")
