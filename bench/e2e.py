@@ -341,7 +341,7 @@ class SegmentWatch:
 
 def redis_status(store, sids: list[str]) -> dict[str, dict]:
     """Each stream's status from Redis, as the API reads it (no call reaches a worker): its meta hash
-    (state, lag_s, dropped_clips …, which the worker writes every 5th clip and at every change of
+    (state, lag_s, dropped_clips …, which the worker writes at most every second after a clip and at every change of
     state) with ``clips`` and ``footage_s`` from its watermark, committed with every clip (the
     meta's own clip counter is kept as ``status_clips``: lag_s is new when it moves)."""
     pipe = store.r.pipeline(transaction=False)
@@ -1258,7 +1258,7 @@ def main(argv: list[str] | None = None) -> int:
             "(a blocking XREAD; written with the segment) − the wall time of its start (its start in stream seconds + the stream's epoch: its "
             f"first frame's PTS on the wall clock), for segments starting in the window (not its last {G2S_TAIL_S:.0f} "
             "s). lag = the stream's status lag_s in Redis (now − the end of the clip just committed), "
-            "read each time its worker wrote its status anew (every 5th clip). age = now − end of the newest committed clip "
+            "read each time its worker wrote its status anew (at most every second). age = now − end of the newest committed clip "
             "(its watermark) at each poll. "
             f"held: every stream running, g2s p95 ≤ {TARGET_G2S_S:.0f} s, no drop, ≥ 90 % of the expected clips "
             f"(window / the {clip_s:g}-s decision window). age < 2 s: the older, stricter-on-staleness criterion. dropped: "
