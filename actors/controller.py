@@ -38,9 +38,9 @@ from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 from longwatch.actors.stream_worker import StreamWorker
 from longwatch.pipeline.config import Settings
 from longwatch.pipeline.registry import Registry, StreamSpec
+from longwatch.pipeline.report import StreamReport
 from longwatch.pipeline.secrets import redact
 from longwatch.pipeline.store import SegmentStore
-from longwatch.pipeline.worker import StreamReport
 
 log = logging.getLogger(__name__)
 

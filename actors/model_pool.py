@@ -19,33 +19,20 @@ prefixes on one cluster never deploy over, or delete, each other's pools. :func:
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Any
 
 from ray import serve
 
 from longwatch.model.backend import DETECTOR, KINDS, QWEN2_5_VL
-from longwatch.pipeline.config import Settings
 from longwatch.pipeline.errors import ConfigError
 
 from .logs import route_ray_logs
+from .model_settings import pool_settings
+
+__all__ = ["BackendPool", "app_name", "app_names", "app_states", "deploy", "handle", "pool_settings"]
 
 # The last part of each pool's Serve application name: ``longwatch-<prefix>-<part>`` (see :func:`app_name`).
 APP_KINDS = {DETECTOR: "detector", QWEN2_5_VL: "vlm"}
 DEFAULT_PREFIX = "lw"  # ``runtime.redis_prefix``'s default
-
-# The VLM settings that go to QwenVLBackend.load; the rest of ``vlm`` sizes the pool.
-_VLM_OPTIONS = {
-    "model",
-    "dtype",
-    "attn",
-    "device",
-    "local_files_only",
-    "strategy",
-    "ground",
-    "max_batch_tokens",
-    "max_batch_clips",
-}
 
 
 @serve.deployment(max_ongoing_requests=16)
@@ -110,38 +97,6 @@ def _start_serve() -> None:
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
     serve.start(proxy_location="Disabled")
     route_ray_logs()  # serve.start re-attaches its console handler
-
-
-def pool_settings(kind: str, settings: Settings) -> dict[str, Any]:
-    """:func:`deploy`'s keywords for the pool of ``kind`` from the settings."""
-    if kind == DETECTOR:
-        rt = settings.runtime
-        return dict(
-            # the detector on as many threads as the replica has CPUs: OpenCV DNN's second thread on a 1-CPU
-            # replica bought a shorter forward pass with ~10 % more CPU per frame, plus what the thread
-            # burns spinning between frames (40 % of the replica's CPU at 16 cameras)
-            options={
-                "data_dir": str(Path(rt.data_dir).resolve()),
-                "threads": max(1, round(rt.model_num_cpus)),
-                "engine": settings.detection.engine,
-            },
-            replicas=rt.model_replicas,
-            num_cpus=rt.model_num_cpus,
-            num_gpus=rt.model_num_gpus,
-            max_batch_clips=rt.max_batch_clips,
-            batch_wait_s=rt.batch_wait_s,
-        )
-    if kind == QWEN2_5_VL:
-        vlm = settings.vlm
-        return dict(
-            options=vlm.model_dump(include=_VLM_OPTIONS),
-            replicas=vlm.replicas,
-            num_cpus=vlm.num_cpus,
-            num_gpus=vlm.num_gpus,
-            max_batch_clips=vlm.max_batch_clips,
-            batch_wait_s=vlm.batch_wait_s,
-        )
-    raise ConfigError(f"no model pool for backend {kind!r}; known: {', '.join(KINDS)}")
 
 
 def deploy(

@@ -146,13 +146,23 @@ class Runtime:
     controller runs only the streams added here, and ``close()`` pauses those of them not finished.
     """
 
-    def __init__(self, settings: Settings | None = None, *, events_text: str | None = None, service: bool = False):
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        events_text: str | None = None,
+        service: bool = False,
+        expected_streams: int | None = None,
+    ):
+        """``expected_streams``: how many streams a one-shot run will add (``longwatch run`` knows its
+        sources); with one, ``runtime.model_host: auto`` hosts the detector in that stream's worker."""
         from longwatch.pipeline.events import default_events_path
 
         self.settings = settings or Settings()
         self.events_text = events_text if events_text is not None else Path(default_events_path()).read_text()
         self.events = load_events(self.events_text)  # validated before anything starts
         self.service = service
+        self.expected_streams = expected_streams
         self.redis_url: str | None = None
         self._embedded = None
         self._started_ray = False
@@ -236,17 +246,36 @@ class Runtime:
         except LeaseHeldError as exc:
             raise RuntimeAlreadyRunningError(str(exc)) from None
 
-    def _start(self) -> None:
+    def _resolve_model_host(self) -> None:
+        """``runtime.model_host: auto`` made concrete in :attr:`settings` (which the controller hands
+        every worker): ``worker`` for a one-shot run of one stream on a local Ray whose detector pool is
+        not configured (one replica, no GPU): with one stream there is nothing to batch across, and a
+        model server costs seconds to start (Serve's controller, a replica process, Serve's code
+        imported three times) on a machine that is starting everything else; else ``pool``."""
         rt = self.settings.runtime
+        host = rt.model_host
+        if host == "auto":
+            alone = not self.service and self._local_ray and self.expected_streams == 1
+            host = "worker" if alone and rt.model_replicas == 1 and not rt.model_num_gpus else "pool"
+        if host != rt.model_host:
+            self.settings = self.settings.model_copy(update={"runtime": rt.model_copy(update={"model_host": host})})
+
+    def _start(self) -> None:
+        from .model_settings import worker_hosted
+
+        rt = self.settings.runtime
+        self._local_ray = not ray.is_initialized() and not (rt.ray_address or os.environ.get("RAY_ADDRESS"))
+        self._resolve_model_host()
+        pooled = sorted(set(self.events.model_backends) - worker_hosted(self.settings, self.events.model_backends))
         # Ray Serve's code (a second or so to import) loads while ray.init starts Ray's processes. Not the
         # other way round: Ray's head processes get a parent-death signal bound to the THREAD that starts
         # them, so a ray.init in a thread that ends kills them.
         preload = threading.Thread(target=importlib.import_module, args=(f"{__package__}.model_pool",), daemon=True)
-        preload.start()
-        self._local_ray = not ray.is_initialized() and not (rt.ray_address or os.environ.get("RAY_ADDRESS"))
+        if pooled:
+            preload.start()
         self._started_ray = init_ray(rt.ray_address, log_file=Path(rt.data_dir) / "logs" / "ray.log", lean=rt.ray_lean)
-        preload.join()
-        from . import model_pool  # (an import error of the thread's is raised here)
+        if pooled:
+            preload.join()
 
         if self._embedded is not None and sum(1 for n in ray.nodes() if n.get("Alive")) > 1:
             raise ConfigError(
@@ -257,7 +286,9 @@ class Runtime:
             # A one-shot controller starts no stream before ``add``: its process starts while Serve does.
             # The service's reconciles every spec at once, so it comes after the pools exist.
             self.controller = self._claim_controller()
-        for kind in sorted(set(self.events.model_backends)):  # one pool (Serve app) per backend kind
+        for kind in pooled:  # one pool (Serve app) per backend kind a worker does not host
+            from . import model_pool  # (an import error of the preload thread's is raised here)
+
             name = model_pool.app_name(kind, rt.redis_prefix)
             self._apps.append(name)
             model_pool.deploy(

@@ -22,14 +22,16 @@ from __future__ import annotations
 import os
 import threading
 import time
+from typing import TYPE_CHECKING
 
-import cv2
 import ray
 
 from longwatch.pipeline.config import Settings
 from longwatch.pipeline.events import load_events
 from longwatch.pipeline.store import SegmentStore
-from longwatch.pipeline.worker import ModelCall, Scores, StreamProcessor
+
+if TYPE_CHECKING:
+    from longwatch.pipeline.worker import StreamProcessor
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
@@ -49,6 +51,8 @@ class StreamWorker:
         # One OpenCV thread: a camera's frames are small (thumbnails, clip frames) and come one at a time,
         # so OpenCV's pool only adds a second thread that spins between them: with it, the motion model
         # and the cut detector cost about twice the CPU for the same work (measured on a 720p30 file).
+        import cv2  # here, not at the top: the controller imports this module only to start workers
+
         cv2.setNumThreads(1)
         self.stream_id = stream_id
         self.uri = uri
@@ -68,6 +72,15 @@ class StreamWorker:
         self._stopped = False
         self._close_open = False
         self._beating = threading.Event()
+        # the backends this worker hosts itself (runtime.model_host: worker), loaded by run()'s thread
+        from .model_settings import worker_hosted
+
+        self._hosted = worker_hosted(self.settings, self.events.model_backends)
+        self._backends: dict = {}
+        self._hosted_error: Exception | None = None
+        self._hosted_ready = threading.Event()
+        self._hosted_lock = threading.Lock()
+        self._loading = threading.Event()
 
     def _heartbeat(self) -> None:
         """While :meth:`run` runs: write ``heartbeat`` (Unix s), node and pid into the stream's status
@@ -96,16 +109,52 @@ class StreamWorker:
             if request and request.get("op") == "stop":
                 self.stop(close_open=bool(request.get("close_open")))
 
+    def _load_hosted(self) -> None:
+        """Build the backends this worker hosts itself (``runtime.model_host: worker``), in a thread that
+        :meth:`run` starts, so the model loads while the first clip is decoded. A backend that cannot be
+        built is a :class:`~longwatch.pipeline.errors.ModelError`, which fails the stream at its first
+        clip (a permanent fault: retrying would only repeat it)."""
+        from longwatch.model.backend import load_backend
+        from longwatch.pipeline.errors import LongwatchError, ModelError
+
+        from .model_settings import pool_settings
+
+        for kind in sorted(self._hosted):
+            try:
+                backend = load_backend(kind, self.events, **pool_settings(kind, self.settings)["options"])
+            except LongwatchError as exc:
+                self._hosted_error = exc
+                break
+            except Exception as exc:
+                self._hosted_error = ModelError(f"the {kind} model could not be loaded in the stream worker: {exc}")
+                break
+            self._backends[kind] = backend
+        self._hosted_ready.set()
+
     def _score_fn(self):
-        """Send each clip to the pool of every backend its events use (concurrently); merge the scores.
-        The answer says what each pool call took and how many clips its batch held (:class:`Scores`):
-        the processor keeps them as the status' model latency and batch-size histograms."""
-        from longwatch.actors import model_pool
+        """Score each clip with every backend its events use: those this worker hosts
+        (``runtime.model_host: worker``) here, the others by sending it to their pools (concurrently);
+        merge the scores. The answer says what each call took and how many clips its batch held
+        (:class:`Scores`; 1 here): the processor keeps them as the status' model latency and batch-size
+        histograms. Ray Serve is imported only where a pool is called."""
+        from longwatch.pipeline.worker import ModelCall, Scores
 
         prefix = self.settings.runtime.redis_prefix  # the pools of THIS runtime, never another's
         kinds = self.events.model_backends  # motion runs here, in the stream worker
-        pools = [(kind, model_pool.handle(kind, prefix)) for kind in kinds]
+        pooled = [kind for kind in kinds if kind not in self._hosted]
+        pools = []
+        if pooled:
+            from longwatch.actors import model_pool
+
+            pools = [(kind, model_pool.handle(kind, prefix)) for kind in pooled]
         timeout = self.settings.runtime.model_timeout_s
+
+        def take(merged: dict, boxes: dict, found: dict, scores) -> None:
+            merged.update(scores)
+            boxes.update(getattr(scores, "boxes", None) or {})
+            for name in ("frames_seen", "explained"):
+                if getattr(scores, name, None) is not None:
+                    found[name] = getattr(scores, name)
 
         def score(clip):
             sent = time.perf_counter()
@@ -113,31 +162,42 @@ class StreamWorker:
             deadline = time.monotonic() + timeout
             merged: dict = {}
             boxes: dict = {}  # the detector's box per frame, per event (thumbnails)
-            seen = None  # the frames the detector looked at
-            explained = None  # per frame: looked at, and what moved was what it saw
+            # frames_seen: the frames the detector looked at; explained: per frame, looked at and what
+            # moved was what it saw
+            found: dict = {}
             calls: list[ModelCall] = []
             try:
+                if self._hosted:
+                    if not self._hosted_ready.wait(max(0.0, deadline - time.monotonic())):
+                        raise TimeoutError(f"the hosted model was not loaded within {timeout:g} s")
+                    if self._hosted_error is not None:
+                        raise self._hosted_error
+                    with self._hosted_lock:  # a retried clip never runs beside a call that timed out
+                        for kind, backend in self._backends.items():
+                            started = time.perf_counter()
+                            take(merged, boxes, found, backend.score([clip])[0])
+                            calls.append(ModelCall(kind, time.perf_counter() - started, 1))
                 for kind, response in pending:
                     scores, batch = response.result(timeout_s=max(0.0, deadline - time.monotonic()))
                     # answers are collected in turn: a second pool's time includes any wait for the first
                     calls.append(ModelCall(kind, time.perf_counter() - sent, int(batch)))
-                    merged.update(scores)
-                    boxes.update(getattr(scores, "boxes", None) or {})
-                    if getattr(scores, "frames_seen", None) is not None:
-                        seen = scores.frames_seen
-                    if getattr(scores, "explained", None) is not None:
-                        explained = scores.explained
+                    take(merged, boxes, found, scores)
             except BaseException as exc:
                 for _kind, response in pending:  # a hung replica must not keep working on a clip we retry
                     response.cancel()
                 if isinstance(exc, TimeoutError):
                     raise TimeoutError(f"model pool gave no answer within {timeout:g} s") from exc
                 raise
-            return Scores(merged, calls, boxes, frames_seen=seen, explained=explained)
+            return Scores(merged, calls, boxes, frames_seen=found.get("frames_seen"), explained=found.get("explained"))
 
         return score
 
     def run(self) -> dict:
+        from longwatch.pipeline.worker import StreamProcessor
+
+        if self._hosted and not self._loading.is_set():
+            self._loading.set()
+            threading.Thread(target=self._load_hosted, name="load-model", daemon=True).start()
         with self._lock:
             self._processor = StreamProcessor(
                 self.stream_id,

@@ -380,6 +380,7 @@ def run(
                     [sid for sid in ids if sid not in rejected],
                     [u for sid, u in zip(ids, sources) if sid not in rejected],
                 )
+                runtime.expected_streams = len(ids)  # one: the detector runs in its worker (runtime.model_host)
                 runtime.start(wait_pools=False)  # the streams start while the model replicas do
                 signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # again: ray.init installs its own
                 for sid, uri in zip(ids, sources):

@@ -205,6 +205,15 @@ class RuntimeConfig(_Model):
         "dashboard agent modules (ray.init ~2 s sooner, ~3 CPU-s less); false: Ray's full set. A cluster "
         "(ray_address) is never changed",
     )
+    model_host: Literal["auto", "pool", "worker"] = Field(
+        "auto",
+        description="where the CPU detector runs: 'pool', a Ray Serve pool that batches clips across streams "
+        "(model_replicas, model_num_cpus); 'worker', inside each stream's worker (no model server to start, "
+        "one detector per stream); 'auto': 'worker' for a one-shot run of one source on a local Ray "
+        "(longwatch run FILE: nothing to batch across, and the pool's start costs seconds), unless the "
+        "detector pool is configured (model_replicas > 1, model_num_gpus); else 'pool'. Qwen2.5-VL always "
+        "runs in its pool",
+    )
     model_replicas: int = Field(1, ge=1)
     model_num_cpus: float = Field(1.0, ge=0)
     model_num_gpus: float = Field(0.0, ge=0)

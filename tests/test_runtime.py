@@ -244,6 +244,54 @@ def test_redis_outage_mid_run_loses_nothing(clean_run, redis_server, data_dir):
 
 
 @pytest.mark.timeout(900)
+def test_detector_hosted_in_the_worker_gives_the_pools_segments(demo_clean, redis_server, data_dir):
+    """``runtime.model_host: worker`` (what ``longwatch run`` of one file resolves ``auto`` to): no Serve
+    application is deployed, the stream's worker scores its clips itself (batches of one), and every
+    segment, id and score equals the pool's clean run of the same file."""
+    from ray import serve
+
+    from longwatch.actors.model_pool import app_name
+
+    case, reference = demo_clean["case"], demo_clean["all"]
+    rt = _runtime(redis_server, data_dir, case.sampler, model_host="worker")
+    try:
+        assert rt.settings.runtime.model_host == "worker" and not rt._apps
+        rt.add(str(case.path), stream_id=SID)
+        status = rt.wait(timeout=600)[SID]
+        apps = serve.status().applications
+        segs = _segments(rt, SID, event=None)
+    finally:
+        rt.close()
+    assert status["state"] == "done", status
+    assert app_name("detector", rt.settings.runtime.redis_prefix) not in apps
+    batches = status["model_batch_size"]["detector"]
+    assert batches["count"] > 0 and batches["sum"] == batches["count"], batches  # every call one clip, here
+    assert _same(segs) == _same(reference)
+
+
+def test_model_host_auto_hosts_one_streams_detector_in_its_worker():
+    """``auto`` → ``worker`` only for a one-shot run of one stream on a Ray this runtime starts, with the
+    detector pool not configured; the service, several streams, a joined cluster, more replicas or a GPU
+    fraction keep the pool; an explicit choice stays."""
+    from longwatch.actors.runtime import Runtime
+
+    def host(service=False, streams=1, local=True, **runtime):
+        settings = Settings()
+        settings = settings.model_copy(update={"runtime": settings.runtime.model_copy(update=runtime)})
+        rt = Runtime(settings, service=service, expected_streams=streams)
+        rt._local_ray = local
+        rt._resolve_model_host()
+        return rt.settings.runtime.model_host
+
+    assert host() == "worker"
+    assert host(service=True) == "pool"
+    assert host(streams=2) == "pool" and host(streams=None) == "pool"
+    assert host(local=False) == "pool"
+    assert host(model_replicas=2) == "pool" and host(model_num_gpus=0.5) == "pool"
+    assert host(model_host="pool") == "pool" and host(streams=3, model_host="worker") == "worker"
+
+
+@pytest.mark.timeout(900)
 @pytest.mark.rtsp
 @pytest.mark.parametrize("case", ["demo", "footage"])
 def test_two_files_and_a_camera_through_one_pool(ray_local, redis_server, data_dir, synthetic, tmp_path, request, case):
