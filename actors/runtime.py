@@ -178,8 +178,9 @@ class Runtime:
 
     def start(self, *, wait_pools: bool = True) -> Runtime:
         """Redis (given or embedded), the prefix's lease and the model files first (each fails fast,
-        before Ray starts); then Ray (``ray.init``, while Serve's code loads in a thread), the
-        model pools (deployed without blocking, while the controller starts), then it waits for the pools
+        before Ray starts); then where the detector runs (``runtime.model_host``, ``auto`` made concrete:
+        :meth:`_resolve_model_host`), Ray (``ray.init``, while Serve's code loads in a thread where a pool
+        is needed), the model pools (deployed without blocking, while the controller starts), then it waits for the pools
         to run (:meth:`wait_pools`; a pool that fails to deploy raises its ``ModelError`` here).
         ``wait_pools=False``: return once they are deployed, so the caller's streams start (their
         processes, their first clips) while the replicas do; the caller then calls :meth:`wait_pools`

@@ -12,6 +12,11 @@ and the controller reaches a running worker through Redis instead: it stops it w
 the worker's control list (:meth:`SegmentStore.request_stop`, read by the heartbeat thread with a
 blocking pop) and reads its status from the stream's meta, where the worker writes it, as the API does.
 
+Models: each clip goes to the pool (a Ray Serve app) of every backend its events use, except the
+detector where ``runtime.model_host`` is ``worker`` (what ``auto`` becomes for a one-shot run of one
+source): the worker then builds the detector itself, in a thread while its first clip decodes, and
+scores its clips in its own process, one at a time; Ray Serve is imported only where a pool is called.
+
 Model calls wait at most ``runtime.model_timeout_s`` for the pool; a call past it is cancelled and
 raises :class:`TimeoutError`, which the processor treats like a busy or restarting replica: the
 stream waits with backoff and retries the clip (see :mod:`pipeline.worker`, "Failure policy").

@@ -43,12 +43,15 @@ Ray Serve model pool, the default events file):
 1280x720 30 fps H.264 file (GOP 60, 2 B-frames, ``-preset veryfast``) looped from the person clip with
 ffmpeg (cached in ``bench/out/``) goes (a) through ``ffmpeg -threads 2 -i FILE -f null -`` (decode only),
 (b) through ``longwatch run FILE --no-show`` as a subprocess, end to end (a fresh data dir with its
-detector weights already cached, a fresh Ray, the benchmark's private Redis via ``--redis-url``), and
-(c) the same with ``LONGWATCH_DETECTION__GATE=false`` (the detector on every sampled frame), and (d) with
+detector weights already cached, a fresh Ray, the benchmark's private Redis via ``--redis-url``; the
+detector in the stream's worker, as ``runtime.model_host: auto`` puts it for one source), (c) the same
+with ``LONGWATCH_RUNTIME__MODEL_HOST=pool`` (the detector in a Ray Serve pool, as before), (d) with
+``LONGWATCH_DETECTION__GATE=false`` (the detector on every sampled frame), and (e) with
 ``LONGWATCH_DETECTION__ENGINE=opencv`` (the detector's network in OpenCV DNN instead of onnxruntime). Per run:
 wall time, × real time, ffmpeg's wall / this wall, start-up (process start → first clip committed), the
-stream worker's own wall time, teardown (last clip committed → exit), and detector frames per footage
-second and per sampled frame (the stream's ``detected_frames`` / ``sampled_frames``).
+stream worker's own wall time, teardown (last clip committed → exit), the run's wall time outside the
+worker's (wall − worker), and detector frames per footage second and per sampled frame (the stream's
+``detected_frames`` / ``sampled_frames``). Each variant's segments are compared with (b)'s.
 
 CPU use is read from /proc (psutil): the whole machine's busy cores, and the CPU seconds of the
 processes this benchmark started (Ray's, Redis, the RTSP server), grouped. The load average is
@@ -812,19 +815,39 @@ def file_speed(quick: bool, console, say) -> int:
     srv = EmbeddedRedis(redis_dir, reuse=False).start()
     notes = []
     try:
-        variants = [("longwatch run (gate on, default)", {})]
+        # (label, env, what its segments are compared as, against the default's)
+        variants: list[tuple[str, dict[str, str], str]] = [("longwatch run (gate on, default)", {}, "")]
+        runtime_fields = type(Settings().runtime).model_fields
+        if "model_host" in runtime_fields:
+            variants.append(
+                (
+                    "longwatch run, LONGWATCH_RUNTIME__MODEL_HOST=pool",
+                    {"LONGWATCH_RUNTIME__MODEL_HOST": "pool"},
+                    "detector in the worker vs in a Serve pool",
+                )
+            )
         if gate_ok:
-            variants.append(("longwatch run, LONGWATCH_DETECTION__GATE=false", {"LONGWATCH_DETECTION__GATE": "false"}))
+            variants.append(
+                (
+                    "longwatch run, LONGWATCH_DETECTION__GATE=false",
+                    {"LONGWATCH_DETECTION__GATE": "false"},
+                    "gated vs ungated",
+                )
+            )
         else:
-            notes.append("(c) skipped: the settings have no detection.gate (LONGWATCH_DETECTION__GATE)")
+            notes.append("(ungated run) skipped: the settings have no detection.gate (LONGWATCH_DETECTION__GATE)")
         if "engine" in type(Settings().detection).model_fields:
             variants.append(
-                ("longwatch run, LONGWATCH_DETECTION__ENGINE=opencv", {"LONGWATCH_DETECTION__ENGINE": "opencv"})
+                (
+                    "longwatch run, LONGWATCH_DETECTION__ENGINE=opencv",
+                    {"LONGWATCH_DETECTION__ENGINE": "opencv"},
+                    "onnxruntime vs opencv",
+                )
             )
-        for i, (label, extra) in enumerate(variants):
+        for i, (label, extra, _compared) in enumerate(variants):
             r = cli_run(path, f"fs{i}", extra, srv.url, f"fs{uuid.uuid4().hex[:6]}")
             rows.append((label, r))
-            say(f"  ({'bcd'[i]}) {label}: {r['total_s']:.1f} s (rc {r['rc']}); load {loadavg()}")
+            say(f"  ({'bcdef'[i]}) {label}: {r['total_s']:.1f} s (rc {r['rc']}); load {loadavg()}")
             if r["rc"]:
                 say("      " + " ".join(r["err"].split())[-600:])
     finally:
@@ -840,6 +863,7 @@ def file_speed(quick: bool, console, say) -> int:
         "start-up s",
         "worker s",
         "teardown s",
+        "wall − worker s",
         "detected/footage s",
         "detected/sampled",
     ):
@@ -849,6 +873,7 @@ def file_speed(quick: bool, console, say) -> int:
         f"{ff_wall:.1f}",
         fmt_x(seconds / ff_wall),
         "1.00",
+        "",
         "",
         "",
         "",
@@ -867,6 +892,7 @@ def file_speed(quick: bool, console, say) -> int:
             "—" if r["first_clip_s"] is None else f"{r['first_clip_s']:.1f}",
             f"{float(m.get('wall_s') or 0):.1f}",
             "—" if r["teardown_s"] is None else f"{r['teardown_s']:.1f}",
+            f"{r['total_s'] - float(m.get('wall_s') or 0):.1f}",
             "—" if det in (None, "") else f"{int(det) / footage:.2f}",
             "—" if det in (None, "") or not smp else f"{int(det) / int(smp):.2f}",
         )
@@ -874,14 +900,13 @@ def file_speed(quick: bool, console, say) -> int:
     say(
         "  start-up s: process start → first clip committed (includes the first clip's own work); worker s: the "
         "stream worker's wall clock (status wall_s); teardown s: last clip committed → process exit (watermark "
-        "polled every 50 ms)."
+        "polled every 50 ms); wall − worker s: the run's time outside the stream worker's own (start-up "
+        "before its first frame, teardown after its last commit)."
     )
     for n in notes:
         say("  " + n)
-    if len(rows) >= 2:
-        say("  segments, gated vs ungated: " + compare_segments(rows[0][1]["segments"], rows[1][1]["segments"]))
-    if len(rows) >= 3:
-        say("  segments, onnxruntime vs opencv: " + compare_segments(rows[0][1]["segments"], rows[2][1]["segments"]))
+    for (_label, r), (_l, _e, compared) in zip(rows[1:], variants[1:]):
+        say(f"  segments, {compared}: " + compare_segments(rows[0][1]["segments"], r["segments"]))
     for label, r in rows:
         say(f"  {label}: {r['cmd']}")
     console.print(f"[bold]machine[/] {machine()}   load average at the end {loadavg()}")
