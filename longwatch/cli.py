@@ -15,11 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from longwatch.model.position_ids import temporal_ids
 from longwatch.pipeline.config import QwenCompatConfig, SamplerConfig, Settings
 from longwatch.pipeline.errors import LongwatchError, MissingSecretError
-from longwatch.pipeline.patches import patchify
-from longwatch.pipeline.sampler import choose_skip, sample_clips, sample_qwen
 from longwatch.pipeline.source import Source
 from longwatch.pipeline.store import SegmentStore
 
@@ -121,6 +118,11 @@ def inspect(
         f"{f', {src.duration:.1f} s' if src.duration else ''}, "
         f"{f'epoch {src.epoch.isoformat()}' if _utc(src.epoch, src.epoch) else 'no epoch (times in stream seconds)'}"
     )
+    # here, not at the top: `run` and the clients never sample or patchify in this process
+    from longwatch.model.position_ids import temporal_ids
+    from longwatch.pipeline.patches import patchify
+    from longwatch.pipeline.sampler import choose_skip, sample_clips, sample_qwen
+
     rows = []
     started = time.perf_counter()
     footage = 0.0
